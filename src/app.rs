@@ -1,0 +1,126 @@
+//! The application as configured: mapping files compiled, Glance client built. `serve` runs it;
+//! `check` builds it and stops, so both accept and refuse exactly the same inputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::glance::{embedded, GlanceClient};
+use crate::mapping::{Mapping, MappingError};
+use crate::nova::{self, NovaApi};
+
+/// Where the embedded store's native Glance v2 API is exposed when there is no Glance.
+pub const EMBEDDED_MOUNT: &str = "/image";
+
+/// The mapping files compiled into the binary, used when `mappings_dir` is not set.
+const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot build the Glance client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Which Glance the gateway talks to.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    Glance(url::Url),
+    /// The in-memory store, with the router that serves its native API.
+    Embedded(axum::Router),
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub glance: GlanceClient,
+    pub upstream: Upstream,
+    pub nova: Arc<NovaApi>,
+}
+
+impl App {
+    pub fn load(config: Config) -> Result<App, LoadError> {
+        let nova_mapping =
+            Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
+        let (glance, upstream) = match &config.glance.url {
+            Some(url) => (GlanceClient::http(&config.glance, url.clone())?, Upstream::Glance(url.clone())),
+            None => {
+                let router = embedded::router(embedded::Store::new());
+                (GlanceClient::embedded(&config.glance, router.clone()), Upstream::Embedded(router))
+            }
+        };
+        let image_service_url =
+            config.glance.public_url.as_ref().or(config.glance.url.as_ref()).map(unversioned_endpoint);
+        let settings = nova::Settings {
+            max_version: config.max_microversion(),
+            enforce_removal: config.nova.enforce_removal,
+            max_limit: config.nova.max_limit as usize,
+            public_url: config.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
+            image_service_url,
+            embedded_mount: EMBEDDED_MOUNT.to_owned(),
+            request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
+            body_limit: config.limits.body_limit_bytes,
+        };
+        let nova = Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings });
+        Ok(App { config, glance, upstream, nova })
+    }
+}
+
+/// Reads and compiles one mapping file from `dir`, or the built-in copy when there is no dir.
+fn load_mapping(
+    dir: Option<&Path>,
+    name: &str,
+    built_in: &str,
+    dialect: &str,
+    actions: &[crate::mapping::ActionSpec],
+) -> Result<Mapping, LoadError> {
+    match dir {
+        Some(dir) => {
+            let path = dir.join(name);
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+            Ok(Mapping::compile(&path.display().to_string(), &text, dialect, actions)?)
+        }
+        None => Ok(Mapping::compile(&format!("(built-in) {name}"), built_in, dialect, actions)?),
+    }
+}
+
+/// Nova's rule for the image endpoint in links: drop a trailing `/vN[.M]` and trailing slashes.
+fn unversioned_endpoint(url: &url::Url) -> String {
+    nova::strip_version(url.as_str().trim_end_matches('/')).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_endpoints_lose_their_version() {
+        for (given, want) in [
+            ("http://g:9292", "http://g:9292"),
+            ("http://g:9292/", "http://g:9292"),
+            ("http://g:9292/v2", "http://g:9292"),
+            ("http://g/image/v2.1/", "http://g/image"),
+            ("http://g/image", "http://g/image"),
+        ] {
+            assert_eq!(unversioned_endpoint(&given.parse().unwrap()), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_mapping_files_compile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        load_mapping(Some(&dir), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS).unwrap();
+    }
+
+    #[test]
+    fn a_missing_mapping_file_names_its_path() {
+        let e = load_mapping(Some(Path::new("/nonexistent")), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/nova.toml: "), "{e}");
+    }
+}

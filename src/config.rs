@@ -1,0 +1,301 @@
+//! Gateway configuration: a TOML file, overridden by `IMAGE_GATEWAY_*` environment variables
+//! (`__` separates nested keys: `IMAGE_GATEWAY_GLANCE__URL`).
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a default. Values that
+//! parse but make no sense together are caught by [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::mapping::ApiVersion;
+
+/// Where `serve` and `check` look when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/gateway.toml";
+const ENV_PREFIX: &str = "IMAGE_GATEWAY_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// figment's message names the key and the file or variable that supplied it.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("{file}: {key}: {problem}")]
+    Invalid { file: String, key: &'static str, problem: String },
+    #[error("{0}: file not found")]
+    Missing(PathBuf),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// The address clients use to reach the gateway (e.g. `https://compute.example.com`), used
+    /// in every link the gateway writes. Without it links are built from the `Host` header.
+    pub public_url: Option<Url>,
+    /// Directory holding `nova.toml` (and later dialects). Without it the mapping files built
+    /// into the binary are used.
+    pub mappings_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub glance: GlanceConfig,
+    pub nova: NovaConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Whole-request deadline, upstream calls included.
+    pub request_timeout_secs: f64,
+    /// Largest JSON request body accepted.
+    pub body_limit_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlanceConfig {
+    /// Glance v2 endpoint (without `/v2`). Without it the gateway serves an in-memory store.
+    pub url: Option<Url>,
+    /// Glance's address as clients see it, for `alternate` links. Defaults to `url`.
+    pub public_url: Option<Url>,
+    pub connect_timeout_secs: f64,
+    /// Deadline of one Glance call.
+    pub timeout_secs: f64,
+    /// Images asked for per Glance list call when a client list spans several pages.
+    pub page_size: u32,
+    /// Request headers passed on to Glance: the token and, for a Glance that trusts an auth
+    /// layer in front, the identity headers (keystonemiddleware overwrites those anyway).
+    pub forward_headers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NovaConfig {
+    /// Mount of the microversioned API.
+    pub mount: String,
+    /// Mount of the legacy v2 API (no microversion headers).
+    pub legacy_mount: String,
+    /// Highest microversion accepted (and what `latest` means); higher ones get Nova's 406.
+    pub max_microversion: String,
+    /// When true, answer 404 above each route's `max_version`, exactly as Nova does. By
+    /// default the gateway keeps serving the calls at every microversion: that is its point.
+    pub enforce_removal: bool,
+    /// Nova's `[api] max_limit`: the largest page before `images_links` appears.
+    pub max_limit: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (one object per line, for log pipelines) or `text`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `image_gateway=debug,info`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8774)),
+            public_url: None,
+            mappings_dir: None,
+            limits: Limits { request_timeout_secs: 60.0, body_limit_bytes: 1 << 20 },
+            glance: GlanceConfig {
+                url: None,
+                public_url: None,
+                connect_timeout_secs: 5.0,
+                timeout_secs: 30.0,
+                page_size: 1000,
+                forward_headers: [
+                    "x-auth-token",
+                    "x-identity-status",
+                    "x-project-id",
+                    "x-user-id",
+                    "x-roles",
+                    "x-tenant-id",
+                    "x-domain-id",
+                ]
+                .map(String::from)
+                .to_vec(),
+            },
+            nova: NovaConfig {
+                mount: "/v2.1".into(),
+                legacy_mount: "/v2".into(),
+                max_microversion: "2.104".into(),
+                enforce_removal: false,
+                max_limit: 1000,
+            },
+            log: LogConfig { format: LogFormat::Json, filter: "info".into() },
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file, then the environment. `explicit` says whether the path
+    /// came from the command line: a missing default file is fine, a missing named one is not.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        if explicit && !path.is_file() {
+            return Err(ConfigError::Missing(path.to_owned()));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { file: file.to_owned(), key, problem });
+        for (key, secs) in [
+            ("limits.request_timeout_secs", self.limits.request_timeout_secs),
+            ("glance.connect_timeout_secs", self.glance.connect_timeout_secs),
+            ("glance.timeout_secs", self.glance.timeout_secs),
+        ] {
+            if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+                return invalid(key, format!("{secs} is not a number of seconds between 0 and 86400"));
+            }
+        }
+        if self.limits.body_limit_bytes == 0 {
+            return invalid("limits.body_limit_bytes", "must be at least 1".into());
+        }
+        for (key, url) in [
+            ("public_url", &self.public_url),
+            ("glance.url", &self.glance.url),
+            ("glance.public_url", &self.glance.public_url),
+        ] {
+            if let Some(url) = url {
+                if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.query().is_some() {
+                    return invalid(key, format!("`{url}` is not an http(s) base URL without a query"));
+                }
+            }
+        }
+        if !(1..=10_000).contains(&self.glance.page_size) {
+            return invalid("glance.page_size", format!("{} is not between 1 and 10000", self.glance.page_size));
+        }
+        if let Some(bad) =
+            self.glance.forward_headers.iter().find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return invalid("glance.forward_headers", format!("`{bad}` is not a header name"));
+        }
+        for (key, mount) in [("nova.mount", &self.nova.mount), ("nova.legacy_mount", &self.nova.legacy_mount)] {
+            if !mount.starts_with('/') || mount.ends_with('/') || mount.contains(['{', '}', '*', '?']) {
+                return invalid(key, format!("`{mount}` must start with `/`, not end with `/`, and hold no pattern"));
+            }
+        }
+        if self.nova.mount == self.nova.legacy_mount {
+            return invalid("nova.legacy_mount", "must differ from nova.mount".into());
+        }
+        match self.nova.max_microversion.parse::<ApiVersion>() {
+            Ok(v) if v >= ApiVersion::new(2, 1) => {}
+            _ => {
+                return invalid(
+                    "nova.max_microversion",
+                    format!("`{}` is not a version of 2.1 or above", self.nova.max_microversion),
+                )
+            }
+        }
+        if self.nova.max_limit == 0 {
+            return invalid("nova.max_limit", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.limits.request_timeout_secs)
+    }
+
+    pub fn max_microversion(&self) -> ApiVersion {
+        // validate() has checked it.
+        self.nova.max_microversion.parse().unwrap_or(ApiVersion::new(2, 1))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail, file: &str) -> Result<Config, String> {
+        jail.create_file("gateway.toml", file).map_err(|e| e.to_string())?;
+        Config::load(Path::new("gateway.toml"), true).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("IMAGE_GATEWAY_LISTEN", "0.0.0.0:9000");
+            jail.set_env("IMAGE_GATEWAY_GLANCE__URL", "http://glance.example:9292");
+            let c = load_in(jail, "listen = \"127.0.0.1:1\"\n[glance]\ntimeout_secs = 5\n").unwrap();
+            assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(c.glance.url.unwrap().as_str(), "http://glance.example:9292/");
+            assert_eq!(c.glance.timeout_secs, 5.0);
+            assert_eq!(c.nova.mount, "/v2.1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        Jail::expect_with(|jail| {
+            let e = load_in(jail, "[glance]\nurll = \"http://x\"\n").unwrap_err();
+            assert!(e.contains("urll"), "{e}");
+            jail.set_env("IMAGE_GATEWAY_NOVA__MOUNTT", "/x");
+            let e = load_in(jail, "").unwrap_err();
+            assert!(e.contains("mountt"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            for (file, key) in [
+                ("[glance]\nurl = \"ftp://x\"\n", "glance.url"),
+                ("[glance]\ntimeout_secs = 0\n", "glance.timeout_secs"),
+                ("[nova]\nmount = \"v2.1\"\n", "nova.mount"),
+                ("[nova]\nmax_microversion = \"2.x\"\n", "nova.max_microversion"),
+                ("[glance]\nforward_headers = [\"bad header\"]\n", "glance.forward_headers"),
+            ] {
+                let e = load_in(jail, file).unwrap_err();
+                assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");
+            }
+            let e = load_in(jail, "listen = \"nowhere\"\n").unwrap_err();
+            assert!(e.contains("listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_files() {
+        Jail::expect_with(|_| {
+            assert!(matches!(Config::load(Path::new("nope.toml"), true), Err(ConfigError::Missing(_))));
+            assert!(Config::load(Path::new("nope.toml"), false).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_PATH);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&text)).extract().unwrap();
+        parsed.validate("gateway.toml").unwrap();
+    }
+}

@@ -1,0 +1,373 @@
+//! The Glance v2 client: every call the dialects make to the image service.
+//!
+//! One client serves both upstreams: a real Glance over HTTP (reqwest), or the in-memory
+//! [`embedded`] store called in-process through its router. Both speak the same HTTP, so the
+//! request building, error decoding and pagination below are shared, and the gateway's tests
+//! exercise the same code whichever upstream they run against.
+
+pub mod embedded;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tower::ServiceExt;
+use url::Url;
+
+use crate::config::GlanceConfig;
+
+/// Largest Glance answer the gateway will parse: a 1000-image page is about 1.5 MiB.
+const MAX_JSON_ANSWER: usize = 64 << 20;
+
+/// Why a Glance call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Glance answered with an error status; `message` is its explanation, markup removed.
+    #[error("Glance answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    #[error("cannot reach Glance: {0}")]
+    Unreachable(String),
+    #[error("Glance did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Glance sent an unusable answer: {0}")]
+    BadAnswer(String),
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            UpstreamError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Per-request facts the client needs: the headers to forward, and a meter for the time spent
+/// waiting on Glance (reported as the upstream share of the request's duration).
+#[derive(Debug, Default)]
+pub struct Call {
+    headers: HeaderMap,
+    upstream_nanos: AtomicU64,
+}
+
+impl Call {
+    pub fn new(headers: HeaderMap) -> Self {
+        Call { headers, upstream_nanos: AtomicU64::new(0) }
+    }
+
+    pub fn upstream_time(&self) -> Duration {
+        Duration::from_nanos(self.upstream_nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// One page of results gathered from one or more Glance list calls.
+#[derive(Debug)]
+pub struct ImageList {
+    pub images: Vec<Value>,
+}
+
+#[derive(Clone, Debug)]
+enum Transport {
+    Http { client: reqwest::Client, base: Url },
+    Embedded(axum::Router),
+}
+
+/// A Glance v2 client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GlanceClient {
+    transport: Transport,
+    forward: Arc<Vec<HeaderName>>,
+    page_size: u32,
+    timeout: Duration,
+    base_properties: Arc<OnceCell<Arc<HashSet<String>>>>,
+}
+
+impl GlanceClient {
+    /// A client of the Glance at `config.url`.
+    pub fn http(config: &GlanceConfig, base: Url) -> Result<Self, reqwest::Error> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(config.connect_timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .user_agent(concat!("image-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self::with(Transport::Http { client, base }, config))
+    }
+
+    /// A client of an in-process embedded store.
+    pub fn embedded(config: &GlanceConfig, router: axum::Router) -> Self {
+        Self::with(Transport::Embedded(router), config)
+    }
+
+    fn with(transport: Transport, config: &GlanceConfig) -> Self {
+        GlanceClient {
+            transport,
+            forward: Arc::new(
+                config.forward_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect(),
+            ),
+            page_size: config.page_size,
+            timeout: Duration::from_secs_f64(config.timeout_secs),
+            base_properties: Arc::default(),
+        }
+    }
+
+    /// The headers of a client request that this client passes on to Glance.
+    pub fn forwarded(&self, incoming: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for name in self.forward.iter() {
+            for value in incoming.get_all(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+
+    /// Lists images matching `filters`, following Glance's pages from `marker` until `limit`
+    /// images are gathered or Glance has no more.
+    pub async fn list_images(
+        &self,
+        call: &Call,
+        filters: &[(String, String)],
+        marker: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ImageList, UpstreamError> {
+        let mut images = Vec::new();
+        let mut marker = marker.map(str::to_owned);
+        loop {
+            let want = limit.map_or(self.page_size as usize, |l| (l - images.len()).min(self.page_size as usize));
+            let mut query = filters.to_vec();
+            query.push(("limit".into(), want.to_string()));
+            if let Some(m) = &marker {
+                query.push(("marker".into(), m.clone()));
+            }
+            let mut page = self.json(call, Method::GET, &["images"], &query).await?;
+            let more = page.get("next").is_some_and(Value::is_string);
+            let Some(Value::Array(batch)) = page.get_mut("images").map(Value::take) else {
+                return Err(UpstreamError::BadAnswer("list without an `images` array".into()));
+            };
+            let last_id = match batch.last() {
+                Some(image) => Some(image_id(image)?.to_owned()),
+                None => None,
+            };
+            images.extend(batch);
+            match last_id {
+                Some(id) if more && limit.is_none_or(|l| images.len() < l) => marker = Some(id),
+                _ => return Ok(ImageList { images }),
+            }
+        }
+    }
+
+    pub async fn get_image(&self, call: &Call, id: &str) -> Result<Value, UpstreamError> {
+        let image = self.json(call, Method::GET, &["images", id], &[]).await?;
+        image_id(&image)?;
+        Ok(image)
+    }
+
+    /// Glance's base (core) image properties, read once from its image schema: a property is
+    /// base unless the schema marks it `"is_base": false`, the rule glanceclient applies.
+    pub async fn base_properties(&self, call: &Call) -> Result<Arc<HashSet<String>>, UpstreamError> {
+        self.base_properties
+            .get_or_try_init(|| async {
+                let schema = self.json(call, Method::GET, &["schemas", "image"], &[]).await?;
+                let props = schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| UpstreamError::BadAnswer("image schema without properties".into()))?;
+                let base = props
+                    .iter()
+                    .filter(|(_, p)| p.get("is_base").and_then(Value::as_bool).unwrap_or(true))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                Ok(Arc::new(base))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Whether Glance answers at all (for readiness).
+    pub async fn ping(&self) -> Result<(), UpstreamError> {
+        let call = Call::default();
+        self.send(&call, Method::GET, "/versions", &[], Bytes::new()).await.map(|_| ())
+    }
+
+    /// Sends a request under `/v2/` and decodes a JSON answer; error statuses become
+    /// [`UpstreamError::Status`].
+    async fn json(
+        &self,
+        call: &Call,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+    ) -> Result<Value, UpstreamError> {
+        let mut path = String::from("/v2");
+        for seg in segments {
+            path.push('/');
+            path.extend(percent_encoding::utf8_percent_encode(seg, PATH_SEGMENT));
+        }
+        let (status, body) = self.send(call, method, &path, query, Bytes::new()).await?;
+        if !status.is_success() {
+            return Err(UpstreamError::Status { status, message: error_message(&body) });
+        }
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::BadAnswer(format!("not JSON: {e}")))
+    }
+
+    async fn send(
+        &self,
+        call: &Call,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let started = Instant::now();
+        let result = match &self.transport {
+            Transport::Http { client, base } => self.send_http(client, base, call, method, path, query, body).await,
+            Transport::Embedded(router) => send_embedded(router, call, method, path, query, body).await,
+        };
+        call.upstream_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_http(
+        &self,
+        client: &reqwest::Client,
+        base: &Url,
+        call: &Call,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let mut url = base.clone();
+        url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        // A pooled connection the server already closed fails at once; an idempotent call
+        // gets one more try on a fresh connection. Writes are never repeated.
+        let attempts = if method == Method::GET { 2 } else { 1 };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let request = client
+                .request(method.clone(), url.clone())
+                .headers(call.headers.clone())
+                .header(http::header::ACCEPT, "application/json")
+                .timeout(self.timeout)
+                .body(body.clone());
+            let outcome = async {
+                let response = request.send().await?;
+                let status = response.status();
+                let bytes = read_limited(response).await?;
+                Ok::<_, reqwest::Error>((status, bytes))
+            }
+            .await;
+            match outcome {
+                Ok(done) => return Ok(done),
+                Err(e) if e.is_timeout() => return Err(UpstreamError::Timeout(self.timeout)),
+                Err(e) if attempt < attempts && (e.is_connect() || e.is_request()) => continue,
+                Err(e) if e.is_connect() || e.is_request() => return Err(UpstreamError::Unreachable(error_chain(&e))),
+                Err(e) => return Err(UpstreamError::BadAnswer(error_chain(&e))),
+            }
+        }
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let mut buf = Vec::with_capacity(response.content_length().unwrap_or(0).min(MAX_JSON_ANSWER as u64) as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if buf.len() + chunk.len() > MAX_JSON_ANSWER {
+            // Keep what we have: the JSON decode then reports it as unusable.
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.into())
+}
+
+async fn send_embedded(
+    router: &axum::Router,
+    call: &Call,
+    method: Method,
+    path: &str,
+    query: &[(String, String)],
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), UpstreamError> {
+    let mut uri = path.to_owned();
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish());
+    }
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::from(body))
+        .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+    *request.headers_mut() = call.headers.clone();
+    request.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+    let response = router.clone().oneshot(request).await.map_err(|e| match e {})?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.map_err(|e| UpstreamError::BadAnswer(e.to_string()))?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// Characters escaped in one path segment: an image id can never add a path level.
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+fn image_id(image: &Value) -> Result<&str, UpstreamError> {
+    image
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| UpstreamError::BadAnswer("image without a string `id`".into()))
+}
+
+/// Glance's JSON errors carry an HTML-ish `message`; plain-text and HTML ones are used as is.
+fn error_message(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v.get("message").and_then(Value::as_str).map(str::to_owned),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let text = text.replace("<br />", "\n");
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glance_error_messages_lose_their_markup() {
+        let body = br#"{"message": "No image found with ID bogus<br /><br />\n\n\n", "code": "400 Bad Request", "title": "Bad Request"}"#;
+        assert_eq!(error_message(body), "No image found with ID bogus");
+        assert_eq!(error_message(b"400 Bad Request\n\nbad thing\n\n   "), "400 Bad Request bad thing");
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_segment() {
+        let enc: String = percent_encoding::utf8_percent_encode("../x/y?z", PATH_SEGMENT).collect();
+        assert_eq!(enc, "..%2Fx%2Fy%3Fz");
+    }
+}

@@ -1,0 +1,24 @@
+//! image-gateway: keeps legacy image-API clients working on a Glance v2 cloud.
+//!
+//! - [`config`]: the configuration and its validation;
+//! - [`mapping`]: the pure mapping engine (routes, query maps, views);
+//! - [`glance`]: the Glance v2 client and the embedded in-memory store;
+//! - [`nova`]: the Nova image proxy dialect;
+//! - [`layers`]: the gateway's own middleware;
+//! - [`app`] and [`server`]: assembly.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod glance;
+pub mod layers;
+pub mod mapping;
+pub mod nova;
+pub mod server;
+
+/// Makes ring rustls's crypto provider for this process. reqwest is built without one (see
+/// Cargo.toml: aws-lc would cost minutes of C build), so every HTTP client needs this first.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,105 @@
+//! The `image-gateway` command: `serve` and `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use image_gateway::app::{App, Upstream, EMBEDDED_MOUNT};
+use image_gateway::config::{self, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "image-gateway",
+    version,
+    about = "Serves Nova's image proxy API (and other legacy image dialects) from Glance v2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file [default: config/gateway.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and every mapping file, then exit.
+    Check {
+        /// Configuration file [default: config/gateway.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (Command::Serve { config } | Command::Check { config }) = &cli.command;
+    let explicit = config.is_some();
+    let path = config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let loaded =
+        Config::load(&path, explicit).map_err(|e| e.to_string()).and_then(|c| App::load(c).map_err(|e| e.to_string()));
+    let app = match loaded {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("image-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Check { .. } => {
+            println!("{}: configuration and mapping files are valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Command::Serve { .. } => serve(app),
+    }
+}
+
+fn serve(app: App) -> ExitCode {
+    init_logging(&app.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("image-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(app.config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %app.config.listen, "cannot listen: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match &app.upstream {
+            Upstream::Glance(url) => tracing::info!(glance = %url, "using Glance"),
+            Upstream::Embedded(_) => tracing::warn!(
+                mount = EMBEDDED_MOUNT,
+                "NO GLANCE CONFIGURED (glance.url is unset): serving from an in-memory Glance v2 store; \
+                 every image is lost when the gateway stops. Its native API is at {EMBEDDED_MOUNT}/v2/images"
+            ),
+        }
+        tracing::info!(listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()), "image-gateway listening");
+        match image_gateway::server::serve(Arc::new(app), listener).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,202 @@
+//! Nova's errors, and the one place they become responses.
+//!
+//! Nova answers a failed call with a fault body `{"<name>": {"code": <int>, "message": ...}}`
+//! whose name follows the status; a path or method no route claims gets a bare WebOb 404
+//! instead. Everything a Nova handler can fail with is a [`NovaError`].
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+
+use crate::glance::UpstreamError;
+use crate::mapping::RenderError;
+
+use super::microversion::VersionError;
+
+/// WebOb's default explanation for a 404, which Nova keeps when it gives none.
+pub const NOT_FOUND_DEFAULT: &str = "The resource could not be found.";
+
+/// How WebOb renders its own error pages, chosen from the request's `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFormat {
+    Html,
+    Json,
+    Text,
+}
+
+impl PageFormat {
+    /// HTML unless the client asks for JSON or plain text without also accepting HTML.
+    pub fn negotiate(headers: &http::HeaderMap) -> PageFormat {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let offers = |kind: &str| accept.split(',').any(|part| part.trim().starts_with(kind));
+        if offers("text/html") || offers("*/*") || accept.is_empty() {
+            PageFormat::Html
+        } else if offers("application/json") {
+            PageFormat::Json
+        } else if offers("text/plain") {
+            PageFormat::Text
+        } else {
+            PageFormat::Html
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NovaError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Glance refused the caller's credentials. Behind Nova, its auth middleware would have
+    /// refused them first, with a 401 that makes clients authenticate again.
+    #[error("Authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    /// No route for this path and method: WebOb's own 404 page, not a fault.
+    #[error("no route")]
+    NoRoute(PageFormat),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// Glance failed in a way the route does not translate for the client.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// Glance's answer could not be shaped into Nova's.
+    #[error("Glance sent an image the gateway cannot present: {0}")]
+    Render(#[from] RenderError),
+    #[error("The request took longer than the gateway's {0:?} limit.")]
+    Timeout(std::time::Duration),
+    /// The declared body is larger than `limits.body_limit_bytes`; it is never read.
+    #[error("Request is too large: the limit is {0} bytes.")]
+    BodyTooLarge(u64),
+}
+
+impl NovaError {
+    fn status(&self) -> StatusCode {
+        match self {
+            NovaError::BadRequest(_) | NovaError::Version(VersionError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            NovaError::Forbidden(_) => StatusCode::FORBIDDEN,
+            NovaError::Unauthorized => StatusCode::UNAUTHORIZED,
+            NovaError::NotFound(_) | NovaError::NoRoute(_) => StatusCode::NOT_FOUND,
+            NovaError::Version(VersionError::Unsupported(..)) => StatusCode::NOT_ACCEPTABLE,
+            NovaError::Upstream(e) => match e {
+                UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                UpstreamError::Status { status, .. } if status.is_server_error() => StatusCode::BAD_GATEWAY,
+                // A Glance 4xx the route did not expect: Nova answers these 500 too.
+                UpstreamError::Status { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            NovaError::Render(_) => StatusCode::BAD_GATEWAY,
+            NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            NovaError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+/// Nova's fault name for a status (`nova.api.openstack.wsgi.Fault._fault_names`).
+fn fault_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "badRequest",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "itemNotFound",
+        405 => "badMethod",
+        409 => "conflictingRequest",
+        413 | 429 => "overLimit",
+        415 => "badMediaType",
+        501 => "notImplemented",
+        503 => "serviceUnavailable",
+        _ => "computeFault",
+    }
+}
+
+impl IntoResponse for NovaError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let NovaError::NoRoute(format) = self {
+            return not_found_page(format);
+        }
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "nova call failed");
+        }
+        let message = match &self {
+            NovaError::Upstream(e) => format!("Unexpected API Error. {e}"),
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({ fault_name(status): { "code": status.as_u16(), "message": message } });
+        let mut response = (status, body.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
+        response
+    }
+}
+
+/// WebOb's 404 page, byte for byte as Nova's route misses carry it.
+fn not_found_page(format: PageFormat) -> Response {
+    let (content_type, body) = match format {
+        PageFormat::Html => (
+            "text/html; charset=UTF-8",
+            "<html>\n <head>\n  <title>404 Not Found</title>\n </head>\n <body>\n  <h1>404 Not Found</h1>\n  \
+             The resource could not be found.<br /><br />\n\n\n\n </body>\n</html>",
+        ),
+        PageFormat::Json => (
+            "application/json",
+            r#"{"message": "The resource could not be found.<br /><br />\n\n\n", "code": "404 Not Found", "title": "Not Found"}"#,
+        ),
+        PageFormat::Text => ("text/plain; charset=UTF-8", "404 Not Found\n\nThe resource could not be found.\n\n   "),
+    };
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn render(e: NovaError) -> (StatusCode, serde_json::Value) {
+        let res = e.into_response();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn faults_are_named_by_status() {
+        let (s, body) = render(NovaError::NotFound("Image not found.".into())).await;
+        assert_eq!(s, 404);
+        assert_eq!(body, serde_json::json!({"itemNotFound": {"code": 404, "message": "Image not found."}}));
+        let (s, body) = render(NovaError::Version(VersionError::Unsupported(
+            crate::mapping::ApiVersion::new(3, 0),
+            crate::mapping::ApiVersion::new(2, 9),
+        )))
+        .await;
+        assert_eq!((s.as_u16(), body["computeFault"]["code"].as_u64()), (406, Some(406)));
+        let (s, body) = render(NovaError::Upstream(UpstreamError::Unreachable("refused".into()))).await;
+        assert_eq!((s.as_u16(), body["serviceUnavailable"]["code"].as_u64()), (503, Some(503)));
+        let (s, _) = render(NovaError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1)))).await;
+        assert_eq!(s, 504);
+    }
+
+    #[tokio::test]
+    async fn route_misses_are_webob_pages() {
+        let page = |accept: &'static str| {
+            let mut h = http::HeaderMap::new();
+            if !accept.is_empty() {
+                h.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            }
+            NovaError::NoRoute(PageFormat::negotiate(&h)).into_response()
+        };
+        for (accept, kind, len) in
+            [("", "text/html", 154), ("*/*", "text/html", 154), ("application/json", "application/json", 112)]
+        {
+            let res = page(accept);
+            assert_eq!(res.status(), 404);
+            assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind), "{accept}");
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes().len(), len, "{accept}");
+        }
+    }
+}

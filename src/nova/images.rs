@@ -1,0 +1,190 @@
+//! The image read calls: `GET /images`, `GET /images/detail`, `GET /images/{id}`.
+
+use serde_json::{Map, Value};
+
+use crate::glance::UpstreamError;
+use crate::mapping::{View, ViewContext};
+
+use super::fault::NovaError;
+use super::{NovaApi, NovaCall};
+
+/// Query parameters Nova validates as positive integers (repeats allowed, each checked).
+const PAGINATION_INTEGERS: [&str; 3] = ["limit", "page_size", "offset"];
+/// Pagination parameters the gateway itself sends to Glance; filters may not set them.
+const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
+
+/// `GET /images` and `GET /images/detail`.
+pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+    let query_map =
+        call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
+    for (key, value) in call.query.iter().filter(|(k, _)| PAGINATION_INTEGERS.contains(&k.as_str())) {
+        validate_positive_integer(key, value)?;
+    }
+    let last = |key: &str| call.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    // Digits only by now; a number too large for usize means "no practical limit".
+    let limit = last("limit").map(|v| v.parse::<usize>().unwrap_or(usize::MAX));
+    let marker = last("marker").filter(|m| !m.is_empty());
+    let filters: Vec<(String, String)> = query_map
+        .translate(&call.query)
+        .into_iter()
+        .filter(|(k, _)| !GLANCE_PAGINATION.contains(&k.as_str()))
+        .collect();
+
+    let listed = api.glance.list_images(&call.glance, &filters, marker, limit).await.map_err(list_error)?;
+    let base = api.glance.base_properties(&call.glance).await?;
+    let view = view(api, call)?;
+    let ctx = ViewContext { links: &call.links, base_properties: &base };
+    let images = listed.images.iter().map(|image| view.render(image, &ctx)).collect::<Result<Vec<_>, _>>()?;
+
+    let mut body = Map::new();
+    // Nova adds a next link whenever the page is exactly as long as the page size it would
+    // use (`limit` capped by `max_limit`), even if nothing follows.
+    let max_items = limit.unwrap_or(usize::MAX).min(api.settings.max_limit);
+    let next = (max_items > 0 && images.len() == max_items)
+        .then(|| {
+            images.last().and_then(|i| i.get("id")).and_then(Value::as_str).map(|id| next_link(call, query_map, id))
+        })
+        .flatten();
+    body.insert("images".into(), Value::Array(images));
+    if let Some(href) = next {
+        body.insert("images_links".into(), serde_json::json!([{"rel": "next", "href": href}]));
+    }
+    Ok(Value::Object(body))
+}
+
+/// `GET /images/{id}`.
+pub async fn show(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+    let id = call.param("id");
+    let image = api.glance.get_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
+        Some(404) => NovaError::NotFound("Image not found.".into()),
+        Some(401) => NovaError::Unauthorized,
+        Some(403) => NovaError::Forbidden(format!("Not authorized for image {id}.")),
+        Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
+        _ => NovaError::Upstream(e),
+    })?;
+    let base = api.glance.base_properties(&call.glance).await?;
+    let ctx = ViewContext { links: &call.links, base_properties: &base };
+    Ok(serde_json::json!({ "image": view(api, call)?.render(&image, &ctx)? }))
+}
+
+fn view<'a>(api: &'a NovaApi, call: &NovaCall<'_>) -> Result<&'a View, NovaError> {
+    call.route.view.as_deref().and_then(|v| api.mapping.view(v)).ok_or_else(|| missing("view"))
+}
+
+/// The mapping was validated at load, so this only guards against a future action mix-up.
+fn missing(what: &str) -> NovaError {
+    NovaError::Render(crate::mapping::RenderError { field: "route".into(), problem: format!("route has no {what}") })
+}
+
+/// How Glance's list errors reach a Nova client (`_translate_plain_exception`).
+fn list_error(e: UpstreamError) -> NovaError {
+    match e.status().map(|s| s.as_u16()) {
+        Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
+        Some(401) => NovaError::Unauthorized,
+        Some(403) => NovaError::Forbidden(glanceclient_text(&e)),
+        _ => NovaError::Upstream(e),
+    }
+}
+
+/// Glance's error as Nova quotes it: glanceclient's `HTTP <code> <reason>: <details>`, the
+/// details HTML-escaped because glanceclient reads them out of Glance's HTML error page.
+fn glanceclient_text(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Status { status, message } => {
+            let escaped = message
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#x27;");
+            format!("HTTP {} {}: {escaped}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Nova ≥ 30 checks `limit`, `page_size` and `offset` against a JSON schema: digits only, ≥ 1.
+fn validate_positive_integer(key: &str, value: &str) -> Result<(), NovaError> {
+    let reason = if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        Some(format!("'{value}' does not match '^[0-9]*$'"))
+    } else if value.bytes().all(|b| b == b'0') {
+        Some(format!("{value} is less than the minimum of 1"))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => {
+            Err(NovaError::BadRequest(format!("Invalid input for query parameters {key}. Value: {value}. {reason}")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The `next` href: the request's own query, sorted, without parameters Nova's schema strips,
+/// then `marker` set to the last image, last (as Nova 34 writes it).
+fn next_link(call: &NovaCall<'_>, query_map: &crate::mapping::QueryMap, last_id: &str) -> String {
+    let mut pairs: Vec<(&str, &str)> = call
+        .query
+        .iter()
+        .filter(|(k, _)| query_map.knows(k) || PAGINATION_INTEGERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort();
+    // Python's OrderedDict(sorted(items)): one entry per key, holding its last (largest) value.
+    let mut params: Vec<(&str, &str)> = Vec::with_capacity(pairs.len() + 1);
+    for (k, v) in pairs {
+        match params.iter_mut().find(|(pk, _)| *pk == k) {
+            Some(slot) => slot.1 = v,
+            None => params.push((k, v)),
+        }
+    }
+    params.push(("marker", last_id));
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", quote_plus(k), quote_plus(v))).collect();
+    format!("{}/{}?{}", call.links.versioned, call.collection, query.join("&"))
+}
+
+/// Python's `urllib.parse.quote_plus`.
+fn quote_plus(s: &str) -> String {
+    const SAFE: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-').remove(b'~').remove(b' ');
+    percent_encoding::utf8_percent_encode(s, SAFE).to_string().replace(' ', "+")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_integers() {
+        assert!(validate_positive_integer("limit", "5").is_ok());
+        assert!(validate_positive_integer("limit", "007").is_ok());
+        for (value, reason) in [
+            ("0", "0 is less than the minimum of 1"),
+            ("-1", "'-1' does not match"),
+            ("abc", "'abc' does not match"),
+            ("", "'' does not match"),
+        ] {
+            let e = validate_positive_integer("limit", value).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("Invalid input for query parameters limit. Value: {value}. ")), "{e}");
+            assert!(e.contains(reason), "{e}");
+        }
+    }
+
+    #[test]
+    fn glance_errors_are_quoted_as_glanceclient_does() {
+        let e = UpstreamError::Status {
+            status: http::StatusCode::BAD_REQUEST,
+            message: "Bad \"updated_at\" filter 'x' <y> & z".into(),
+        };
+        assert_eq!(
+            glanceclient_text(&e),
+            "HTTP 400 Bad Request: Bad &quot;updated_at&quot; filter &#x27;x&#x27; &lt;y&gt; &amp; z"
+        );
+    }
+
+    #[test]
+    fn quote_plus_matches_python() {
+        assert_eq!(quote_plus("a b:c/d~e_f.g-h*"), "a+b%3Ac%2Fd~e_f.g-h%2A");
+        assert_eq!(quote_plus("Ünï"), "%C3%9Cn%C3%AF");
+    }
+}

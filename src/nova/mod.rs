@@ -1,0 +1,290 @@
+//! The Nova image proxy dialect.
+//!
+//! A request under a Nova mount goes through the same steps Nova's own stack takes: find the
+//! route (with or without a hex project id in front), read the microversion, optionally refuse
+//! calls Nova removed, run the route's action against Glance, and shape the answer (or the
+//! error, in [`fault`]) the way Nova would. Routes, filters and views come from the mapping
+//! file; this module holds only what a mapping file cannot say.
+
+pub mod fault;
+mod images;
+pub mod microversion;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::glance::{Call, GlanceClient};
+use crate::layers::metrics::{RouteLabel, UpstreamTime};
+use crate::layers::request_id;
+use crate::mapping::{split_path, ActionSpec, ApiVersion, LinkBases, Lookup, Mapping, Route};
+
+use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
+
+/// The actions `mappings/nova.toml` may name.
+pub const ACTIONS: &[ActionSpec] = &[
+    ActionSpec { name: "list_images", needs_view: true, needs_query: true },
+    ActionSpec { name: "show_image", needs_view: true, needs_query: false },
+];
+
+const DIALECT: &str = "nova";
+/// The label of requests no route claims.
+const UNMATCHED: &str = "nova.unmatched";
+const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
+
+/// Settings the Nova dialect takes from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_version: ApiVersion,
+    pub enforce_removal: bool,
+    pub max_limit: usize,
+    /// Scheme, host and path prefix clients use for the gateway; `None`: from `Host`.
+    pub public_url: Option<String>,
+    /// Base of `alternate` links; `None`: the gateway's own embedded-store mount.
+    pub image_service_url: Option<String>,
+    /// Path at which the embedded store is exposed, for `alternate` links without a Glance.
+    pub embedded_mount: String,
+    pub request_timeout: Duration,
+    /// Largest request body accepted, by its declared length.
+    pub body_limit: u64,
+}
+
+/// The Nova dialect: its mapping, its Glance, its settings.
+#[derive(Debug)]
+pub struct NovaApi {
+    pub mapping: Arc<Mapping>,
+    pub glance: GlanceClient,
+    pub settings: Settings,
+}
+
+/// One Nova call being served.
+pub struct NovaCall<'a> {
+    route: &'a Route,
+    params: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    links: LinkBases,
+    /// The route's path below the mount and project, e.g. `images/detail`, for next links.
+    collection: String,
+    glance: Call,
+}
+
+impl NovaCall<'_> {
+    fn param(&self, name: &str) -> &str {
+        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Mount {
+    api: Arc<NovaApi>,
+    path: String,
+    /// The `/v2` root: runs as 2.1 and sends no microversion headers.
+    legacy: bool,
+}
+
+/// The service for one Nova mount, to be nested at `path`.
+pub fn mount(api: Arc<NovaApi>, path: &str, legacy: bool) -> Router {
+    Router::new().fallback(handle).with_state(Mount { api, path: path.to_owned(), legacy })
+}
+
+async fn handle(State(mount): State<Mount>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let api = &*mount.api;
+    let segments = split_path(parts.uri.path()).unwrap_or_default();
+    let (project, rest) = split_project(&segments);
+    let (route, params) = match api.mapping.routes.lookup(parts.method.as_str(), rest) {
+        Lookup::Found { route, params } => (route, params),
+        Lookup::MethodNotAllowed | Lookup::NotFound => {
+            return labelled(
+                NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response(),
+                UNMATCHED.into(),
+                &parts.headers,
+            )
+        }
+    };
+    let version = if mount.legacy {
+        Ok(microversion::MIN)
+    } else {
+        microversion::requested(&parts.headers, api.settings.max_version)
+    };
+    let mut response = match version {
+        Err(e) => {
+            let asked = match &e {
+                microversion::VersionError::Unsupported(asked, _) => Some(*asked),
+                microversion::VersionError::Malformed(_) => None,
+            };
+            let mut response = NovaError::from(e).into_response();
+            if let Some(asked) = asked {
+                set_version_headers(response.headers_mut(), asked);
+            }
+            response
+        }
+        Ok(version) => {
+            let call = NovaCall {
+                route,
+                params,
+                query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+                links: link_bases(api, &mount, &parts.headers, project),
+                collection: route.template.to_string().trim_start_matches('/').to_owned(),
+                glance: Call::new(api.glance.forwarded(&parts.headers)),
+            };
+            let removed = api.settings.enforce_removal && route.max_version.is_some_and(|max| version > max);
+            let outcome = if removed {
+                Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()))
+            } else if let Some(e) = project_mismatch(project, &parts.headers) {
+                Err(e)
+            } else if declared_length(&parts.headers).is_some_and(|len| len > api.settings.body_limit) {
+                Err(NovaError::BodyTooLarge(api.settings.body_limit))
+            } else {
+                tokio::time::timeout(api.settings.request_timeout, run(api, &call))
+                    .await
+                    .unwrap_or(Err(NovaError::Timeout(api.settings.request_timeout)))
+            };
+            let mut response = match outcome {
+                Ok(body) => axum::Json(body).into_response(),
+                Err(e) => e.into_response(),
+            };
+            response.extensions_mut().insert(UpstreamTime(call.glance.upstream_time()));
+            if !mount.legacy {
+                set_version_headers(response.headers_mut(), version);
+            }
+            response
+        }
+    };
+    response = labelled(response, route.id.clone(), &parts.headers);
+    response
+}
+
+async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+    match call.route.action.as_str() {
+        "list_images" => images::list(api, call).await,
+        "show_image" => images::show(api, call).await,
+        // Mapping files are checked against ACTIONS when loaded.
+        _ => Err(NovaError::NoRoute(fault::PageFormat::Html)),
+    }
+}
+
+/// Nova registers every route both bare and below `/{project_id}` with `[0-9a-f-]+`.
+fn split_project(segments: &[String]) -> (Option<&str>, &[String]) {
+    match segments {
+        [first, rest @ ..]
+            if !rest.is_empty()
+                && !first.is_empty()
+                && first.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase() || b == b'-') =>
+        {
+            (Some(first.as_str()), rest)
+        }
+        _ => (None, segments),
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Nova refuses a URL naming another project than the caller's identity (as set by an auth
+/// layer in front, `X-Project-Id`).
+fn project_mismatch(url_project: Option<&str>, headers: &HeaderMap) -> Option<NovaError> {
+    let url_project = url_project?;
+    let identity = ["x-project-id", "x-tenant-id"].iter().find_map(|h| headers.get(*h)?.to_str().ok())?;
+    (url_project != identity).then(|| {
+        NovaError::BadRequest(format!(
+            "Malformed request URL: URL's project_id '{url_project}' doesn't match Context's project_id '{identity}'"
+        ))
+    })
+}
+
+/// Where this request's links point. The project id appears in links only when it appeared in
+/// the URL, as in Nova.
+fn link_bases(api: &NovaApi, mount: &Mount, headers: &HeaderMap, project: Option<&str>) -> LinkBases {
+    let origin = match &api.settings.public_url {
+        Some(url) => url.clone(),
+        None => {
+            // A Host that is not a valid authority cannot be put in a link.
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    let pid = project.map(|p| format!("/{p}")).unwrap_or_default();
+    LinkBases {
+        versioned: format!("{origin}{}{pid}", mount.path),
+        unversioned: format!("{origin}{}{pid}", strip_version(&mount.path)),
+        image_service: api
+            .settings
+            .image_service_url
+            .clone()
+            .unwrap_or_else(|| format!("{origin}{}", api.settings.embedded_mount)),
+    }
+}
+
+/// `/compute/v2.1` → `/compute`: Nova's bookmark links drop a trailing version segment.
+pub(crate) fn strip_version(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some((head, last))
+            if last
+                .strip_prefix('v')
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')) =>
+        {
+            head
+        }
+        _ => path,
+    }
+}
+
+fn set_version_headers(headers: &mut HeaderMap, version: ApiVersion) {
+    if let Ok(v) = HeaderValue::from_str(&format!("compute {version}")) {
+        headers.insert(microversion::HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
+        headers.insert(microversion::LEGACY_HEADER, v);
+    }
+    // Nova sends two Vary lines.
+    headers.append(header::VARY, HeaderValue::from_static("OpenStack-API-Version"));
+    headers.append(header::VARY, HeaderValue::from_static("X-OpenStack-Nova-API-Version"));
+}
+
+/// Marks the response with its route (for metrics) and Nova's second request-id header.
+fn labelled(mut response: Response, route: Arc<str>, request_headers: &HeaderMap) -> Response {
+    if let Some(id) = request_headers.get(request_id::HEADER) {
+        response.headers_mut().insert(COMPUTE_REQUEST_ID, id.clone());
+    }
+    response.extensions_mut().insert(RouteLabel { dialect: DIALECT, route });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(path: &str) -> Vec<String> {
+        split_path(path).unwrap()
+    }
+
+    #[test]
+    fn project_ids_are_lowercase_hex_with_dashes() {
+        let s = segs("/0123abcd-ef/images");
+        assert_eq!(split_project(&s).0, Some("0123abcd-ef"));
+        for path in ["/images/detail", "/ABCD/images", "/ab_cd/images", "/abcd"] {
+            let s = segs(path);
+            assert_eq!(split_project(&s).0, None, "{path}");
+        }
+    }
+
+    #[test]
+    fn bookmark_base_drops_the_version() {
+        assert_eq!(strip_version("/v2.1"), "");
+        assert_eq!(strip_version("/compute/v2.1"), "/compute");
+        assert_eq!(strip_version("/v2"), "");
+        assert_eq!(strip_version("/compute"), "/compute");
+        assert_eq!(strip_version("/compute/version"), "/compute/version");
+    }
+}

@@ -1,0 +1,222 @@
+//! The `image-gateway` command as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_image-gateway");
+
+fn check(config: &Path, dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+/// A copy of the shipped config and mappings in a scratch directory, to break on purpose.
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    std::fs::copy(root.join("config/gateway.toml"), dir.path().join("config/gateway.toml")).unwrap();
+    std::fs::copy(root.join("mappings/nova.toml"), dir.path().join("mappings/nova.toml")).unwrap();
+    dir
+}
+
+#[test]
+fn check_accepts_the_shipped_files() {
+    let dir = scratch();
+    let (ok, out) = check(&dir.path().join("config/gateway.toml"), dir.path());
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn check_names_file_key_and_problem() {
+    let cases = [
+        ("mappings/nova.toml", "path = \"$.min_ram\"", "path = \"$.min_ram[\"", "view.image_detail.minRam.path"),
+        ("mappings/nova.toml", "table = \"nova_status\"", "table = \"nova_state\"", "no table named `nova_state`"),
+        (
+            "mappings/nova.toml",
+            "transform = \"nova_date\"",
+            "transform = \"nova_datetime\"",
+            "unknown built-in transform `nova_datetime`",
+        ),
+        (
+            "mappings/nova.toml",
+            "path = \"/images/detail\"",
+            "path = \"/images/{other}\"",
+            "overlaps route `nova.images.detail`",
+        ),
+        ("config/gateway.toml", "[glance]", "[glance]\nurl = \"not a url\"", "glance.url"),
+        ("config/gateway.toml", "[nova]", "[nova]\nmystery = 1", "mystery"),
+    ];
+    for (file, from, to, needle) in cases {
+        let dir = scratch();
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no `{from}`");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let (ok, out) = check(&dir.path().join("config/gateway.toml"), dir.path());
+        assert!(!ok, "{file}: `{to}` was accepted");
+        assert!(out.contains(needle), "{file}: `{needle}` not in: {out}");
+        let shown = if file.starts_with("mappings") { "mappings/nova.toml" } else { "gateway.toml" };
+        assert!(out.contains(shown), "{file}: file not named in: {out}");
+    }
+}
+
+#[test]
+fn environment_overrides_and_errors() {
+    let dir = scratch();
+    let config = dir.path().join("config/gateway.toml");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("IMAGE_GATEWAY_GLANCE__TIMEOUT_SECS", "-3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("glance.timeout_secs"));
+    let out = Command::new(BIN).arg("check").arg("--config").arg(dir.path().join("absent.toml")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
+}
+
+/// A running `image-gateway serve`, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env("IMAGE_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let _ = tx.send(());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let started = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+        let served = Served { child, base: format!("http://127.0.0.1:{port}"), log };
+        assert!(started, "gateway did not start: {}", served.log());
+        served
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The log as soon as `ready` holds for it, or after 5 s.
+    fn log_once(&self, ready: impl Fn(&str) -> bool) -> String {
+        for _ in 0..100 {
+            let log = self.log();
+            if ready(&log) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log()
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROJECT: &str = "0123456789abcdef";
+
+async fn create_and_list(base: &str) -> (u16, serde_json::Value) {
+    image_gateway::install_crypto_provider();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let created = client
+        .post(format!("{base}/image/v2/images"))
+        .header("x-project-id", PROJECT)
+        .header("x-roles", "member,reader")
+        .header("x-auth-token", "secret-token-6f1c1bd8")
+        .json(&serde_json::json!({"name": "demo", "min_ram": 64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let r = client
+        .get(format!("{base}/v2.1/images/detail"))
+        .header("x-project-id", PROJECT)
+        .header("x-roles", "member,reader")
+        .header("x-auth-token", "secret-token-6f1c1bd8")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+}
+
+/// `serve` with no configuration at all answers Nova calls from the embedded store, warns
+/// about it, and keeps tokens out of its log even at debug level.
+#[test]
+fn serve_out_of_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &[], &[("RUST_LOG", "debug")]);
+    let (status, body) = served.block_on(create_and_list(&served.base));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["images"][0]["name"], "demo");
+    assert_eq!(body["images"][0]["status"], "SAVING");
+    // The access line is written as the response leaves; give the log reader a moment.
+    let log = served.log_once(|log| log.contains("nova.images.detail"));
+    assert!(log.contains("NO GLANCE CONFIGURED"), "{log}");
+    assert!(log.contains("access_log") && log.contains("nova.images.detail"), "no access log line: {log}");
+    assert!(!log.contains("secret-token-6f1c1bd8"), "a token reached the log: {log}");
+}
+
+/// Renaming a field in a mapping file changes the answer, no rebuild involved.
+#[test]
+fn mapping_files_change_answers_without_recompiling() {
+    let dir = scratch();
+    let mapping = dir.path().join("mappings/nova.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    let edited =
+        text.replacen("\nminRam = {", "\nminimumRam = {", 1).replacen("queued = \"SAVING\"", "queued = \"QUEUED\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&mapping, edited).unwrap();
+    let served = Served::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
+    let (status, body) = served.block_on(create_and_list(&served.base));
+    assert_eq!(status, 200, "{body}");
+    let image = &body["images"][0];
+    assert_eq!(image["minimumRam"], 64, "{image}");
+    assert!(image.get("minRam").is_none(), "{image}");
+    assert_eq!(image["status"], "QUEUED", "{image}");
+}
