@@ -8,15 +8,20 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 state="$repo/target/test-openstack"
+log="$repo/target/test-run.log"
+mkdir -p "$repo/target"
+: > "$log"
 
 step() { printf '\n==> %s\n' "$*"; }
+# Runs cargo test, keeping its output for the closing count.
+cargo_test() { cargo test --locked "$@" 2>&1 | tee -a "$log"; }
 
 step "format and lint"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
 step "tests against the embedded Glance store"
-cargo test --locked
+cargo_test
 
 step "real Glance v2 (PyPI glance, uWSGI, sqlite) on loopback"
 scripts/openstack/install.sh
@@ -28,4 +33,8 @@ trap 'scripts/openstack/glance.sh stop "$state/glance" || true' EXIT
 scripts/openstack/glance.sh start "$state/glance" "$port"
 
 step "integration tests against the real Glance"
-IG_TEST_GLANCE_URL="http://127.0.0.1:$port" cargo test --locked --test nova_reads
+IG_TEST_GLANCE_URL="http://127.0.0.1:$port" cargo_test --test nova_reads
+scripts/openstack/glance.sh stop "$state/glance"
+trap - EXIT
+
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
