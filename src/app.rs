@@ -56,6 +56,8 @@ impl App {
         let image_service_url =
             config.glance.public_url.as_ref().or(config.glance.url.as_ref()).map(unversioned_endpoint);
         let settings = nova::Settings {
+            mount: config.nova.mount.clone(),
+            legacy_mount: config.nova.legacy_mount.clone(),
             max_version: config.max_microversion(),
             enforce_removal: config.nova.enforce_removal,
             max_limit: config.nova.max_limit as usize,
@@ -64,6 +66,7 @@ impl App {
             embedded_mount: EMBEDDED_MOUNT.to_owned(),
             request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
             body_limit: config.limits.body_limit_bytes,
+            metadata_items: usize::try_from(config.nova.metadata_items).ok(),
         };
         let nova = Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings });
         Ok(App { config, glance, upstream, nova })

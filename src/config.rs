@@ -87,6 +87,8 @@ pub struct NovaConfig {
     pub enforce_removal: bool,
     /// Nova's `[api] max_limit`: the largest page before `images_links` appears.
     pub max_limit: u32,
+    /// Nova's `[quota] metadata_items`: most metadata keys per image; -1 for no limit.
+    pub metadata_items: i64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -136,6 +138,7 @@ impl Default for Config {
                 max_microversion: "2.104".into(),
                 enforce_removal: false,
                 max_limit: 1000,
+                metadata_items: 128,
             },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
         }
@@ -208,6 +211,12 @@ impl Config {
                     format!("`{}` is not a version of 2.1 or above", self.nova.max_microversion),
                 )
             }
+        }
+        if self.nova.metadata_items < -1 {
+            return invalid(
+                "nova.metadata_items",
+                format!("{} is neither -1 (no limit) nor a count", self.nova.metadata_items),
+            );
         }
         if self.nova.max_limit == 0 {
             return invalid("nova.max_limit", "must be at least 1".into());

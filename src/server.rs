@@ -48,6 +48,7 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>) -> Router {
             store.clone().layer(tower_http::limit::RequestBodyLimitLayer::new(EMBEDDED_BODY_LIMIT)),
         );
     }
+    let root = Router::new().route("/", get(nova::root)).with_state(app.nova.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -60,7 +61,7 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>) -> Router {
         HeaderName::from_static("x-auth-token"),
         HeaderName::from_static("x-subject-token"),
     ]);
-    routes.merge(ops).layer(
+    routes.merge(root).merge(ops).layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
             .map_request(request_id::drop_malformed)

@@ -120,9 +120,13 @@ impl GlanceClient {
         }
     }
 
-    /// The headers of a client request that this client passes on to Glance.
+    /// The headers of a client request that this client passes on to Glance: the configured
+    /// ones, and the request id so one id follows the call into Glance's logs.
     pub fn forwarded(&self, incoming: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
+        if let Some(id) = incoming.get(crate::layers::request_id::HEADER) {
+            out.insert(crate::layers::request_id::HEADER, id.clone());
+        }
         for name in self.forward.iter() {
             for value in incoming.get_all(name) {
                 out.append(name.clone(), value.clone());
@@ -149,7 +153,7 @@ impl GlanceClient {
             if let Some(m) = &marker {
                 query.push(("marker".into(), m.clone()));
             }
-            let mut page = self.json(call, Method::GET, &["images"], &query).await?;
+            let mut page = self.json(call, Outgoing { query, ..Outgoing::new(Method::GET, &["images"]) }).await?;
             let more = page.get("next").is_some_and(Value::is_string);
             let Some(Value::Array(batch)) = page.get_mut("images").map(Value::take) else {
                 return Err(UpstreamError::BadAnswer("list without an `images` array".into()));
@@ -167,7 +171,22 @@ impl GlanceClient {
     }
 
     pub async fn get_image(&self, call: &Call, id: &str) -> Result<Value, UpstreamError> {
-        let image = self.json(call, Method::GET, &["images", id], &[]).await?;
+        let image = self.json(call, Outgoing::new(Method::GET, &["images", id])).await?;
+        image_id(&image)?;
+        Ok(image)
+    }
+
+    pub async fn delete_image(&self, call: &Call, id: &str) -> Result<(), UpstreamError> {
+        self.exchange(call, Outgoing::new(Method::DELETE, &["images", id])).await.map(|_| ())
+    }
+
+    /// Applies JSON-patch operations (`add`, `replace`, `remove`) in one Glance `PATCH` and
+    /// returns the image as Glance has it afterwards.
+    pub async fn patch_image(&self, call: &Call, id: &str, ops: &[Value]) -> Result<Value, UpstreamError> {
+        let body = serde_json::to_vec(ops).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+        let mut out = Outgoing::new(Method::PATCH, &["images", id]);
+        out.body = Some((PATCH_MEDIA_TYPE, body.into()));
+        let image = self.json(call, out).await?;
         image_id(&image)?;
         Ok(image)
     }
@@ -177,7 +196,7 @@ impl GlanceClient {
     pub async fn base_properties(&self, call: &Call) -> Result<Arc<HashSet<String>>, UpstreamError> {
         self.base_properties
             .get_or_try_init(|| async {
-                let schema = self.json(call, Method::GET, &["schemas", "image"], &[]).await?;
+                let schema = self.json(call, Outgoing::new(Method::GET, &["schemas", "image"])).await?;
                 let props = schema
                     .get("properties")
                     .and_then(Value::as_object)
@@ -195,76 +214,61 @@ impl GlanceClient {
 
     /// Whether Glance answers at all (for readiness).
     pub async fn ping(&self) -> Result<(), UpstreamError> {
-        let call = Call::default();
-        self.send(&call, Method::GET, "/versions", &[], Bytes::new()).await.map(|_| ())
+        let out = Outgoing { path: "/versions".into(), ..Outgoing::new(Method::GET, &[]) };
+        self.send(&Call::default(), &out).await.map(|_| ())
     }
 
-    /// Sends a request under `/v2/` and decodes a JSON answer; error statuses become
-    /// [`UpstreamError::Status`].
-    async fn json(
-        &self,
-        call: &Call,
-        method: Method,
-        segments: &[&str],
-        query: &[(String, String)],
-    ) -> Result<Value, UpstreamError> {
-        let mut path = String::from("/v2");
-        for seg in segments {
-            path.push('/');
-            path.extend(percent_encoding::utf8_percent_encode(seg, PATH_SEGMENT));
-        }
-        let (status, body) = self.send(call, method, &path, query, Bytes::new()).await?;
-        if !status.is_success() {
-            return Err(UpstreamError::Status { status, message: error_message(&body) });
-        }
+    /// Sends a request and decodes its JSON answer.
+    async fn json(&self, call: &Call, out: Outgoing) -> Result<Value, UpstreamError> {
+        let body = self.exchange(call, out).await?;
         serde_json::from_slice(&body).map_err(|e| UpstreamError::BadAnswer(format!("not JSON: {e}")))
     }
 
-    async fn send(
-        &self,
-        call: &Call,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+    /// Sends a request; error statuses become [`UpstreamError::Status`].
+    async fn exchange(&self, call: &Call, out: Outgoing) -> Result<Bytes, UpstreamError> {
+        let (status, body) = self.send(call, &out).await?;
+        if !status.is_success() {
+            return Err(UpstreamError::Status { status, message: error_message(&body) });
+        }
+        Ok(body)
+    }
+
+    async fn send(&self, call: &Call, out: &Outgoing) -> Result<(StatusCode, Bytes), UpstreamError> {
         let started = Instant::now();
         let result = match &self.transport {
-            Transport::Http { client, base } => self.send_http(client, base, call, method, path, query, body).await,
-            Transport::Embedded(router) => send_embedded(router, call, method, path, query, body).await,
+            Transport::Http { client, base } => self.send_http(client, base, call, out).await,
+            Transport::Embedded(router) => send_embedded(router, call, out).await,
         };
         call.upstream_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn send_http(
         &self,
         client: &reqwest::Client,
         base: &Url,
         call: &Call,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        body: Bytes,
+        out: &Outgoing,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let mut url = base.clone();
-        url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
+        url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), out.path));
+        if !out.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&out.query);
         }
         // A pooled connection the server already closed fails at once; an idempotent call
         // gets one more try on a fresh connection. Writes are never repeated.
-        let attempts = if method == Method::GET { 2 } else { 1 };
+        let attempts = if out.method == Method::GET { 2 } else { 1 };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let request = client
-                .request(method.clone(), url.clone())
+            let mut request = client
+                .request(out.method.clone(), url.clone())
                 .headers(call.headers.clone())
                 .header(http::header::ACCEPT, "application/json")
-                .timeout(self.timeout)
-                .body(body.clone());
+                .timeout(self.timeout);
+            if let Some((content_type, body)) = &out.body {
+                request = request.header(http::header::CONTENT_TYPE, *content_type).body(body.clone());
+            }
             let outcome = async {
                 let response = request.send().await?;
                 let status = response.status();
@@ -298,28 +302,52 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest:
 async fn send_embedded(
     router: &axum::Router,
     call: &Call,
-    method: Method,
-    path: &str,
-    query: &[(String, String)],
-    body: Bytes,
+    out: &Outgoing,
 ) -> Result<(StatusCode, Bytes), UpstreamError> {
-    let mut uri = path.to_owned();
-    if !query.is_empty() {
+    let mut uri = out.path.clone();
+    if !out.query.is_empty() {
         uri.push('?');
-        uri.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish());
+        uri.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&out.query).finish());
     }
+    let body = out.body.as_ref().map_or_else(Body::empty, |(_, b)| Body::from(b.clone()));
     let mut request = Request::builder()
-        .method(method)
+        .method(out.method.clone())
         .uri(uri)
-        .body(Body::from(body))
+        .body(body)
         .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
     *request.headers_mut() = call.headers.clone();
     request.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
+    if let Some((content_type, _)) = &out.body {
+        request.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
     let response = router.clone().oneshot(request).await.map_err(|e| match e {})?;
     let status = response.status();
     let bytes = response.into_body().collect().await.map_err(|e| UpstreamError::BadAnswer(e.to_string()))?.to_bytes();
     Ok((status, bytes))
 }
+
+/// One request to Glance.
+struct Outgoing {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    body: Option<(&'static str, Bytes)>,
+}
+
+impl Outgoing {
+    /// A request for `/v2/<segments>`, each segment escaped.
+    fn new(method: Method, segments: &[&str]) -> Self {
+        let mut path = String::from("/v2");
+        for seg in segments {
+            path.push('/');
+            path.extend(percent_encoding::utf8_percent_encode(seg, PATH_SEGMENT));
+        }
+        Outgoing { method, path, query: Vec::new(), body: None }
+    }
+}
+
+/// Glance accepts image PATCHes only in its own JSON-patch media type.
+const PATCH_MEDIA_TYPE: &str = "application/openstack-images-v2.1-json-patch";
 
 /// Characters escaped in one path segment: an image id can never add a path level.
 const PATH_SEGMENT: &percent_encoding::AsciiSet =

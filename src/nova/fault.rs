@@ -46,6 +46,10 @@ pub enum NovaError {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Unsupported Content-Type")]
+    UnsupportedMediaType,
     /// Glance refused the caller's credentials. Behind Nova, its auth middleware would have
     /// refused them first, with a 401 that makes clients authenticate again.
     #[error("Authentication required")]
@@ -76,6 +80,8 @@ impl NovaError {
             NovaError::BadRequest(_) | NovaError::Version(VersionError::Malformed(_)) => StatusCode::BAD_REQUEST,
             NovaError::Forbidden(_) => StatusCode::FORBIDDEN,
             NovaError::Unauthorized => StatusCode::UNAUTHORIZED,
+            NovaError::Conflict(_) => StatusCode::CONFLICT,
+            NovaError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NovaError::NotFound(_) | NovaError::NoRoute(_) => StatusCode::NOT_FOUND,
             NovaError::Version(VersionError::Unsupported(..)) => StatusCode::NOT_ACCEPTABLE,
             NovaError::Upstream(e) => match e {

@@ -54,17 +54,38 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError
 
 /// `GET /images/{id}`.
 pub async fn show(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
-    let id = call.param("id");
-    let image = api.glance.get_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
+    let image = fetch(api, call, call.param("id")).await?;
+    Ok(serde_json::json!({ "image": render(api, call, &image).await? }))
+}
+
+/// `DELETE /images/{id}`.
+pub async fn delete(api: &NovaApi, call: &NovaCall<'_>) -> Result<(), NovaError> {
+    api.glance.delete_image(&call.glance, call.param("id")).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
+        Some(404) => NovaError::NotFound("Image not found.".into()),
+        Some(401) => NovaError::Unauthorized,
+        // Glance says 403 for someone else's image and for a protected one alike.
+        Some(403) => NovaError::Forbidden("You are not allowed to delete the image.".into()),
+        Some(409) => NovaError::Conflict(glanceclient_text(&e)),
+        _ => NovaError::Upstream(e),
+    })
+}
+
+/// One image from Glance, with Glance's refusals said as Nova says them.
+pub(super) async fn fetch(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Result<Value, NovaError> {
+    api.glance.get_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
         Some(404) => NovaError::NotFound("Image not found.".into()),
         Some(401) => NovaError::Unauthorized,
         Some(403) => NovaError::Forbidden(format!("Not authorized for image {id}.")),
         Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
         _ => NovaError::Upstream(e),
-    })?;
+    })
+}
+
+/// Shapes one Glance image with the route's view.
+pub(super) async fn render(api: &NovaApi, call: &NovaCall<'_>, image: &Value) -> Result<Value, NovaError> {
     let base = api.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &call.links, base_properties: &base };
-    Ok(serde_json::json!({ "image": view(api, call)?.render(&image, &ctx)? }))
+    Ok(view(api, call)?.render(image, &ctx)?)
 }
 
 fn view<'a>(api: &'a NovaApi, call: &NovaCall<'_>) -> Result<&'a View, NovaError> {
@@ -88,7 +109,7 @@ fn list_error(e: UpstreamError) -> NovaError {
 
 /// Glance's error as Nova quotes it: glanceclient's `HTTP <code> <reason>: <details>`, the
 /// details HTML-escaped because glanceclient reads them out of Glance's HTML error page.
-fn glanceclient_text(e: &UpstreamError) -> String {
+pub(super) fn glanceclient_text(e: &UpstreamError) -> String {
     match e {
         UpstreamError::Status { status, message } => {
             let escaped = message

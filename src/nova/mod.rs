@@ -8,15 +8,20 @@
 
 pub mod fault;
 mod images;
+mod metadata;
 pub mod microversion;
+mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::glance::{Call, GlanceClient};
@@ -30,16 +35,28 @@ use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
 pub const ACTIONS: &[ActionSpec] = &[
     ActionSpec { name: "list_images", needs_view: true, needs_query: true },
     ActionSpec { name: "show_image", needs_view: true, needs_query: false },
+    ActionSpec { name: "delete_image", needs_view: false, needs_query: false },
+    ActionSpec { name: "list_metadata", needs_view: true, needs_query: false },
+    ActionSpec { name: "show_metadata_item", needs_view: true, needs_query: false },
+    ActionSpec { name: "merge_metadata", needs_view: true, needs_query: false },
+    ActionSpec { name: "replace_metadata", needs_view: true, needs_query: false },
+    ActionSpec { name: "set_metadata_item", needs_view: true, needs_query: false },
+    ActionSpec { name: "delete_metadata_item", needs_view: true, needs_query: false },
 ];
 
 const DIALECT: &str = "nova";
 /// The label of requests no route claims.
 const UNMATCHED: &str = "nova.unmatched";
+/// The label of the version documents.
+const VERSIONS: &str = "nova.versions";
 const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
 
 /// Settings the Nova dialect takes from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Mounts of the microversioned and legacy roots.
+    pub mount: String,
+    pub legacy_mount: String,
     pub max_version: ApiVersion,
     pub enforce_removal: bool,
     pub max_limit: usize,
@@ -50,8 +67,10 @@ pub struct Settings {
     /// Path at which the embedded store is exposed, for `alternate` links without a Glance.
     pub embedded_mount: String,
     pub request_timeout: Duration,
-    /// Largest request body accepted, by its declared length.
+    /// Largest request body accepted.
     pub body_limit: u64,
+    /// Nova's `metadata_items` quota; `None`: unlimited.
+    pub metadata_items: Option<usize>,
 }
 
 /// The Nova dialect: its mapping, its Glance, its settings.
@@ -71,6 +90,10 @@ pub struct NovaCall<'a> {
     /// The route's path below the mount and project, e.g. `images/detail`, for next links.
     collection: String,
     glance: Call,
+    /// Served under the legacy `/v2` root (relaxed body checks).
+    legacy: bool,
+    content_type: Option<String>,
+    body: Bytes,
 }
 
 impl NovaCall<'_> {
@@ -93,27 +116,56 @@ pub fn mount(api: Arc<NovaApi>, path: &str, legacy: bool) -> Router {
 }
 
 async fn handle(State(mount): State<Mount>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let api = &*mount.api;
-    let segments = split_path(parts.uri.path()).unwrap_or_default();
+    let miss = || {
+        let page = NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response();
+        labelled(page, UNMATCHED.into(), &parts.headers)
+    };
+    // A path that does not decode to clean segments names nothing.
+    let Some(segments) = split_path(parts.uri.path()).or_else(|| parts.uri.path().is_empty().then(Vec::new)) else {
+        return miss();
+    };
+    if parts.method == http::Method::GET && segments.iter().all(String::is_empty) {
+        return version_document(api, &mount, &parts.headers);
+    }
     let (project, rest) = split_project(&segments);
     let (route, params) = match api.mapping.routes.lookup(parts.method.as_str(), rest) {
         Lookup::Found { route, params } => (route, params),
-        Lookup::MethodNotAllowed | Lookup::NotFound => {
-            return labelled(
-                NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response(),
-                UNMATCHED.into(),
-                &parts.headers,
-            )
-        }
+        Lookup::MethodNotAllowed | Lookup::NotFound => return miss(),
     };
     let version = if mount.legacy {
         Ok(microversion::MIN)
     } else {
         microversion::requested(&parts.headers, api.settings.max_version)
     };
-    let mut response = match version {
+    let response = match version {
+        Ok(version) => {
+            let call = NovaCall {
+                route,
+                params,
+                query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+                links: link_bases(api, &mount, &parts.headers, project),
+                collection: route.template.to_string().trim_start_matches('/').to_owned(),
+                glance: Call::new(api.glance.forwarded(&parts.headers)),
+                legacy: mount.legacy,
+                content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+                body: Bytes::new(),
+            };
+            let limit = api.settings.request_timeout;
+            let outcome = tokio::time::timeout(limit, serve(api, call, version, project, &parts.headers, body)).await;
+            let (mut response, upstream) =
+                outcome.unwrap_or_else(|_| (NovaError::Timeout(limit).into_response(), None));
+            if let Some(upstream) = upstream {
+                response.extensions_mut().insert(UpstreamTime(upstream));
+            }
+            if !mount.legacy {
+                set_version_headers(response.headers_mut(), version);
+            }
+            response
+        }
         Err(e) => {
+            // Nova echoes a well-formed version it does not support, not a malformed one.
             let asked = match &e {
                 microversion::VersionError::Unsupported(asked, _) => Some(*asked),
                 microversion::VersionError::Malformed(_) => None,
@@ -124,48 +176,97 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
             }
             response
         }
-        Ok(version) => {
-            let call = NovaCall {
-                route,
-                params,
-                query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
-                links: link_bases(api, &mount, &parts.headers, project),
-                collection: route.template.to_string().trim_start_matches('/').to_owned(),
-                glance: Call::new(api.glance.forwarded(&parts.headers)),
-            };
-            let removed = api.settings.enforce_removal && route.max_version.is_some_and(|max| version > max);
-            let outcome = if removed {
-                Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()))
-            } else if let Some(e) = project_mismatch(project, &parts.headers) {
-                Err(e)
-            } else if declared_length(&parts.headers).is_some_and(|len| len > api.settings.body_limit) {
-                Err(NovaError::BodyTooLarge(api.settings.body_limit))
-            } else {
-                tokio::time::timeout(api.settings.request_timeout, run(api, &call))
-                    .await
-                    .unwrap_or(Err(NovaError::Timeout(api.settings.request_timeout)))
-            };
-            let mut response = match outcome {
-                Ok(body) => axum::Json(body).into_response(),
-                Err(e) => e.into_response(),
-            };
-            response.extensions_mut().insert(UpstreamTime(call.glance.upstream_time()));
-            if !mount.legacy {
-                set_version_headers(response.headers_mut(), version);
-            }
-            response
-        }
     };
-    response = labelled(response, route.id.clone(), &parts.headers);
+    labelled(response, route.id.clone(), &parts.headers)
+}
+
+/// `GET {mount}` and `GET {mount}/`: unauthenticated, with version headers on the
+/// microversioned root only.
+fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap) -> Response {
+    let doc = versions::version(&origin(api, headers), &mount.path, mount.legacy, api.settings.max_version);
+    let mut response = axum::Json(doc).into_response();
+    if !mount.legacy {
+        match microversion::requested(headers, api.settings.max_version) {
+            Ok(version) => set_version_headers(response.headers_mut(), version),
+            Err(e) => response = NovaError::from(e).into_response(),
+        }
+    }
+    labelled(response, VERSIONS.into(), headers)
+}
+
+/// `GET /`: the list of both Nova roots.
+pub async fn root(State(api): State<Arc<NovaApi>>, headers: HeaderMap) -> Response {
+    let doc = versions::versions(
+        &origin(&api, &headers),
+        &api.settings.mount,
+        &api.settings.legacy_mount,
+        api.settings.max_version,
+    );
+    let mut response = axum::Json(doc).into_response();
+    response.extensions_mut().insert(RouteLabel { dialect: DIALECT, route: VERSIONS.into() });
     response
 }
 
-async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+/// Runs a routed call once the version is known: Nova's checks in Nova's order, then the action.
+async fn serve(
+    api: &NovaApi,
+    mut call: NovaCall<'_>,
+    version: ApiVersion,
+    project: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Response, Option<Duration>) {
+    let outcome = async {
+        if api.settings.enforce_removal && call.route.max_version.is_some_and(|max| version > max) {
+            return Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()));
+        }
+        if let Some(e) = project_mismatch(project, headers) {
+            return Err(e);
+        }
+        call.body = read_body(headers, body, api.settings.body_limit).await?;
+        run(api, &call).await
+    }
+    .await;
+    let response = match outcome {
+        Ok(Some(body)) => axum::Json(body).into_response(),
+        // Nova's 204s still say JSON.
+        Ok(None) => (StatusCode::NO_CONTENT, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))])
+            .into_response(),
+        Err(e) => e.into_response(),
+    };
+    (response, Some(call.glance.upstream_time()))
+}
+
+/// Reads a request body up to `limit` bytes, refusing a larger declared length unread.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, NovaError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(NovaError::BodyTooLarge(limit));
+    }
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(NovaError::BodyTooLarge(limit)),
+        Err(e) => Err(NovaError::BadRequest(format!("Cannot read the request body: {e}"))),
+    }
+}
+
+/// What an action answers: a JSON body (200), or nothing (204).
+type Reply = Result<Option<Value>, NovaError>;
+
+async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Reply {
     match call.route.action.as_str() {
-        "list_images" => images::list(api, call).await,
-        "show_image" => images::show(api, call).await,
+        "list_images" => images::list(api, call).await.map(Some),
+        "show_image" => images::show(api, call).await.map(Some),
+        "delete_image" => images::delete(api, call).await.map(|()| None),
+        "list_metadata" => metadata::list(api, call).await.map(Some),
+        "show_metadata_item" => metadata::show_item(api, call).await.map(Some),
+        "merge_metadata" => metadata::merge(api, call).await.map(Some),
+        "replace_metadata" => metadata::replace(api, call).await.map(Some),
+        "set_metadata_item" => metadata::set_item(api, call).await.map(Some),
+        "delete_metadata_item" => metadata::delete_item(api, call).await.map(|()| None),
         // Mapping files are checked against ACTIONS when loaded.
-        _ => Err(NovaError::NoRoute(fault::PageFormat::Html)),
+        _ => Err(NovaError::NoRoute(PageFormat::Html)),
     }
 }
 
@@ -183,10 +284,6 @@ fn split_project(segments: &[String]) -> (Option<&str>, &[String]) {
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
 /// Nova refuses a URL naming another project than the caller's identity (as set by an auth
 /// layer in front, `X-Project-Id`).
 fn project_mismatch(url_project: Option<&str>, headers: &HeaderMap) -> Option<NovaError> {
@@ -202,7 +299,22 @@ fn project_mismatch(url_project: Option<&str>, headers: &HeaderMap) -> Option<No
 /// Where this request's links point. The project id appears in links only when it appeared in
 /// the URL, as in Nova.
 fn link_bases(api: &NovaApi, mount: &Mount, headers: &HeaderMap, project: Option<&str>) -> LinkBases {
-    let origin = match &api.settings.public_url {
+    let origin = origin(api, headers);
+    let pid = project.map(|p| format!("/{p}")).unwrap_or_default();
+    LinkBases {
+        versioned: format!("{origin}{}{pid}", mount.path),
+        unversioned: format!("{origin}{}{pid}", strip_version(&mount.path)),
+        image_service: api
+            .settings
+            .image_service_url
+            .clone()
+            .unwrap_or_else(|| format!("{origin}{}", api.settings.embedded_mount)),
+    }
+}
+
+/// Scheme, host and path prefix of the gateway as this client addresses it.
+fn origin(api: &NovaApi, headers: &HeaderMap) -> String {
+    match &api.settings.public_url {
         Some(url) => url.clone(),
         None => {
             // A Host that is not a valid authority cannot be put in a link.
@@ -213,16 +325,6 @@ fn link_bases(api: &NovaApi, mount: &Mount, headers: &HeaderMap, project: Option
                 .unwrap_or("localhost");
             format!("http://{host}")
         }
-    };
-    let pid = project.map(|p| format!("/{p}")).unwrap_or_default();
-    LinkBases {
-        versioned: format!("{origin}{}{pid}", mount.path),
-        unversioned: format!("{origin}{}{pid}", strip_version(&mount.path)),
-        image_service: api
-            .settings
-            .image_service_url
-            .clone()
-            .unwrap_or_else(|| format!("{origin}{}", api.settings.embedded_mount)),
     }
 }
 

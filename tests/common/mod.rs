@@ -110,6 +110,22 @@ async fn serve_router(router: axum::Router) -> SocketAddr {
     addr
 }
 
+/// Sends `GET <path>` byte for byte (no URL normalisation) and returns the status code.
+pub fn raw_get(base: &str, path: &str, headers: &HeaderMap) -> u16 {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
 pub fn client() -> reqwest::Client {
     image_gateway::install_crypto_provider();
     reqwest::Client::builder().no_proxy().build().unwrap()
