@@ -13,18 +13,19 @@ fn entry(origin: &str, mount: &str, legacy: bool, max: ApiVersion, detailed: boo
     } else {
         ("v2.1", "CURRENT", max.to_string(), "2.1", "2013-07-23T11:33:21Z")
     };
+    let mut links = vec![json!({"rel": "self", "href": format!("{origin}{mount}/")})];
+    if detailed {
+        links.push(json!({"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}));
+    }
     let mut doc = json!({
         "id": id,
         "status": status,
         "version": version,
         "min_version": min,
         "updated": updated,
-        "links": [{"rel": "self", "href": format!("{origin}{mount}/")}],
+        "links": links,
     });
     if detailed {
-        doc["links"]
-            .as_array_mut()
-            .map(|l| l.push(json!({"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"})));
         let media = if legacy { "2" } else { "2.1" };
         doc["media-types"] = json!([
             {"base": "application/json", "type": format!("application/vnd.openstack.compute+json;version={media}")}
