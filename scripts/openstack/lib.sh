@@ -40,12 +40,15 @@ start_uwsgi() {
   # Without job control the background child is not a process-group leader, so setsid
   # calls setsid() in place and execs uWSGI: $! is then the master's pid and group id.
   set +m
-  # --http11-socket, not --http-socket: the latter was seen to reset pooled keep-alive
-  # connections (Nova's Glance client then answered 500).
+  # uWSGI's HTTP router (--http) owns the client connections, keep-alive included, and hands
+  # each request to the one worker thread: requests run one at a time (with sqlite, two
+  # concurrent write transactions fail with "database is locked", which Glance answers 500),
+  # yet an idle pooled connection never holds the worker. (--http-socket was seen to reset
+  # pooled keep-alive connections; --http11-socket lets an idle one block a thread.)
   setsid "$venv/bin/uwsgi" \
-    --http11-socket "127.0.0.1:$port" \
+    --http "127.0.0.1:$port" --http-keepalive \
     --module "$module" \
-    --master --processes 1 --threads 4 --enable-threads --lazy-apps \
+    --master --processes 1 --threads "${OPENSTACK_THREADS:-1}" --enable-threads --lazy-apps \
     --die-on-term --need-app \
     --buffer-size 65535 \
     "$@" \

@@ -6,6 +6,9 @@
 //! `remove` operations on properties only. Unlike Nova, a write never sends `move`, never
 //! rewrites visibility and never touches a base property (docs/compatibility.md).
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 
 use super::fault::{NovaError, NOT_FOUND_DEFAULT};
@@ -40,20 +43,27 @@ pub async fn show_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, Nova
 /// `POST .../metadata`: merge, answered with every property Glance holds afterwards.
 pub async fn merge(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
     let wanted = parse(call, "metadata")?;
-    let (image, current) = current_properties(api, call).await?;
-    let mut merged = current.clone();
-    merged.extend(wanted.clone());
+    let current = Current::fetch(api, call).await?;
+    let mut merged = current.props.clone();
+    merged.extend(current.writable(wanted));
     check_quota(api, merged.len())?;
-    let updated = patch(api, call, &image, &current, &merged).await?;
+    let updated = patch(api, call, &current, &merged).await?;
     render(api, call, &updated).await
 }
 
 /// `PUT .../metadata`: replace all, answered with the request's own metadata.
 pub async fn replace(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
     let wanted = parse(call, "metadata")?;
-    let (image, current) = current_properties(api, call).await?;
+    let current = Current::fetch(api, call).await?;
     check_quota(api, wanted.len())?;
-    patch(api, call, &image, &current, &wanted).await?;
+    let mut replaced = current.writable(wanted.clone());
+    // Keys Nova would not touch keep their value rather than being removed.
+    for key in ["kernel_id", "ramdisk_id"] {
+        if let (Some(old), true) = (current.props.get(key), wanted.contains_key(key)) {
+            replaced.entry(key).or_insert_with(|| old.clone());
+        }
+    }
+    patch(api, call, &current, &replaced).await?;
     Ok(json!({"metadata": wanted}))
 }
 
@@ -65,34 +75,59 @@ pub async fn set_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaE
     if !wanted.contains_key(key) {
         return Err(NovaError::BadRequest("Request body and URI mismatch".into()));
     }
-    let (image, current) = current_properties(api, call).await?;
-    let mut merged = current.clone();
-    merged.extend(wanted.clone());
+    let current = Current::fetch(api, call).await?;
+    let mut merged = current.props.clone();
+    merged.extend(current.writable(wanted.clone()));
     check_quota(api, merged.len())?;
-    patch(api, call, &image, &current, &merged).await?;
+    patch(api, call, &current, &merged).await?;
     Ok(json!({"meta": wanted}))
 }
 
 /// `DELETE .../metadata/{key}`.
 pub async fn delete_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<(), NovaError> {
     let key = call.param("key");
-    let (image, current) = current_properties(api, call).await?;
-    let mut remaining = current.clone();
+    let current = Current::fetch(api, call).await?;
+    let mut remaining = current.props.clone();
     if remaining.remove(key).is_none() {
         return Err(NovaError::NotFound("Invalid metadata key".into()));
     }
-    patch(api, call, &image, &current, &remaining).await.map(drop)
+    patch(api, call, &current, &remaining).await.map(drop)
 }
 
-/// The image and its custom properties exactly as Glance holds them (strings, undecoded).
-async fn current_properties(api: &NovaApi, call: &NovaCall<'_>) -> Result<(Value, Map<String, Value>), NovaError> {
-    let image = fetch(api, call, call.param("image_id")).await?;
-    let base = api.glance.base_properties(&call.glance).await?;
-    let props = image
-        .as_object()
-        .map(|o| o.iter().filter(|(k, _)| !base.contains(k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    Ok((image, props))
+/// An image as a write finds it.
+struct Current {
+    image: Value,
+    /// Its custom properties exactly as Glance holds them (strings, undecoded).
+    props: Map<String, Value>,
+    base: Arc<HashSet<String>>,
+}
+
+impl Current {
+    async fn fetch(api: &NovaApi, call: &NovaCall<'_>) -> Result<Current, NovaError> {
+        let image = fetch(api, call, call.param("image_id")).await?;
+        let base = api.glance.base_properties(&call.glance).await?;
+        let props = image
+            .as_object()
+            .map(|o| {
+                o.iter().filter(|(k, _)| !base.contains(k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+            })
+            .unwrap_or_default();
+        Ok(Current { image, props, base })
+    }
+
+    /// The part of a metadata body that may reach Glance. Nova drops base attributes
+    /// (`name`, `min_ram`, ...) and a `kernel_id` or `ramdisk_id` of `""` or `none`; the
+    /// gateway does the same, so a metadata call can never change an image's core attributes.
+    fn writable(&self, wanted: Map<String, Value>) -> Map<String, Value> {
+        wanted
+            .into_iter()
+            .filter(|(k, v)| {
+                let unset = matches!(k.as_str(), "kernel_id" | "ramdisk_id")
+                    && v.as_str().is_some_and(|s| s.is_empty() || s.eq_ignore_ascii_case("none"));
+                !self.base.contains(k.as_str()) && !unset
+            })
+            .collect()
+    }
 }
 
 fn check_quota(api: &NovaApi, count: usize) -> Result<(), NovaError> {
@@ -106,13 +141,12 @@ fn check_quota(api: &NovaApi, count: usize) -> Result<(), NovaError> {
 async fn patch(
     api: &NovaApi,
     call: &NovaCall<'_>,
-    image: &Value,
-    current: &Map<String, Value>,
+    current: &Current,
     wanted: &Map<String, Value>,
 ) -> Result<Value, NovaError> {
-    let ops = patch_ops(current, wanted);
+    let ops = patch_ops(&current.props, wanted);
     if ops.is_empty() {
-        return Ok(image.clone());
+        return Ok(current.image.clone());
     }
     let id = call.param("image_id");
     api.glance.patch_image(&call.glance, id, &ops).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
@@ -144,17 +178,7 @@ fn patch_ops(current: &Map<String, Value>, wanted: &Map<String, Value>) -> Vec<V
 /// Parses and validates a metadata body (`{"metadata": {...}}` or `{"meta": {k: v}}`) the way
 /// Nova's schema does, with Nova's messages.
 fn parse(call: &NovaCall<'_>, root: &str) -> Result<Map<String, Value>, NovaError> {
-    let media = call.content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    match media.as_deref() {
-        None | Some("" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json") => {}
-        Some(_) => return Err(NovaError::UnsupportedMediaType),
-    }
-    let body: Value = if call.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&call.body).map_err(|_| NovaError::BadRequest("Malformed request body".into()))?
-    };
-    validate(body, root, call.legacy).map_err(NovaError::BadRequest)
+    validate(call.body.clone(), root, call.legacy).map_err(NovaError::BadRequest)
 }
 
 fn validate(body: Value, root: &str, legacy: bool) -> Result<Map<String, Value>, String> {
@@ -178,7 +202,8 @@ fn validate(body: Value, root: &str, legacy: bool) -> Result<Map<String, Value>,
     };
     let whole = Value::Object(items.clone());
     if let Some(bad) = items.keys().find(|k| !valid_key(k)) {
-        let problem = format!("Additional properties are not allowed ({} was unexpected)", py_repr(&json!(bad)));
+        let problem =
+            format!("{} does not match any of the regexes: '^[a-zA-Z0-9-_:. ]{{1,255}}$'", py_repr(&json!(bad)));
         return Err(field_error(root, &whole, problem));
     }
     for (key, value) in &items {
@@ -192,7 +217,7 @@ fn validate(body: Value, root: &str, legacy: bool) -> Result<Map<String, Value>,
     }
     if root == "meta" && items.len() != 1 {
         let problem = if items.is_empty() {
-            "{} does not have enough properties".to_owned()
+            "{} should be non-empty".to_owned()
         } else {
             format!("{} has too many properties", py_repr(&whole))
         };
@@ -292,7 +317,7 @@ mod tests {
         );
         assert_eq!(
             v(json!({"metadata": {"a/b": "v"}}), "metadata"),
-            "Invalid input for field/attribute metadata. Value: {'a/b': 'v'}. Additional properties are not allowed ('a/b' was unexpected)"
+            "Invalid input for field/attribute metadata. Value: {'a/b': 'v'}. 'a/b' does not match any of the regexes: '^[a-zA-Z0-9-_:. ]{1,255}$'"
         );
         assert!(v(json!({"meta": {"a": "1", "b": "2"}}), "meta").ends_with("has too many properties"));
         assert!(v(json!({"metadata": {"k": "x".repeat(256)}}), "metadata").ends_with("is too long"));

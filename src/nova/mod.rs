@@ -92,8 +92,8 @@ pub struct NovaCall<'a> {
     glance: Call,
     /// Served under the legacy `/v2` root (relaxed body checks).
     legacy: bool,
-    content_type: Option<String>,
-    body: Bytes,
+    /// The decoded JSON body of a POST or PUT (`Null` when empty).
+    body: Value,
 }
 
 impl NovaCall<'_> {
@@ -149,8 +149,7 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
                 collection: route.template.to_string().trim_start_matches('/').to_owned(),
                 glance: Call::new(api.glance.forwarded(&parts.headers)),
                 legacy: mount.legacy,
-                content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-                body: Bytes::new(),
+                body: Value::Null,
             };
             let limit = api.settings.request_timeout;
             let outcome = tokio::time::timeout(limit, serve(api, call, version, project, &parts.headers, body)).await;
@@ -217,13 +216,21 @@ async fn serve(
     body: Body,
 ) -> (Response, Option<Duration>) {
     let outcome = async {
+        // Like Nova's size limiter, refuse an oversized declared body whatever the method.
+        let limit = api.settings.body_limit;
+        if declared_length(headers).is_some_and(|len| len > limit) {
+            return Err(NovaError::BodyTooLarge(limit));
+        }
+        // Nova decodes a body before it dispatches on the version; its schema checks come after.
+        if matches!(call.route.method.as_str(), "POST" | "PUT") {
+            call.body = decode_body(headers, read_body(body, limit).await?)?;
+        }
         if api.settings.enforce_removal && call.route.max_version.is_some_and(|max| version > max) {
             return Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()));
         }
         if let Some(e) = project_mismatch(project, headers) {
             return Err(e);
         }
-        call.body = read_body(headers, body, api.settings.body_limit).await?;
         run(api, &call).await
     }
     .await;
@@ -237,18 +244,34 @@ async fn serve(
     (response, Some(call.glance.upstream_time()))
 }
 
-/// Reads a request body up to `limit` bytes, refusing a larger declared length unread.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, NovaError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(NovaError::BodyTooLarge(limit));
-    }
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Reads a request body, failing as soon as it grows past `limit` bytes (a chunked body
+/// declares no length).
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, NovaError> {
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(NovaError::BodyTooLarge(limit)),
         Err(e) => Err(NovaError::BadRequest(format!("Cannot read the request body: {e}"))),
     }
+}
+
+/// Nova's JSON deserializer: a missing or `text/plain` Content-Type counts as JSON.
+fn decode_body(headers: &HeaderMap, bytes: Bytes) -> Result<Value, NovaError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?").split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match media.as_deref() {
+        None | Some("" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json") => {}
+        Some(_) => return Err(NovaError::UnsupportedMediaType),
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|_| NovaError::BadRequest("Malformed request body".into()))
 }
 
 /// What an action answers: a JSON body (200), or nothing (204).
