@@ -151,6 +151,17 @@ async fn fixtures(h: &'static Harness) -> Vec<(&'static str, Value)> {
         ("unicode", g.active(json!({"name": "Ünïcödé 画像"}), 16).await),
         ("bdm", g.create(json!({"name": "volume-backed", "block_device_mapping": "[{\"source_type\": \"volume\", \"boot_index\": 0}]", "mappings": "[]"})).await),
         ("nameless", g.create(json!({})).await),
+        // The image of Rackspace's sample listing (seed 001), metadata and all.
+        (
+            "rackspace",
+            g.active(
+                json!({"name": "Ubuntu 13.10 (Saucy Salamander) (PVHVM)", "min_ram": 512, "min_disk": 20, "vm_mode": "hvm",
+                    "os_distro": "ubuntu", "image_type": "base", "auto_disk_config": "disabled", "os_type": "linux",
+                    "com.rackspace__1__visible_core": "1", "org.openstack__1__os_distro": "com.ubuntu", "cache_in_nova": "True"}),
+                32,
+            )
+            .await,
+        ),
     ];
     let deact = g.active(json!({"name": "retired"}), 16).await;
     let id = deact["id"].as_str().unwrap().to_owned();
@@ -201,6 +212,8 @@ async fn the_views_cover_every_kind_of_image() {
     assert_eq!(show("auto-false")["OS-DCF:diskConfig"], "MANUAL");
     assert_eq!(show("bdm")["metadata"]["block_device_mapping"][0]["boot_index"], 0);
     assert_eq!(show("nameless")["name"], Value::Null);
+    assert_eq!(show("rackspace")["OS-DCF:diskConfig"], "MANUAL");
+    assert_eq!(show("rackspace")["metadata"]["com.rackspace__1__visible_core"], "1");
     assert!(show("beta").get("server").is_none() && show("beta").get("OS-DCF:diskConfig").is_none());
 }
 
@@ -274,6 +287,8 @@ async fn filters_translate_as_nova_does() {
         (format!("server={SERVER1}"), w.ids_where(prop_is("instance_uuid", SERVER1))),
         (format!("server=http://nova.example/v2.1/servers/{SERVER2}"), w.ids_where(prop_is("instance_uuid", SERVER2))),
         ("type=snapshot".into(), w.ids_where(prop_is("image_type", "snapshot"))),
+        ("type=SNAPSHOT".into(), w.ids_where(prop_is("image_type", "snapshot"))),
+        ("type=base".into(), w.ids_where(prop_is("image_type", "base"))),
         ("minRam=512".into(), w.ids_where(|i| i["min_ram"] == 512)),
         ("minDisk=10".into(), w.ids_where(|i| i["min_disk"] == 10)),
         ("property-os_distro=ubuntu".into(), w.ids_where(prop_is("os_distro", "ubuntu"))),
