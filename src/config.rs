@@ -44,7 +44,18 @@ pub struct Config {
     pub limits: Limits,
     pub glance: GlanceConfig,
     pub nova: NovaConfig,
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM: how long `/readyz` fails while requests are still served, so that
+    /// Kubernetes (or a load balancer) stops routing here first. Match the pod's preStop delay.
+    pub drain_delay_secs: f64,
+    /// Then: how long requests in flight may take to finish before they are dropped.
+    pub grace_period_secs: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -140,6 +151,7 @@ impl Default for Config {
                 max_limit: 1000,
                 metadata_items: 128,
             },
+            shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
         }
     }
@@ -171,6 +183,14 @@ impl Config {
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
                 return invalid(key, format!("{secs} is not a number of seconds between 0 and 86400"));
+            }
+        }
+        for (key, secs) in [
+            ("shutdown.drain_delay_secs", self.shutdown.drain_delay_secs),
+            ("shutdown.grace_period_secs", self.shutdown.grace_period_secs),
+        ] {
+            if !(secs.is_finite() && (0.0..=3600.0).contains(&secs)) {
+                return invalid(key, format!("{secs} is not a number of seconds between 0 and 3600"));
             }
         }
         if self.limits.body_limit_bytes == 0 {

@@ -5,6 +5,8 @@
 //! then the routes: `/healthz`, `/readyz`, `/metrics`, the Nova mounts and, without a Glance,
 //! the embedded store's native API.
 
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,10 +36,28 @@ const EMBEDDED_BODY_LIMIT: usize = 512 << 20;
 struct Ops {
     app: Arc<App>,
     metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// Where the process is in its life: once draining, `/readyz` fails so that load balancers
+/// stop sending new requests while the gateway still serves the ones that arrive.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
 }
 
 /// The whole gateway as one service.
-pub fn router(app: Arc<App>, metrics: Arc<Metrics>) -> Router {
+pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -> Router {
     let nova_cfg = &app.config.nova;
     let mut routes = Router::new()
         .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
@@ -53,7 +73,7 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Ops { app, metrics: metrics.clone() });
+        .with_state(Ops { app, metrics: metrics.clone(), lifecycle });
 
     let sensitive: Arc<[HeaderName]> = Arc::new([
         header::AUTHORIZATION,
@@ -97,6 +117,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Ready when the configuration is loaded (it is, or we would not be serving) and Glance answers.
 async fn readyz(State(ops): State<Ops>) -> Response {
+    if ops.lifecycle.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
+    }
     match tokio::time::timeout(READINESS_PROBE_TIMEOUT, ops.app.glance.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
@@ -112,10 +135,45 @@ async fn metrics_text(State(ops): State<Ops>) -> Response {
         .into_response()
 }
 
-/// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
+/// Serves until SIGTERM or Ctrl-C, then drains: `/readyz` fails at once, requests are still
+/// served for `drain_delay_secs` (so Kubernetes or a load balancer stops routing here), then
+/// the listener closes and requests in flight get `grace_period_secs` to finish.
 pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    axum::serve(listener, router(app, metrics)).with_graceful_shutdown(shutdown_signal()).await
+    let lifecycle = Arc::new(Lifecycle::default());
+    let drain = Duration::from_secs_f64(app.config.shutdown.drain_delay_secs);
+    let grace = Duration::from_secs_f64(app.config.shutdown.grace_period_secs);
+    let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
+    let drained = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            shutdown_signal().await;
+            lifecycle.start_draining();
+            tracing::info!(drain_delay_secs = drain.as_secs_f64(), "draining: readiness fails, still serving");
+            tokio::time::sleep(drain).await;
+            tracing::info!(
+                grace_period_secs = grace.as_secs_f64(),
+                "closing the listener; finishing requests in flight"
+            );
+            let _ = closing_tx.send(());
+        }
+    };
+    let server = axum::serve(listener, router(app, metrics, lifecycle)).with_graceful_shutdown(drained).into_future();
+    let deadline = async {
+        // Starts counting only once the listener is closing.
+        if closing_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("grace period over: dropping requests still in flight");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -134,5 +192,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

@@ -220,3 +220,40 @@ fn mapping_files_change_answers_without_recompiling() {
     assert!(image.get("minRam").is_none(), "{image}");
     assert_eq!(image["status"], "QUEUED", "{image}");
 }
+
+/// SIGTERM: readiness fails at once while requests are still served for the drain delay, then
+/// the process exits by itself.
+#[test]
+fn sigterm_drains_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(
+        dir.path(),
+        &[],
+        &[("IMAGE_GATEWAY_SHUTDOWN__DRAIN_DELAY_SECS", "1.5"), ("IMAGE_GATEWAY_SHUTDOWN__GRACE_PERIOD_SECS", "2")],
+    );
+    let status = |path: &str| {
+        let url = format!("{}{path}", served.base);
+        served.block_on(async move {
+            image_gateway::install_crypto_provider();
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            client.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
+    assert_eq!(status("/readyz"), 200);
+    let term = Command::new("kill").arg("-TERM").arg(served.child.id().to_string()).status().unwrap();
+    assert!(term.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status("/readyz"), 503, "readiness must fail as soon as draining starts");
+    assert_eq!(status("/healthz"), 200, "still alive while draining");
+    assert_eq!(status("/v2.1/images"), 200, "still serving while draining");
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(exit) = served.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(served.log().contains("draining"), "{}", served.log());
+}

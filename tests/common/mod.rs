@@ -61,7 +61,7 @@ impl Harness {
         config.validate("test").unwrap();
         let app = Arc::new(App::load(config).unwrap());
         let metrics = Arc::new(Metrics::new());
-        let router = image_gateway::server::router(app, metrics.clone());
+        let router = image_gateway::server::router(app, metrics.clone(), Default::default());
         let addr = self.block_on(serve_router(router));
         Gateway { base: format!("http://{addr}"), metrics }
     }
