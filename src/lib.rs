@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod body;
 pub mod config;
 pub mod glance;
 pub mod layers;

@@ -15,6 +15,7 @@
 
 pub mod path;
 pub mod query;
+pub mod request;
 pub mod route;
 pub mod view;
 
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use path::PathExpr;
 pub use query::{ParamRule, ParamTransform, QueryMap};
+pub use request::{RequestError, RequestSchema};
 pub use route::{split_path, ApiVersion, Lookup, Route, RouteTable};
 pub use view::{LinkBases, RenderError, Table, Transform, View, ViewContext};
 
@@ -45,6 +47,7 @@ pub struct ActionSpec {
     pub name: &'static str,
     pub needs_view: bool,
     pub needs_query: bool,
+    pub needs_request: bool,
 }
 
 /// A compiled mapping file.
@@ -54,6 +57,7 @@ pub struct Mapping {
     pub routes: RouteTable,
     views: HashMap<String, View>,
     queries: HashMap<String, QueryMap>,
+    requests: HashMap<String, RequestSchema>,
 }
 
 impl Mapping {
@@ -63,6 +67,10 @@ impl Mapping {
 
     pub fn query(&self, name: &str) -> Option<&QueryMap> {
         self.queries.get(name)
+    }
+
+    pub fn request(&self, name: &str) -> Option<&RequestSchema> {
+        self.requests.get(name)
     }
 
     /// Parses and checks a mapping file. `file` only names it in errors; `dialect` is the
@@ -143,6 +151,12 @@ impl Mapping {
             queries.insert(name, map);
         }
 
+        let requests: HashMap<String, RequestSchema> = raw
+            .request
+            .into_iter()
+            .map(|(name, r)| (name, RequestSchema { root: r.root, fields: r.fields, read_only: r.read_only }))
+            .collect();
+
         let mut routes = RouteTable::default();
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = format!("route[{i}]");
@@ -180,6 +194,18 @@ impl Mapping {
                 }
                 _ => {}
             }
+            match (&r.request, spec.needs_request) {
+                (Some(q), _) if !requests.contains_key(q) => {
+                    return Err(err(&format!("{key}.request"), format!("no request schema named `{q}`")))
+                }
+                (None, true) => {
+                    return Err(err(
+                        &format!("{key}.request"),
+                        format!("action `{}` reads a body and needs a request schema", r.action),
+                    ))
+                }
+                _ => {}
+            }
             let max_version = r
                 .max_version
                 .map(|v| {
@@ -195,12 +221,13 @@ impl Mapping {
                     action: r.action,
                     view: r.view,
                     query: r.query,
+                    request: r.request,
                     max_version,
                 })
                 .map_err(|p| err(&key, p))?;
         }
 
-        Ok(Mapping { dialect: raw.dialect, routes, views, queries })
+        Ok(Mapping { dialect: raw.dialect, routes, views, queries, requests })
     }
 }
 
@@ -226,6 +253,17 @@ struct RawFile {
     table: IndexMap<String, RawTable>,
     #[serde(default)]
     query: IndexMap<String, RawQuery>,
+    #[serde(default)]
+    request: IndexMap<String, RawRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    root: String,
+    fields: IndexMap<String, request::FieldRule>,
+    #[serde(default)]
+    read_only: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +275,7 @@ struct RawRoute {
     action: String,
     view: Option<String>,
     query: Option<String>,
+    request: Option<String>,
     max_version: Option<String>,
 }
 
@@ -283,8 +322,8 @@ mod tests {
     use std::collections::HashSet;
 
     const ACTIONS: &[ActionSpec] = &[
-        ActionSpec { name: "list", needs_view: true, needs_query: true },
-        ActionSpec { name: "show", needs_view: true, needs_query: false },
+        ActionSpec { name: "list", needs_view: true, needs_query: true, needs_request: false },
+        ActionSpec { name: "show", needs_view: true, needs_query: false, needs_request: false },
     ];
 
     const GOOD: &str = r#"

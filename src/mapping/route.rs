@@ -150,6 +150,8 @@ pub struct Route {
     pub view: Option<String>,
     /// The query map that translates list filters, if the action lists.
     pub query: Option<String>,
+    /// The schema of the request body, if the action reads one.
+    pub request: Option<String>,
     /// Last microversion at which the upstream API still served the route.
     pub max_version: Option<ApiVersion>,
 }
@@ -238,6 +240,7 @@ mod tests {
             action: "x".into(),
             view: None,
             query: None,
+            request: None,
             max_version: None,
         }
     }

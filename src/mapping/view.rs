@@ -67,7 +67,8 @@ pub enum Transform {
     NovaLinks,
     /// A server id → Nova's `{"id", "links": [self, bookmark]}`.
     NovaServer,
-    /// A whole image → its custom (non-base) properties.
+    /// A whole image → its custom (non-base) properties, without Glance's internal
+    /// `os_glance_*` bookkeeping.
     CustomProperties,
     /// As `custom_properties`, with `block_device_mapping` and `mappings` JSON-decoded as Nova does.
     NovaMetadata,
@@ -116,13 +117,15 @@ impl Transform {
             }
             Transform::CustomProperties | Transform::NovaMetadata => {
                 let image = value.as_object().ok_or("expected an image object")?;
-                let decode_json = self == Transform::NovaMetadata;
+                let nova = self == Transform::NovaMetadata;
                 let props = image
                     .iter()
-                    .filter(|(k, _)| !ctx.base_properties.contains(k.as_str()))
+                    .filter(|(k, _)| {
+                        !ctx.base_properties.contains(k.as_str()) && (nova || !k.starts_with("os_glance_"))
+                    })
                     .map(|(k, v)| {
                         let v = match v {
-                            Value::String(s) if decode_json && (k == "block_device_mapping" || k == "mappings") => {
+                            Value::String(s) if nova && (k == "block_device_mapping" || k == "mappings") => {
                                 serde_json::from_str(s).unwrap_or_else(|_| v.clone())
                             }
                             _ => v.clone(),
@@ -160,6 +163,9 @@ pub fn nova_date(raw: &str) -> Result<String, String> {
     let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     utc.format(out).map_err(|e| e.to_string())
 }
+
+/// The field name that spreads an object's keys into the output instead of nesting it.
+pub const SPREAD: &str = "*";
 
 /// One output field.
 #[derive(Clone, Debug)]
@@ -207,6 +213,20 @@ impl View {
                 None if field.omit_when_missing => continue,
                 None => Value::Null,
             };
+            if field.name == SPREAD {
+                // Spread an object's keys into the output; fields named explicitly win.
+                match value {
+                    Value::Object(map) => map.into_iter().for_each(|(k, v)| {
+                        out.entry(k).or_insert(v);
+                    }),
+                    Value::Null => {}
+                    other => {
+                        let problem = format!("`*` needs an object, found {other}");
+                        return Err(RenderError { field: field.name.clone(), problem });
+                    }
+                }
+                continue;
+            }
             out.insert(field.name.clone(), value);
         }
         Ok(Value::Object(out))
@@ -269,15 +289,41 @@ mod tests {
 
     #[test]
     fn metadata_is_every_non_base_key() {
-        let image = json!({"id": "i", "name": "n", "os_distro": "x", "block_device_mapping": "[{\"a\": 1}]", "mappings": "not json"});
+        let image = json!({"id": "i", "name": "n", "os_distro": "x", "block_device_mapping": "[{\"a\": 1}]", "mappings": "not json", "os_glance_import_task": "t"});
         assert_eq!(
             apply(Transform::CustomProperties, image.clone()).unwrap(),
             json!({"os_distro": "x", "block_device_mapping": "[{\"a\": 1}]", "mappings": "not json"})
         );
         assert_eq!(
             apply(Transform::NovaMetadata, image).unwrap(),
-            json!({"os_distro": "x", "block_device_mapping": [{"a": 1}], "mappings": "not json"})
+            json!({"os_distro": "x", "block_device_mapping": [{"a": 1}], "mappings": "not json", "os_glance_import_task": "t"})
         );
+    }
+
+    #[test]
+    fn spread_fields_merge_into_the_object_and_lose_to_named_ones() {
+        let base: HashSet<String> = ["id", "name"].iter().map(|s| s.to_string()).collect();
+        let links = bases();
+        let ctx = ViewContext { links: &links, base_properties: &base };
+        let field = |name: &str, path: &str, transform| Field {
+            name: name.into(),
+            path: PathExpr::parse(path).unwrap(),
+            table: None,
+            transform,
+            default: None,
+            omit_when_missing: false,
+        };
+        let view = View {
+            fields: vec![
+                field("id", "$.id", None),
+                field(SPREAD, "$", Some(Transform::CustomProperties)),
+                field("distro", "$.os_distro", None),
+            ],
+        };
+        let out = view.render(&json!({"id": "i", "name": "n", "os_distro": "x", "id2": "y"}), &ctx).unwrap();
+        assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"id":"i","os_distro":"x","id2":"y","distro":"x"}"#);
+        let bad = View { fields: vec![field(SPREAD, "$.id", None)] };
+        assert!(bad.render(&json!({"id": "i"}), &ctx).is_err());
     }
 
     #[test]

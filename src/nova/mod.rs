@@ -19,11 +19,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::Value;
 
+use crate::body::BodyError;
 use crate::glance::{Call, GlanceClient};
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
@@ -33,15 +32,15 @@ use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
 
 /// The actions `mappings/nova.toml` may name.
 pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec { name: "list_images", needs_view: true, needs_query: true },
-    ActionSpec { name: "show_image", needs_view: true, needs_query: false },
-    ActionSpec { name: "delete_image", needs_view: false, needs_query: false },
-    ActionSpec { name: "list_metadata", needs_view: true, needs_query: false },
-    ActionSpec { name: "show_metadata_item", needs_view: true, needs_query: false },
-    ActionSpec { name: "merge_metadata", needs_view: true, needs_query: false },
-    ActionSpec { name: "replace_metadata", needs_view: true, needs_query: false },
-    ActionSpec { name: "set_metadata_item", needs_view: true, needs_query: false },
-    ActionSpec { name: "delete_metadata_item", needs_view: true, needs_query: false },
+    ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
+    ActionSpec { name: "show_image", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
+    ActionSpec { name: "list_metadata", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "show_metadata_item", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "merge_metadata", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "replace_metadata", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "set_metadata_item", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "delete_metadata_item", needs_view: true, needs_query: false, needs_request: false },
 ];
 
 const DIALECT: &str = "nova";
@@ -49,6 +48,8 @@ const DIALECT: &str = "nova";
 const UNMATCHED: &str = "nova.unmatched";
 /// The label of the version documents.
 const VERSIONS: &str = "nova.versions";
+/// Media types Nova reads as JSON besides `application/json`.
+const NOVA_JSON: &[&str] = &["text/plain", "application/vnd.openstack.compute+json"];
 const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
 
 /// Settings the Nova dialect takes from the configuration.
@@ -218,12 +219,13 @@ async fn serve(
     let outcome = async {
         // Like Nova's size limiter, refuse an oversized declared body whatever the method.
         let limit = api.settings.body_limit;
-        if declared_length(headers).is_some_and(|len| len > limit) {
+        if crate::body::declared_length(headers).is_some_and(|len| len > limit) {
             return Err(NovaError::BodyTooLarge(limit));
         }
         // Nova decodes a body before it dispatches on the version; its schema checks come after.
         if matches!(call.route.method.as_str(), "POST" | "PUT") {
-            call.body = decode_body(headers, read_body(body, limit).await?)?;
+            let bytes = crate::body::read(headers, body, limit).await.map_err(nova_body_error)?;
+            call.body = crate::body::json(headers, &bytes, NOVA_JSON).map_err(nova_body_error)?;
         }
         if api.settings.enforce_removal && call.route.max_version.is_some_and(|max| version > max) {
             return Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()));
@@ -244,34 +246,14 @@ async fn serve(
     (response, Some(call.glance.upstream_time()))
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// Reads a request body, failing as soon as it grows past `limit` bytes (a chunked body
-/// declares no length).
-async fn read_body(body: Body, limit: u64) -> Result<Bytes, NovaError> {
-    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(NovaError::BodyTooLarge(limit)),
-        Err(e) => Err(NovaError::BadRequest(format!("Cannot read the request body: {e}"))),
+/// How Nova answers a body it cannot read or decode.
+fn nova_body_error(e: BodyError) -> NovaError {
+    match e {
+        BodyError::TooLarge(limit) => NovaError::BodyTooLarge(limit),
+        BodyError::NotJson => NovaError::UnsupportedMediaType,
+        BodyError::Malformed => NovaError::BadRequest("Malformed request body".into()),
+        BodyError::Unreadable(e) => NovaError::BadRequest(e),
     }
-}
-
-/// Nova's JSON deserializer: a missing or `text/plain` Content-Type counts as JSON.
-fn decode_body(headers: &HeaderMap, bytes: Bytes) -> Result<Value, NovaError> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("?").split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    match media.as_deref() {
-        None | Some("" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json") => {}
-        Some(_) => return Err(NovaError::UnsupportedMediaType),
-    }
-    if bytes.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&bytes).map_err(|_| NovaError::BadRequest("Malformed request body".into()))
 }
 
 /// What an action answers: a JSON body (200), or nothing (204).
