@@ -1,10 +1,12 @@
 //! The application as configured: mapping files compiled, Glance client built. `serve` runs it;
 //! `check` builds it and stops, so both accept and refuse exactly the same inputs.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::alliance::{self, AllianceApi, Namespace};
 use crate::config::Config;
 use crate::glance::{embedded, GlanceClient};
 use crate::mapping::{Mapping, MappingError};
@@ -15,6 +17,7 @@ pub const EMBEDDED_MOUNT: &str = "/image";
 
 /// The mapping files compiled into the binary, used when `mappings_dir` is not set.
 const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
+const BUILT_IN_ALLIANCE: &str = include_str!("../mappings/alliance.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -40,6 +43,7 @@ pub struct App {
     pub glance: GlanceClient,
     pub upstream: Upstream,
     pub nova: Arc<NovaApi>,
+    pub alliance: Arc<AllianceApi>,
 }
 
 impl App {
@@ -69,8 +73,36 @@ impl App {
             metadata_items: usize::try_from(config.nova.metadata_items).ok(),
         };
         let nova = Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings });
-        Ok(App { config, glance, upstream, nova })
+        let alliance = Arc::new(load_alliance(&config, &glance)?);
+        Ok(App { config, glance, upstream, nova, alliance })
     }
+}
+
+fn load_alliance(config: &Config, default_glance: &GlanceClient) -> Result<AllianceApi, LoadError> {
+    let mapping = load_mapping(
+        config.mappings_dir.as_deref(),
+        "alliance.toml",
+        BUILT_IN_ALLIANCE,
+        "alliance",
+        alliance::ACTIONS,
+    )?;
+    let mut namespaces = HashMap::new();
+    for (name, ns) in &config.alliance.namespaces {
+        let glance = match &ns.glance_url {
+            Some(url) => GlanceClient::http(&config.glance, url.clone())?,
+            None => default_glance.clone(),
+        };
+        namespaces.insert(name.clone(), Namespace { glance, identity: ns.identity });
+    }
+    Ok(AllianceApi {
+        mapping: Arc::new(mapping),
+        namespaces,
+        default_namespace: config.alliance.default_namespace.clone(),
+        mount: config.alliance.mount.clone(),
+        public_url: config.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        body_limit: config.limits.body_limit_bytes,
+        request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
+    })
 }
 
 /// Reads and compiles one mapping file from `dir`, or the built-in copy when there is no dir.
@@ -118,6 +150,7 @@ mod tests {
     fn the_shipped_mapping_files_compile() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
         load_mapping(Some(&dir), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS).unwrap();
+        load_mapping(Some(&dir), "alliance.toml", BUILT_IN_ALLIANCE, "alliance", alliance::ACTIONS).unwrap();
     }
 
     #[test]

@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn json_by_content_type() {
         assert_eq!(json(&HeaderMap::new(), b"{\"a\":1}", &[]).unwrap()["a"], 1);
-        assert_eq!(json(&headers(&[("content-type", "application/json; charset=UTF-8")]), b"", &[]).unwrap(), Value::Null);
+        assert_eq!(
+            json(&headers(&[("content-type", "application/json; charset=UTF-8")]), b"", &[]).unwrap(),
+            Value::Null
+        );
         assert!(matches!(json(&headers(&[("content-type", "text/plain")]), b"{}", &[]), Err(BodyError::NotJson)));
         assert!(json(&headers(&[("content-type", "text/plain")]), b"{}", &["text/plain"]).is_ok());
         assert!(matches!(json(&HeaderMap::new(), b"{bad", &[]), Err(BodyError::Malformed)));

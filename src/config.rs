@@ -4,6 +4,7 @@
 //! Unknown keys are errors, so a typo never silently falls back to a default. Values that
 //! parse but make no sense together are caught by [`Config::validate`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,8 +45,40 @@ pub struct Config {
     pub limits: Limits,
     pub glance: GlanceConfig,
     pub nova: NovaConfig,
+    pub alliance: AllianceConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllianceConfig {
+    /// Path before `/images` ("": the Alliance API is at `/images`).
+    pub mount: String,
+    /// Namespace for requests without `X-Target-Ns`; unset: the header is required.
+    pub default_namespace: Option<String>,
+    /// `X-Target-Ns` values, each a Glance.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// This namespace's Glance; unset: `glance.url` (or the in-memory store).
+    pub glance_url: Option<Url>,
+    /// How the gateway identifies a caller that sends no token of its own.
+    pub identity: IdentityMode,
+}
+
+/// How calls reach a namespace's Glance when the client sends no `X-Auth-Token`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// Refuse the call (401): the client must send a token.
+    Token,
+    /// Send the environment as `X-Project-Id` with `X-Identity-Status: Confirmed`: only for a
+    /// Glance behind a trusted auth layer that sets those headers itself.
+    TrustedHeaders,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -151,6 +184,7 @@ impl Default for Config {
                 max_limit: 1000,
                 metadata_items: 128,
             },
+            alliance: AllianceConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
         }
@@ -218,6 +252,26 @@ impl Config {
         for (key, mount) in [("nova.mount", &self.nova.mount), ("nova.legacy_mount", &self.nova.legacy_mount)] {
             if !mount.starts_with('/') || mount.ends_with('/') || mount.contains(['{', '}', '*', '?']) {
                 return invalid(key, format!("`{mount}` must start with `/`, not end with `/`, and hold no pattern"));
+            }
+        }
+        let alliance_mount = &self.alliance.mount;
+        if !alliance_mount.is_empty() && (!alliance_mount.starts_with('/') || alliance_mount.ends_with('/')) {
+            return invalid(
+                "alliance.mount",
+                format!("`{alliance_mount}` must be empty or start with `/` and not end with `/`"),
+            );
+        }
+        if let Some(ns) =
+            self.alliance.default_namespace.as_ref().filter(|ns| !self.alliance.namespaces.contains_key(*ns))
+        {
+            return invalid("alliance.default_namespace", format!("`{ns}` is not one of alliance.namespaces"));
+        }
+        for (name, ns) in &self.alliance.namespaces {
+            if let Some(url) = ns.glance_url.as_ref().filter(|u| !matches!(u.scheme(), "http" | "https")) {
+                return invalid(
+                    "alliance.namespaces.*.glance_url",
+                    format!("`{url}` of namespace `{name}` is not http(s)"),
+                );
             }
         }
         if self.nova.mount == self.nova.legacy_mount {

@@ -8,6 +8,7 @@
 //! - [`app`] and [`server`]: assembly.
 #![forbid(unsafe_code)]
 
+pub mod alliance;
 pub mod app;
 pub mod body;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod glance;
 pub mod layers;
 pub mod mapping;
 pub mod nova;
+pub mod public_url;
 pub mod server;
 
 /// Makes ring rustls's crypto provider for this process. reqwest is built without one (see

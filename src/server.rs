@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use tokio::net::TcpListener;
@@ -25,7 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::app::{App, Upstream, EMBEDDED_MOUNT};
 use crate::layers::metrics::{Metrics, MetricsLayer};
 use crate::layers::request_id::{self, MakeOpenStackId};
-use crate::nova;
+use crate::{alliance, nova};
 
 /// How long `/readyz` waits for Glance before calling the gateway not ready.
 const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,6 +69,12 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
         );
     }
     let root = Router::new().route("/", get(nova::root)).with_state(app.nova.clone());
+    let alliance_mount = &app.config.alliance.mount;
+    let alliance = Router::new()
+        .route(&format!("{alliance_mount}/images"), any(alliance::handle))
+        .route(&format!("{alliance_mount}/images/"), any(alliance::handle))
+        .route(&format!("{alliance_mount}/images/{{*rest}}"), any(alliance::handle))
+        .with_state(app.alliance.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -81,7 +87,7 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
         HeaderName::from_static("x-auth-token"),
         HeaderName::from_static("x-subject-token"),
     ]);
-    routes.merge(root).merge(ops).layer(
+    routes.merge(root).merge(alliance).merge(ops).layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
             .map_request(request_id::drop_malformed)

@@ -1,4 +1,4 @@
-# Shared helpers for glance.sh / nova.sh; sourced, not executed.
+# Shared helpers for glance.sh / nova.sh / keystone.sh; sourced, not executed.
 # Callers have set -euo pipefail.
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

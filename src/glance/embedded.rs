@@ -6,7 +6,7 @@
 //! - `X-Identity-Status: Confirmed` is not required (Glance answers 401 without it), and
 //!   only the `admin` role is checked: there is no reader/member split.
 //! - Not implemented: image members (a shared image is visible to its owner only), tasks,
-//!   import, stage, locations, `/tags/{tag}`, `/v2/schemas/images`, Range downloads, and
+//!   import methods other than web-download, stage, locations, `/tags/{tag}`, `/v2/schemas/images`, Range downloads, and
 //!   the deprecated `openstack-images-v2.0-json-patch` media type (415 here).
 //! - Uploads are kept in memory without a size cap; `checksum`, `os_hash_algo` and
 //!   `os_hash_value` stay null (no hash crate), and `virtual_size` equals `size`.
@@ -418,6 +418,7 @@ fn route(store: &Store, method: &Method, rq: &Req) -> Result<Response> {
         ["images"] => "GET, POST",
         ["images", _] => "GET, PATCH, DELETE",
         ["images", _, "file"] => "GET, PUT",
+        ["images", _, "import"] => "POST",
         ["images", _, "actions", "deactivate" | "reactivate"] => "POST",
         _ => return Err(err(404, "The resource could not be found.")),
     };
@@ -444,6 +445,7 @@ fn route(store: &Store, method: &Method, rq: &Req) -> Result<Response> {
         ("DELETE", ["images", id]) => delete(store, rq, id),
         ("GET", ["images", id, "file"]) => download(store, rq, id),
         ("PUT", ["images", id, "file"]) => upload(store, rq, id),
+        ("POST", ["images", id, "import"]) => import(store, rq, id),
         ("POST", ["images", id, "actions", action]) => set_active(store, rq, id, *action == "reactivate"),
         _ => Err(err(404, "The resource could not be found.")),
     }
@@ -1029,6 +1031,49 @@ fn upload(store: &Store, rq: &Req, id: &str) -> Result<Response> {
     image.status = "active";
     image.updated_at = OffsetDateTime::now_utc();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST .../import` with `web-download`: 202 at once, then the image goes `importing` →
+/// `active` (or back to `queued` when the download fails), as in Glance.
+fn import(store: &Store, rq: &Req, id: &str) -> Result<Response> {
+    let body: Value = serde_json::from_slice(&rq.body).map_err(|_| err(400, "Malformed JSON in request body."))?;
+    let method = &body["method"];
+    if method["name"] != "web-download" {
+        return Err(err(400, format!("Import method {} is not available.", method["name"])));
+    }
+    // Like the test Glance's import filtering: http(s) from loopback only, so the store can
+    // never be made to fetch from the network on a client's behalf.
+    let loopback = |u: &url::Url| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let uri = method["uri"].as_str().and_then(|u| url::Url::parse(u).ok());
+    let uri = uri.filter(|u| matches!(u.scheme(), "http" | "https") && loopback(u));
+    let uri = uri.ok_or_else(|| err(400, "URI for web-download does not pass filtering"))?;
+    {
+        let mut images = store.lock();
+        let image = find_mut(&mut images, &rq.ctx, id)?;
+        if !rq.ctx.may_modify(image) {
+            return Err(err(403, "You are not authorized to complete import_image action."));
+        }
+        if image.status != "queued" {
+            return Err(err(409, format!("Image status transition from {} to importing is not allowed", image.status)));
+        }
+        image.status = "importing";
+    }
+    let (store, id) = (store.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let fetched = async { reqwest::get(uri).await?.error_for_status()?.bytes().await }.await;
+        let mut images = store.lock();
+        if let Some(image) = images.get_mut(&id).filter(|i| i.status == "importing") {
+            match fetched {
+                Ok(data) => {
+                    image.data = Some(data);
+                    image.status = "active";
+                }
+                Err(_) => image.status = "queued",
+            }
+            image.updated_at = OffsetDateTime::now_utc();
+        }
+    });
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 fn download(store: &Store, rq: &Req, id: &str) -> Result<Response> {

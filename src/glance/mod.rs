@@ -176,6 +176,24 @@ impl GlanceClient {
         Ok(image)
     }
 
+    /// Creates an image record (`POST /v2/images`).
+    pub async fn create_image(&self, call: &Call, body: &Value) -> Result<Value, UpstreamError> {
+        let body = serde_json::to_vec(body).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+        let mut out = Outgoing::new(Method::POST, &["images"]);
+        out.body = Some(("application/json", body.into()));
+        let image = self.json(call, out).await?;
+        image_id(&image)?;
+        Ok(image)
+    }
+
+    /// Starts Glance's `web-download` import of `uri` into an image (v1's `copy_from`).
+    pub async fn import_web_download(&self, call: &Call, id: &str, uri: &str) -> Result<(), UpstreamError> {
+        let body = serde_json::json!({"method": {"name": "web-download", "uri": uri}});
+        let mut out = Outgoing::new(Method::POST, &["images", id, "import"]);
+        out.body = Some(("application/json", body.to_string().into()));
+        self.exchange(call, out).await.map(drop)
+    }
+
     pub async fn delete_image(&self, call: &Call, id: &str) -> Result<(), UpstreamError> {
         self.exchange(call, Outgoing::new(Method::DELETE, &["images", id])).await.map(|_| ())
     }

@@ -319,18 +319,7 @@ fn link_bases(api: &NovaApi, mount: &Mount, headers: &HeaderMap, project: Option
 
 /// Scheme, host and path prefix of the gateway as this client addresses it.
 fn origin(api: &NovaApi, headers: &HeaderMap) -> String {
-    match &api.settings.public_url {
-        Some(url) => url.clone(),
-        None => {
-            // A Host that is not a valid authority cannot be put in a link.
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                .unwrap_or("localhost");
-            format!("http://{host}")
-        }
-    }
+    crate::public_url::origin(api.settings.public_url.as_deref(), headers)
 }
 
 /// `/compute/v2.1` → `/compute`: Nova's bookmark links drop a trailing version segment.

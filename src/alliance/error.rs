@@ -1,0 +1,134 @@
+//! The Alliance dialect's errors, and the one place they become responses.
+//!
+//! Every error is `{"error": {"code": <int>, "title": <reason phrase>, "message": <text>}}`
+//! (docs/alliance.md). Glance's own refusals keep their status and explanation.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+use crate::body::BodyError;
+use crate::glance::UpstreamError;
+use crate::mapping::{RenderError, RequestError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllianceError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Body(#[from] RequestError),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no such call: {0}")]
+    NoRoute(String),
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    BodyUnusable(#[from] BodyError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("Glance sent an image the gateway cannot present: {0}")]
+    Render(#[from] RenderError),
+    #[error("the request took longer than the gateway's {0:?} limit")]
+    Timeout(std::time::Duration),
+}
+
+impl AllianceError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AllianceError::BadRequest(_) | AllianceError::Body(_) => StatusCode::BAD_REQUEST,
+            AllianceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AllianceError::NotFound(_) | AllianceError::NoRoute(_) => StatusCode::NOT_FOUND,
+            AllianceError::Conflict(_) => StatusCode::CONFLICT,
+            AllianceError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AllianceError::BodyUnusable(e) => match e {
+                BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+            },
+            AllianceError::Upstream(e) => match e {
+                UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                // Glance's refusals of the client's request keep their meaning.
+                UpstreamError::Status { status, .. }
+                    if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) =>
+                {
+                    *status
+                }
+                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
+            },
+            AllianceError::Render(_) => StatusCode::BAD_GATEWAY,
+            AllianceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl IntoResponse for AllianceError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "alliance call failed");
+        }
+        let message = match &self {
+            AllianceError::Upstream(UpstreamError::Status { message, .. }) => message.clone(),
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({"error": {
+            "code": status.as_u16(),
+            "title": status.canonical_reason().unwrap_or(""),
+            "message": message,
+        }});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn errors_have_one_shape() {
+        let cases = [
+            (AllianceError::NotFound("No image abc".into()), 404, "Not Found", "No image abc"),
+            (
+                AllianceError::BodyUnusable(BodyError::NotJson),
+                415,
+                "Unsupported Media Type",
+                "the Content-Type is not JSON",
+            ),
+            (
+                AllianceError::Upstream(UpstreamError::Status {
+                    status: StatusCode::CONFLICT,
+                    message: "in use".into(),
+                }),
+                409,
+                "Conflict",
+                "in use",
+            ),
+            (
+                AllianceError::Upstream(UpstreamError::Status {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: "boom".into(),
+                }),
+                502,
+                "Bad Gateway",
+                "boom",
+            ),
+            (AllianceError::Upstream(UpstreamError::Unreachable("refused".into())), 503, "Service Unavailable", ""),
+        ];
+        for (error, code, title, message) in cases {
+            let res = error.into_response();
+            assert_eq!(res.status().as_u16(), code);
+            let body: serde_json::Value =
+                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+            assert_eq!(body["error"]["title"], title);
+            assert!(body["error"]["message"].as_str().unwrap().contains(message), "{body}");
+        }
+    }
+}

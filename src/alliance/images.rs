@@ -1,0 +1,164 @@
+//! The Alliance image calls, each one or two Glance v2 calls.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+
+use crate::glance::UpstreamError;
+use crate::mapping::{RequestSchema, View, ViewContext};
+
+use super::{AllianceApi, AllianceCall, AllianceError};
+
+/// Glance pagination parameters the gateway sets itself; filters may not.
+const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
+/// Stored on the image so that later reads can echo it, as the seed's list does.
+const COPY_FROM: &str = "copy_from";
+
+pub async fn run(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
+    match call.route.action.as_str() {
+        "list_images" => list(api, call).await.map(ok),
+        "show_image" => {
+            let image = resolve(call, call.param("image")).await?;
+            render(api, call, &image).await.map(ok)
+        }
+        "create_image" => create(api, call).await,
+        "update_image" => update(api, call).await.map(ok),
+        "delete_image" => {
+            let image = resolve(call, call.param("image")).await?;
+            let id = image["id"].as_str().unwrap_or_default();
+            call.namespace.glance.delete_image(&call.glance, id).await?;
+            // The seed answers a delete 200 with no body.
+            Ok(StatusCode::OK.into_response())
+        }
+        // Mapping files are checked against ACTIONS when loaded.
+        other => Err(AllianceError::NoRoute(other.to_owned())),
+    }
+}
+
+fn ok(body: Value) -> Response {
+    axum::Json(body).into_response()
+}
+
+/// `GET /images`: every page Glance has, or up to `limit`.
+async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, AllianceError> {
+    let last = |key: &str| call.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let limit = match last("limit") {
+        Some(v) => Some(v.parse::<usize>().ok().filter(|l| *l > 0).ok_or_else(|| {
+            AllianceError::BadRequest(format!("limit must be a whole number of at least 1, not `{v}`"))
+        })?),
+        None => None,
+    };
+    let query_map =
+        call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
+    let filters: Vec<_> = query_map
+        .translate(&call.query)
+        .into_iter()
+        .filter(|(k, _)| !GLANCE_PAGINATION.contains(&k.as_str()))
+        .collect();
+    let marker = last("marker").filter(|m| !m.is_empty());
+    let listed = call.namespace.glance.list_images(&call.glance, &filters, marker, limit).await?;
+    let mut images = Vec::with_capacity(listed.images.len());
+    for image in &listed.images {
+        images.push(render(api, call, image).await?);
+    }
+    Ok(json!({"images": images}))
+}
+
+/// `POST /images`: create, then start the import of `copy_from`. An import that cannot start
+/// takes the new image with it, so nothing half-made stays behind.
+async fn create(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
+    let mut fields = schema(api, call)?.parse(&call.body)?;
+    // What the seed's clients get back from a create without one.
+    fields.entry("visibility").or_insert_with(|| json!("private"));
+    let glance = &call.namespace.glance;
+    let image = glance.create_image(&call.glance, &Value::Object(fields.clone())).await?;
+    let id = image["id"].as_str().unwrap_or_default().to_owned();
+    let image = match fields.get(COPY_FROM).and_then(Value::as_str) {
+        Some(uri) => match glance.import_web_download(&call.glance, &id, uri).await {
+            Ok(()) => glance.get_image(&call.glance, &id).await?,
+            Err(e) => {
+                if let Err(cleanup) = glance.delete_image(&call.glance, &id).await {
+                    tracing::error!(image = %id, error = %cleanup, "could not delete an image whose import failed");
+                }
+                return Err(import_error(uri, e));
+            }
+        },
+        None => image,
+    };
+    let mut response = (StatusCode::CREATED, axum::Json(render(api, call, &image).await?)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{id}", call.images_url)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn import_error(uri: &str, e: UpstreamError) -> AllianceError {
+    match e {
+        UpstreamError::Status { status, message } if status.is_client_error() => {
+            AllianceError::BadRequest(format!("copy_from {uri} cannot be imported: {message}"))
+        }
+        other => AllianceError::Upstream(other),
+    }
+}
+
+/// `PATCH` or `PUT /images/{id or name}`: one `replace` per field that changes.
+async fn update(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, AllianceError> {
+    let fields = schema(api, call)?.parse(&call.body)?;
+    if fields.contains_key(COPY_FROM) {
+        return Err(AllianceError::BadRequest("copy_from can only be given when the image is created".into()));
+    }
+    let image = resolve(call, call.param("image")).await?;
+    let id = image["id"].as_str().unwrap_or_default().to_owned();
+    // Unchanged fields are left out, so repeating an update is harmless (Glance refuses any
+    // change of the formats once an image has data, even to the same value).
+    let ops: Vec<Value> = fields
+        .iter()
+        .filter(|(k, v)| image.get(k.as_str()) != Some(v))
+        .map(|(k, v)| json!({"op": "replace", "path": format!("/{k}"), "value": v}))
+        .collect();
+    let updated =
+        if ops.is_empty() { image } else { call.namespace.glance.patch_image(&call.glance, &id, &ops).await? };
+    render(api, call, &updated).await
+}
+
+/// An image by id, or by name among the environment's own images.
+async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, AllianceError> {
+    let glance = &call.namespace.glance;
+    if uuid::Uuid::try_parse(id_or_name).is_ok() {
+        return glance.get_image(&call.glance, id_or_name).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
+            // Another environment's image is "not found", never "forbidden": ids do not leak.
+            Some(403 | 404) => AllianceError::NotFound(format!("No image with id {id_or_name}")),
+            _ => AllianceError::Upstream(e),
+        });
+    }
+    let filters = [("name".to_owned(), format!("eq:{id_or_name}")), ("owner".to_owned(), call.environment.clone())];
+    let mut found = glance.list_images(&call.glance, &filters, None, Some(2)).await?.images;
+    match found.len() {
+        0 => Err(AllianceError::NotFound(format!("No image named {id_or_name}"))),
+        1 => Ok(found.remove(0)),
+        _ => Err(AllianceError::Conflict(format!("Several images are named {id_or_name}: use the image id"))),
+    }
+}
+
+async fn render(api: &AllianceApi, call: &AllianceCall<'_>, image: &Value) -> Result<Value, AllianceError> {
+    let base = call.namespace.glance.base_properties(&call.glance).await?;
+    let links = Default::default();
+    let ctx = ViewContext { links: &links, base_properties: &base };
+    Ok(view(api, call)?.render(image, &ctx)?)
+}
+
+fn view<'a>(api: &'a AllianceApi, call: &AllianceCall<'_>) -> Result<&'a View, AllianceError> {
+    call.route.view.as_deref().and_then(|v| api.mapping.view(v)).ok_or_else(|| missing("view"))
+}
+
+fn schema<'a>(api: &'a AllianceApi, call: &AllianceCall<'_>) -> Result<&'a RequestSchema, AllianceError> {
+    call.route.request.as_deref().and_then(|r| api.mapping.request(r)).ok_or_else(|| missing("request schema"))
+}
+
+/// The mapping was validated at load; this only guards against a future action mix-up.
+fn missing(what: &str) -> AllianceError {
+    AllianceError::Render(crate::mapping::RenderError {
+        field: "route".into(),
+        problem: format!("route has no {what}"),
+    })
+}

@@ -1,0 +1,201 @@
+//! The "Alliance Glance API v1" dialect: Glance-v2-like JSON under `/images`.
+//!
+//! Two headers say where and for whom a call acts: `X-Target-Ns` picks a configured namespace
+//! (one Glance per cloud or region) and `X-Environment-Id` is the project acted for. Neither is
+//! ever guessed: a missing or unknown one is a 400 unless the configuration names a default
+//! namespace. How the gateway authenticates to the namespace's Glance is the namespace's
+//! `identity`: the client's own `X-Auth-Token` always passes through untouched; without one, a
+//! `trusted_headers` namespace (a Glance behind a trusted auth layer) gets the environment as
+//! identity headers, and a `token` namespace refuses the call.
+
+mod error;
+mod images;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::config::IdentityMode;
+use crate::glance::{Call, GlanceClient};
+use crate::layers::metrics::{RouteLabel, UpstreamTime};
+use crate::layers::request_id;
+use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
+use crate::public_url;
+
+pub use error::AllianceError;
+
+/// The actions `mappings/alliance.toml` may name.
+pub const ACTIONS: &[ActionSpec] = &[
+    ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
+    ActionSpec { name: "show_image", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "create_image", needs_view: true, needs_query: false, needs_request: true },
+    ActionSpec { name: "update_image", needs_view: true, needs_query: false, needs_request: true },
+    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
+];
+
+const DIALECT: &str = "alliance";
+const UNMATCHED: &str = "alliance.unmatched";
+const TARGET_NS: &str = "x-target-ns";
+const ENVIRONMENT: &str = "x-environment-id";
+
+/// One namespace: a Glance and how to authenticate to it.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    pub glance: GlanceClient,
+    pub identity: IdentityMode,
+}
+
+/// The Alliance dialect as configured.
+#[derive(Debug)]
+pub struct AllianceApi {
+    pub mapping: Arc<Mapping>,
+    pub namespaces: HashMap<String, Namespace>,
+    pub default_namespace: Option<String>,
+    /// Path prefix before `/images` ("" for none).
+    pub mount: String,
+    /// Scheme, host and prefix clients use for the gateway; `None`: from `Host`.
+    pub public_url: Option<String>,
+    pub body_limit: u64,
+    pub request_timeout: Duration,
+}
+
+/// One Alliance call being served.
+pub struct AllianceCall<'a> {
+    route: &'a Route,
+    params: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    namespace: &'a Namespace,
+    environment: String,
+    glance: Call,
+    body: Value,
+    /// Where the created image will be, for `Location`.
+    images_url: String,
+}
+
+impl AllianceCall<'_> {
+    fn param(&self, name: &str) -> &str {
+        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Serves every request under `{mount}/images`.
+pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().strip_prefix(api.mount.as_str()).unwrap_or("");
+    // `/images/` is the seed's own spelling of `/images`.
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let found =
+        split_path(path).and_then(|segments| match api.mapping.routes.lookup(parts.method.as_str(), &segments) {
+            Lookup::Found { route, params } => Some(Ok((route, params))),
+            Lookup::MethodNotAllowed => Some(Err(AllianceError::MethodNotAllowed(parts.method.to_string()))),
+            Lookup::NotFound => None,
+        });
+    let (route, params) = match found {
+        Some(Ok(found)) => found,
+        Some(Err(e)) => return labelled(e.into_response(), UNMATCHED.into()),
+        None => return labelled(AllianceError::NoRoute(path.to_owned()).into_response(), UNMATCHED.into()),
+    };
+    let outcome = tokio::time::timeout(api.request_timeout, async {
+        let (namespace, environment) = target(&api, &parts.headers)?;
+        let mut call = AllianceCall {
+            route,
+            params,
+            query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+            namespace,
+            glance: Call::new(upstream_headers(namespace, &environment, &parts.headers)?),
+            environment,
+            body: Value::Null,
+            images_url: format!(
+                "{}{}/images",
+                public_url::origin(api.public_url.as_deref(), &parts.headers),
+                api.mount
+            ),
+        };
+        if matches!(route.method.as_str(), "POST" | "PATCH" | "PUT") {
+            let bytes = crate::body::read(&parts.headers, body, api.body_limit).await?;
+            call.body = crate::body::json(&parts.headers, &bytes, &[])?;
+        }
+        let response = images::run(&api, &call).await;
+        Ok::<_, AllianceError>((response, call.glance.upstream_time()))
+    })
+    .await;
+    let response = match outcome {
+        Ok(Ok((result, upstream))) => {
+            let mut response = result.unwrap_or_else(IntoResponse::into_response);
+            response.extensions_mut().insert(UpstreamTime(upstream));
+            response
+        }
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => AllianceError::Timeout(api.request_timeout).into_response(),
+    };
+    labelled(response, route.id.clone())
+}
+
+/// The namespace and environment a call acts in, from its headers.
+fn target<'a>(api: &'a AllianceApi, headers: &HeaderMap) -> Result<(&'a Namespace, String), AllianceError> {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim));
+    let ns_name = match header(TARGET_NS) {
+        Some(Ok(name)) if !name.is_empty() => name.to_owned(),
+        Some(_) => return Err(AllianceError::BadRequest("X-Target-Ns is empty or not text".into())),
+        None => api
+            .default_namespace
+            .clone()
+            .ok_or_else(|| AllianceError::BadRequest("X-Target-Ns is missing: name the namespace to act in".into()))?,
+    };
+    let namespace = api
+        .namespaces
+        .get(&ns_name)
+        .ok_or_else(|| AllianceError::BadRequest(format!("X-Target-Ns names no configured namespace: `{ns_name}`")))?;
+    let environment = match header(ENVIRONMENT) {
+        Some(Ok(env)) if valid_environment(env) => env.to_owned(),
+        Some(_) => {
+            return Err(AllianceError::BadRequest(
+                "X-Environment-Id must be a project id (letters, digits, `-` and `_`, at most 64)".into(),
+            ))
+        }
+        None => {
+            return Err(AllianceError::BadRequest("X-Environment-Id is missing: name the project to act for".into()))
+        }
+    };
+    Ok((namespace, environment))
+}
+
+fn valid_environment(env: &str) -> bool {
+    (1..=64).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What Glance is sent to know who is calling.
+fn upstream_headers(ns: &Namespace, environment: &str, incoming: &HeaderMap) -> Result<HeaderMap, AllianceError> {
+    let mut out = HeaderMap::new();
+    if let Some(id) = incoming.get(request_id::HEADER) {
+        out.insert(request_id::HEADER, id.clone());
+    }
+    if let Some(token) = incoming.get("x-auth-token") {
+        out.insert(HeaderName::from_static("x-auth-token"), token.clone());
+        return Ok(out);
+    }
+    match ns.identity {
+        IdentityMode::TrustedHeaders => {
+            let env =
+                HeaderValue::from_str(environment).map_err(|_| AllianceError::BadRequest("bad environment".into()))?;
+            out.insert(HeaderName::from_static("x-identity-status"), HeaderValue::from_static("Confirmed"));
+            out.insert(HeaderName::from_static("x-project-id"), env);
+            out.insert(HeaderName::from_static("x-user-id"), HeaderValue::from_static("image-gateway"));
+            out.insert(HeaderName::from_static("x-roles"), HeaderValue::from_static("member,reader"));
+            Ok(out)
+        }
+        IdentityMode::Token => {
+            Err(AllianceError::Unauthorized(format!("No credentials for environment {environment}: send X-Auth-Token")))
+        }
+    }
+}
+
+fn labelled(mut response: Response, route: Arc<str>) -> Response {
+    response.extensions_mut().insert(RouteLabel { dialect: DIALECT, route });
+    response
+}
