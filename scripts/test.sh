@@ -30,6 +30,8 @@ stop_all() {
   [ -n "${gateway_pid:-}" ] && kill "$gateway_pid" 2>/dev/null && wait "$gateway_pid" 2>/dev/null
   scripts/openstack/nova.sh stop "$state/nova" >/dev/null 2>&1 || true
   scripts/openstack/glance.sh stop "$state/glance" >/dev/null 2>&1 || true
+  scripts/openstack/glance.sh stop "$state/glance-keystone" >/dev/null 2>&1 || true
+  scripts/openstack/keystone.sh stop "$state/keystone" >/dev/null 2>&1 || true
 }
 stop_all
 rm -rf "$state"
@@ -47,6 +49,16 @@ cargo_test --test nova_reads --test nova_writes --test alliance
 
 step "differential tests: the gateway and Nova in front of the same Glance"
 cargo_test --test nova_parity -- --ignored
+
+step "Alliance environments on a Keystone-protected Glance (Keystone 30 from PyPI)"
+keystone_port="$(free_port)"
+glance_ks_port="$(free_port)"
+scripts/openstack/keystone.sh start "$state/keystone" "$keystone_port"
+KEYSTONE_URL="http://127.0.0.1:$keystone_port/v3" GLANCE_AUTH=keystone \
+  scripts/openstack/glance.sh start "$state/glance-keystone" "$glance_ks_port"
+IG_TEST_KEYSTONE_CREDENTIALS="$state/keystone/credentials.json" \
+  IG_TEST_KEYSTONE_GLANCE_URL="http://127.0.0.1:$glance_ks_port" \
+  cargo_test --test alliance_keystone -- --ignored
 
 step "openstacksdk's compute image API through the gateway binary"
 gateway_port="$(free_port)"

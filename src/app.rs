@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::alliance::{self, AllianceApi, Namespace};
 use crate::config::Config;
 use crate::glance::{embedded, GlanceClient};
+use crate::keystone::Keystone;
 use crate::mapping::{Mapping, MappingError};
 use crate::nova::{self, NovaApi};
 
@@ -102,6 +103,7 @@ fn load_alliance(config: &Config, default_glance: &GlanceClient) -> Result<Allia
         public_url: config.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
         body_limit: config.limits.body_limit_bytes,
         request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
+        keystone: Keystone::new(&config.keystone, Duration::from_secs_f64(config.glance.timeout_secs))?.map(Arc::new),
     })
 }
 

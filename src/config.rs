@@ -46,6 +46,7 @@ pub struct Config {
     pub glance: GlanceConfig,
     pub nova: NovaConfig,
     pub alliance: AllianceConfig,
+    pub keystone: KeystoneConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
@@ -74,11 +75,49 @@ pub struct NamespaceConfig {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityMode {
-    /// Refuse the call (401): the client must send a token.
+    /// A Keystone token the gateway gets with the environment's credentials
+    /// (`keystone.environments`); an environment without credentials is refused (401).
     Token,
     /// Send the environment as `X-Project-Id` with `X-Identity-Status: Confirmed`: only for a
     /// Glance behind a trusted auth layer that sets those headers itself.
     TrustedHeaders,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoneConfig {
+    /// Keystone's v3 endpoint (`http://keystone:5000/v3`); needed for `environments`.
+    pub url: Option<Url>,
+    /// Renew a cached token this many seconds before it expires.
+    pub renew_before_secs: Option<f64>,
+    /// Credentials by environment (Keystone project id). Secrets are best given as
+    /// environment variables: IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__<PROJECT_ID>__PASSWORD.
+    pub environments: BTreeMap<String, Credentials>,
+}
+
+/// How the gateway authenticates for one environment: a user's password (scoped to the
+/// environment's project), or an application credential (scoped to its own project, which
+/// must be the environment).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Domain of the user (name); default `Default`.
+    pub user_domain: Option<String>,
+    pub application_credential_id: Option<String>,
+    pub application_credential_secret: Option<Secret>,
+}
+
+/// A secret: it never appears in Debug output, hence never in a log line.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -185,6 +224,7 @@ impl Default for Config {
                 metadata_items: 128,
             },
             alliance: AllianceConfig::default(),
+            keystone: KeystoneConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
         }
@@ -271,6 +311,19 @@ impl Config {
                 return invalid(
                     "alliance.namespaces.*.glance_url",
                     format!("`{url}` of namespace `{name}` is not http(s)"),
+                );
+            }
+        }
+        if !self.keystone.environments.is_empty() && self.keystone.url.is_none() {
+            return invalid("keystone.url", "is needed for keystone.environments".into());
+        }
+        for (env, c) in &self.keystone.environments {
+            let password = c.username.is_some() && c.password.is_some();
+            let app = c.application_credential_id.is_some() && c.application_credential_secret.is_some();
+            if password == app {
+                return invalid(
+                    "keystone.environments",
+                    format!("`{env}` needs username and password, or application_credential_id and _secret (one kind)"),
                 );
             }
         }

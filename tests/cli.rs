@@ -26,7 +26,9 @@ fn scratch() -> tempfile::TempDir {
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
     std::fs::copy(root.join("config/gateway.toml"), dir.path().join("config/gateway.toml")).unwrap();
-    std::fs::copy(root.join("mappings/nova.toml"), dir.path().join("mappings/nova.toml")).unwrap();
+    for mapping in ["nova.toml", "alliance.toml"] {
+        std::fs::copy(root.join("mappings").join(mapping), dir.path().join("mappings").join(mapping)).unwrap();
+    }
     dir
 }
 

@@ -8,6 +8,7 @@ use http::StatusCode;
 
 use crate::body::BodyError;
 use crate::glance::UpstreamError;
+use crate::keystone::KeystoneError;
 use crate::mapping::{RenderError, RequestError};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum AllianceError {
     BodyUnusable(#[from] BodyError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Keystone(#[from] KeystoneError),
     #[error("Glance sent an image the gateway cannot present: {0}")]
     Render(#[from] RenderError),
     #[error("the request took longer than the gateway's {0:?} limit")]
@@ -61,6 +64,8 @@ impl AllianceError {
                 }
                 UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
             },
+            AllianceError::Keystone(KeystoneError::Unreachable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AllianceError::Keystone(_) => StatusCode::BAD_GATEWAY,
             AllianceError::Render(_) => StatusCode::BAD_GATEWAY,
             AllianceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }

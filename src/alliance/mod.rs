@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::config::IdentityMode;
 use crate::glance::{Call, GlanceClient};
+use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
@@ -42,6 +43,7 @@ const DIALECT: &str = "alliance";
 const UNMATCHED: &str = "alliance.unmatched";
 const TARGET_NS: &str = "x-target-ns";
 const ENVIRONMENT: &str = "x-environment-id";
+const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
 /// One namespace: a Glance and how to authenticate to it.
 #[derive(Clone, Debug)]
@@ -62,6 +64,8 @@ pub struct AllianceApi {
     pub public_url: Option<String>,
     pub body_limit: u64,
     pub request_timeout: Duration,
+    /// Tokens for environments the gateway holds credentials for.
+    pub keystone: Option<Arc<Keystone>>,
 }
 
 /// One Alliance call being served.
@@ -102,26 +106,38 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
     };
     let outcome = tokio::time::timeout(api.request_timeout, async {
         let (namespace, environment) = target(&api, &parts.headers)?;
+        let (headers, gateway_token) = upstream_identity(&api, namespace, &environment, &parts.headers).await?;
+        let origin = public_url::origin(api.public_url.as_deref(), &parts.headers);
         let mut call = AllianceCall {
             route,
             params,
             query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
             namespace,
-            glance: Call::new(upstream_headers(namespace, &environment, &parts.headers)?),
+            glance: Call::new(headers),
             environment,
             body: Value::Null,
-            images_url: format!(
-                "{}{}/images",
-                public_url::origin(api.public_url.as_deref(), &parts.headers),
-                api.mount
-            ),
+            images_url: format!("{origin}{}/images", api.mount),
         };
         if matches!(route.method.as_str(), "POST" | "PATCH" | "PUT") {
             let bytes = crate::body::read(&parts.headers, body, api.body_limit).await?;
             call.body = crate::body::json(&parts.headers, &bytes, &[])?;
         }
-        let response = images::run(&api, &call).await;
-        Ok::<_, AllianceError>((response, call.glance.upstream_time()))
+        let mut response = images::run(&api, &call).await;
+        let mut upstream = call.glance.upstream_time();
+        // Glance refused a token the gateway got itself (revoked, expired early): once more
+        // with a fresh one. Glance acts on nothing it answers 401, so a write is safe to repeat.
+        if let (Err(AllianceError::Upstream(e)), Some(token), Some(keystone)) =
+            (&response, &gateway_token, &api.keystone)
+        {
+            if e.status() == Some(http::StatusCode::UNAUTHORIZED) {
+                keystone.invalidate(&call.environment, token).await;
+                let (headers, _) = upstream_identity(&api, namespace, &call.environment, &parts.headers).await?;
+                call.glance = Call::new(headers);
+                response = images::run(&api, &call).await;
+                upstream += call.glance.upstream_time();
+            }
+        }
+        Ok::<_, AllianceError>((response, upstream))
     })
     .await;
     let response = match outcome {
@@ -169,28 +185,42 @@ fn valid_environment(env: &str) -> bool {
     (1..=64).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// What Glance is sent to know who is calling.
-fn upstream_headers(ns: &Namespace, environment: &str, incoming: &HeaderMap) -> Result<HeaderMap, AllianceError> {
+/// What Glance is sent to know who is calling, and the token if the gateway got it itself.
+async fn upstream_identity(
+    api: &AllianceApi,
+    ns: &Namespace,
+    environment: &str,
+    incoming: &HeaderMap,
+) -> Result<(HeaderMap, Option<String>), AllianceError> {
     let mut out = HeaderMap::new();
     if let Some(id) = incoming.get(request_id::HEADER) {
         out.insert(request_id::HEADER, id.clone());
     }
-    if let Some(token) = incoming.get("x-auth-token") {
-        out.insert(HeaderName::from_static("x-auth-token"), token.clone());
-        return Ok(out);
+    if let Some(token) = incoming.get(AUTH_TOKEN) {
+        out.insert(AUTH_TOKEN, token.clone());
+        return Ok((out, None));
     }
+    let env = HeaderValue::from_str(environment).map_err(|_| AllianceError::BadRequest("bad environment".into()))?;
     match ns.identity {
         IdentityMode::TrustedHeaders => {
-            let env =
-                HeaderValue::from_str(environment).map_err(|_| AllianceError::BadRequest("bad environment".into()))?;
             out.insert(HeaderName::from_static("x-identity-status"), HeaderValue::from_static("Confirmed"));
             out.insert(HeaderName::from_static("x-project-id"), env);
             out.insert(HeaderName::from_static("x-user-id"), HeaderValue::from_static("image-gateway"));
             out.insert(HeaderName::from_static("x-roles"), HeaderValue::from_static("member,reader"));
-            Ok(out)
+            Ok((out, None))
         }
         IdentityMode::Token => {
-            Err(AllianceError::Unauthorized(format!("No credentials for environment {environment}: send X-Auth-Token")))
+            let token = match &api.keystone {
+                Some(keystone) => keystone.token(environment).await?,
+                None => None,
+            };
+            let token = token.ok_or_else(|| {
+                AllianceError::Unauthorized(format!("No credentials for environment {environment}: send X-Auth-Token"))
+            })?;
+            let mut value = HeaderValue::from_str(&token).map_err(|_| AllianceError::BadRequest("bad token".into()))?;
+            value.set_sensitive(true);
+            out.insert(AUTH_TOKEN, value);
+            Ok((out, Some(token)))
         }
     }
 }

@@ -1,0 +1,152 @@
+//! Keystone v3 tokens for the environments the gateway holds credentials for.
+//!
+//! A token is fetched on first use, cached per environment, and renewed `renew_before` ahead of
+//! its expiry; a caller that saw Glance refuse it (401) invalidates it and asks again. Fetches
+//! for one environment are serialised, so a burst of requests costs one token request. Neither
+//! passwords nor tokens are ever logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::config::{Credentials, KeystoneConfig};
+
+const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoneError {
+    #[error("cannot reach Keystone: {0}")]
+    Unreachable(String),
+    #[error("Keystone refused the gateway's credentials for environment {environment}: {status}")]
+    Refused { environment: String, status: u16 },
+    #[error("Keystone sent an unusable answer: {0}")]
+    BadAnswer(String),
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: String,
+    expires: OffsetDateTime,
+}
+
+/// The gateway's Keystone client.
+pub struct Keystone {
+    client: reqwest::Client,
+    tokens_url: Url,
+    credentials: HashMap<String, Credentials>,
+    renew_before: Duration,
+    /// One slot per environment; the async lock serialises fetches for it.
+    cache: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+}
+
+impl std::fmt::Debug for Keystone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keystone").field("tokens_url", &self.tokens_url.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl Keystone {
+    /// A client for `config`, or `None` when no Keystone is configured.
+    pub fn new(config: &KeystoneConfig, timeout: Duration) -> Result<Option<Keystone>, reqwest::Error> {
+        let Some(url) = &config.url else { return Ok(None) };
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build()?;
+        let mut tokens_url = url.clone();
+        tokens_url.set_path(&format!("{}/auth/tokens", url.path().trim_end_matches('/')));
+        Ok(Some(Keystone {
+            client,
+            tokens_url,
+            credentials: config.environments.clone().into_iter().collect(),
+            renew_before: config.renew_before_secs.map_or(DEFAULT_RENEW_BEFORE, Duration::from_secs_f64),
+            cache: Mutex::default(),
+        }))
+    }
+
+    /// A valid token for `environment`, or `None` if the gateway holds no credentials for it.
+    pub async fn token(&self, environment: &str) -> Result<Option<String>, KeystoneError> {
+        let Some(credentials) = self.credentials.get(environment) else { return Ok(None) };
+        let slot = self.slot(environment);
+        let mut cached = slot.lock().await;
+        let fresh = |c: &Cached| c.expires - OffsetDateTime::now_utc() > self.renew_before;
+        if let Some(c) = cached.as_ref().filter(|c| fresh(c)) {
+            return Ok(Some(c.token.clone()));
+        }
+        let got = self.fetch(environment, credentials).await?;
+        let token = got.token.clone();
+        *cached = Some(got);
+        Ok(Some(token))
+    }
+
+    /// Forgets `token` for `environment` (Glance refused it), so the next call fetches anew.
+    pub async fn invalidate(&self, environment: &str, token: &str) {
+        let slot = self.slot(environment);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.token == token) {
+            *cached = None;
+        }
+    }
+
+    fn slot(&self, environment: &str) -> Arc<tokio::sync::Mutex<Option<Cached>>> {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.entry(environment.to_owned()).or_default().clone()
+    }
+
+    async fn fetch(&self, environment: &str, c: &Credentials) -> Result<Cached, KeystoneError> {
+        let identity = match (&c.application_credential_id, &c.application_credential_secret, &c.username, &c.password)
+        {
+            // An application credential is scoped to its own project; asking for a scope is an error.
+            (Some(id), Some(secret), _, _) => json!({"auth": {"identity": {
+                "methods": ["application_credential"],
+                "application_credential": {"id": id, "secret": secret.0},
+            }}}),
+            (_, _, Some(user), Some(password)) => json!({"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": user,
+                    "domain": {"name": c.user_domain.as_deref().unwrap_or("Default")},
+                    "password": password.0,
+                }}},
+                "scope": {"project": {"id": environment}},
+            }}),
+            // Config validation guarantees one complete kind.
+            _ => return Err(KeystoneError::BadAnswer(format!("no usable credentials for {environment}"))),
+        };
+        let response = self
+            .client
+            .post(self.tokens_url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(identity.to_string())
+            .send()
+            .await
+            .map_err(|e| KeystoneError::Unreachable(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(KeystoneError::Refused { environment: environment.to_owned(), status: status.as_u16() });
+        }
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| KeystoneError::BadAnswer("no X-Subject-Token".into()))?;
+        let bytes = response.bytes().await.map_err(|e| KeystoneError::BadAnswer(e.without_url().to_string()))?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| KeystoneError::BadAnswer(e.to_string()))?;
+        let expires = body["token"]["expires_at"]
+            .as_str()
+            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+            .ok_or_else(|| KeystoneError::BadAnswer("token without a usable expires_at".into()))?;
+        // The token must act for this environment, whatever the credentials were set up for.
+        let project = body["token"]["project"]["id"].as_str().unwrap_or_default();
+        if project != environment {
+            return Err(KeystoneError::BadAnswer(format!(
+                "the credentials for environment {environment} give a token for project {project}"
+            )));
+        }
+        tracing::debug!(environment, expires = %expires, "got a Keystone token");
+        Ok(Cached { token, expires })
+    }
+}

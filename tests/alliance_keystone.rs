@@ -1,0 +1,131 @@
+//! The Alliance dialect in front of a Keystone-protected Glance, with the gateway holding
+//! credentials per environment: two environments that cannot reach each other's images.
+//!
+//! Needs a real Keystone and Glance: `scripts/test.sh` starts them (`keystone.sh`,
+//! `GLANCE_AUTH=keystone glance.sh`), sets `IG_TEST_KEYSTONE_CREDENTIALS` (the seeded
+//! credentials.json) and `IG_TEST_KEYSTONE_GLANCE_URL`, and runs these with `--ignored`.
+
+mod common;
+
+use common::{client, send, Answer, Gateway, Harness};
+use image_gateway::config::{Credentials, IdentityMode, NamespaceConfig, Secret};
+use serde_json::{json, Value};
+
+struct World {
+    gw: Gateway,
+    creds: Value,
+    env_a: String,
+    env_b: String,
+}
+
+fn world() -> World {
+    let path = std::env::var("IG_TEST_KEYSTONE_CREDENTIALS")
+        .expect("IG_TEST_KEYSTONE_CREDENTIALS: run through scripts/test.sh");
+    let glance = std::env::var("IG_TEST_KEYSTONE_GLANCE_URL").expect("IG_TEST_KEYSTONE_GLANCE_URL");
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let env_a = creds["app_cred_a"]["project_id"].as_str().unwrap().to_owned();
+    let env_b = creds["user_b"]["project_id"].as_str().unwrap().to_owned();
+    let gw = Harness::get().gateway(|c| {
+        c.alliance.namespaces.insert(
+            "cloud".into(),
+            NamespaceConfig { glance_url: Some(glance.parse().unwrap()), identity: IdentityMode::Token },
+        );
+        c.keystone.url = Some(creds["keystone_url"].as_str().unwrap().parse().unwrap());
+        // A through an application credential, B through a password.
+        let a = Credentials {
+            application_credential_id: Some(creds["app_cred_a"]["id"].as_str().unwrap().into()),
+            application_credential_secret: Some(Secret(creds["app_cred_a"]["secret"].as_str().unwrap().into())),
+            ..Default::default()
+        };
+        let b = Credentials {
+            username: Some(creds["user_b"]["username"].as_str().unwrap().into()),
+            password: Some(Secret(creds["user_b"]["password"].as_str().unwrap().into())),
+            ..Default::default()
+        };
+        c.keystone.environments.insert(env_a.clone(), a);
+        c.keystone.environments.insert(env_b.clone(), b);
+    });
+    World { gw, creds, env_a, env_b }
+}
+
+impl World {
+    async fn call(&self, env: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let mut req = client()
+            .request(method.parse().unwrap(), format!("{}{path}", self.gw.base))
+            .header("x-target-ns", "cloud")
+            .header("x-environment-id", env);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        send(req).await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
+async fn environments_are_isolated_on_a_keystone_protected_glance() {
+    let w = world();
+    let name = format!("a-private-{}", uuid::Uuid::new_v4().simple());
+    let a = w.call(&w.env_a, "POST", "/images", Some(json!({"image": {"name": name}}))).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let image = a.json();
+    let id = image["id"].as_str().unwrap().to_owned();
+    assert_eq!(image["owner"], json!(w.env_a));
+    assert!(w.call(&w.env_a, "GET", "/images", None).await.text.contains(&id));
+
+    for (method, path, body) in [
+        ("GET", format!("/images/{id}"), None),
+        ("GET", format!("/images/{name}"), None),
+        ("PATCH", format!("/images/{id}"), Some(json!({"image": {"name": "stolen"}}))),
+        ("PUT", format!("/images/{name}"), Some(json!({"image": {"name": "stolen"}}))),
+        ("DELETE", format!("/images/{id}"), None),
+        ("DELETE", format!("/images/{name}"), None),
+    ] {
+        let b = w.call(&w.env_b, method, &path, body).await;
+        assert_eq!(b.status, 404, "B {method} {path}: {}", b.text);
+    }
+    assert!(!w.call(&w.env_b, "GET", "/images", None).await.text.contains(&id), "B lists A's image");
+
+    let a = w.call(&w.env_a, "PATCH", &format!("/images/{id}"), Some(json!({"image": {"min_ram": 128}}))).await;
+    assert_eq!((a.status, a.json()["min_ram"].clone(), a.json()["name"].clone()), (200, json!(128), json!(name)));
+    assert_eq!(w.call(&w.env_a, "DELETE", &format!("/images/{name}"), None).await.status, 200);
+}
+
+#[tokio::test]
+#[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
+async fn client_tokens_pass_through_and_unknown_environments_are_refused() {
+    let w = world();
+    // A token of user B's own, sent by the client: used as is.
+    let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": w.creds["user_b"]["username"], "domain": {"name": "Default"}, "password": w.creds["user_b"]["password"]}}},
+        "scope": {"project": {"id": w.env_b}}}});
+    let url = format!("{}/auth/tokens", w.creds["keystone_url"].as_str().unwrap().trim_end_matches('/'));
+    let issued = client().post(url).json(&auth).send().await.unwrap();
+    assert_eq!(issued.status().as_u16(), 201);
+    let token = issued.headers()["x-subject-token"].to_str().unwrap().to_owned();
+    let answer = send(
+        client()
+            .post(format!("{}/images", w.gw.base))
+            .header("x-target-ns", "cloud")
+            .header("x-environment-id", &w.env_b)
+            .header("x-auth-token", &token)
+            .json(&json!({"image": {"name": "with-my-token"}})),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    assert_eq!(answer.json()["owner"], json!(w.env_b));
+    // A bad token of the client's own is the client's problem: Glance's 401, no retry with ours.
+    let bad = send(
+        client()
+            .get(format!("{}/images", w.gw.base))
+            .header("x-target-ns", "cloud")
+            .header("x-environment-id", &w.env_b)
+            .header("x-auth-token", "forged"),
+    )
+    .await;
+    assert_eq!(bad.status, 401, "{}", bad.text);
+    // An environment the gateway holds no credentials for.
+    let stranger = w.call("0123456789abcdef0123456789abcdef", "GET", "/images", None).await;
+    assert_eq!(stranger.status, 401, "{}", stranger.text);
+    assert!(stranger.json()["error"]["message"].as_str().unwrap().contains("No credentials"));
+}
