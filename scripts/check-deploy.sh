@@ -30,7 +30,7 @@ python="${PYTHON:-python3}"
 
 # --- the Python environment, idempotent: a stamp records what it was built from -------------
 want="$(cat "$requirements" <("$python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$want" ]; then
+if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$venv/bin/python" ]; then
   echo "setting up $venv" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
@@ -115,7 +115,8 @@ def ok(name, detail=""):
 def fail(name, detail):
     global failed
     failed += 1
-    print(f"FAIL  {name}: {detail}")
+    detail = " | ".join(line.strip() for line in str(detail).splitlines() if line.strip())
+    print(f"FAIL  {name}: {detail[:600]}")
 
 
 def skip(name, detail):
@@ -541,7 +542,8 @@ def c_ingress():
             assert port in svc_ports, f"Ingress path {p['path']} goes to Service port {port!r}"
             paths.append(p["path"])
     nova = gateway_toml().get("nova", {})
-    want = {nova.get("mount", "/v2.1"), nova.get("legacy_mount", "/v2"), "/"}
+    alliance = gateway_toml().get("alliance", {}).get("mount", "") + "/images"
+    want = {nova.get("mount", "/v2.1"), nova.get("legacy_mount", "/v2"), alliance, "/"}
     assert want <= set(paths), f"Ingress paths {paths} miss {sorted(want - set(paths))}"
     return f"{', '.join(paths)} -> Service {svc['metadata']['name']}"
 
@@ -578,7 +580,7 @@ def c_secret():
         assert r.get("optional") is True, f"the reference to Secret {r['name']} is not optional: pods would not start without it"
     for s in secrets.values():
         keys = list(s.get("stringData", {})) + list(s.get("data", {}))
-        bad = [k for k in keys if not re.fullmatch(r"IMAGE_GATEWAY_[A-Z0-9_]+", k)]
+        bad = [k for k in keys if not re.fullmatch(r"IMAGE_GATEWAY_[A-Za-z0-9_]+", k)]
         assert not bad, f"Secret {s['metadata']['name']} keys are not IMAGE_GATEWAY_* variables: {bad}"
     return ", ".join(sorted({r["name"] for r in refs})) + " (optional)"
 
@@ -608,7 +610,7 @@ def c_dockerfile():
     m = re.fullmatch(r"(docker\.io/)?(library/)?rust:(1\.\d+)(\.\d+)?(-[a-z0-9.-]+)?", builder["image"])
     assert m, f"builder {builder['image']!r} is not the official rust image with a pinned 1.x tag"
     runs = " ".join(" ".join(c.value) for c in builder["cmds"] if c.cmd.upper() == "RUN")
-    builds = re.findall(r"cargo build[^&;|]*", runs)
+    builds = [b.strip() for b in re.findall(r"cargo build[^&;|]*", runs)]
     assert builds and all("--locked" in b and "--release" in b for b in builds), f"cargo build without --locked --release: {builds}"
     assert not [c for c in final["cmds"] if c.cmd.upper() == "RUN"], "RUN in the final stage (it has no shell)"
     for instr in ("ENTRYPOINT", "CMD"):
@@ -664,7 +666,7 @@ for name, fn in [
     ("mappings ConfigMap == mappings/", c_mappings_drift),
     ("enableServiceLinks false", c_service_links),
     ("selectors and targets", c_selectors),
-    ("ingress routes the Nova mounts to the Service", c_ingress),
+    ("ingress routes the API mounts to the Service", c_ingress),
     ("restricted securityContext", c_security),
     ("credentials Secret reference", c_secret),
     ("servicemonitor shape", c_servicemonitor),
@@ -674,8 +676,10 @@ for name, fn in [
     check(name, fn)
 
 
-def gateway_check(binary):
-    """`image-gateway check` on the ConfigMaps as mounted, with the Deployment's environment."""
+def gateway_check(binary, with_secrets=False):
+    """`image-gateway check` on the ConfigMaps as mounted, with the Deployment's environment
+    (and, with_secrets, every example Secret's keys, plus a keystone.url if the ConfigMap has
+    none, as a real deployment that uses those credentials must set one)."""
     with tempfile.TemporaryDirectory() as tmp:
         config_path = tmp + c_config_path()
         os.makedirs(os.path.dirname(config_path), exist_ok=True)
@@ -690,6 +694,13 @@ def gateway_check(binary):
         env.update(df_env())  # the image's ENV, then the Deployment's env over it
         env.update(container_env())
         env["IMAGE_GATEWAY_MAPPINGS_DIR"] = mappings  # the mount path, moved under tmp
+        if with_secrets:
+            secrets = objects("Secret")
+            assert secrets, "no example Secret"
+            for sec in secrets:
+                env.update({k: str(v) for k, v in sec.get("stringData", {}).items()})
+            if "url" not in gateway_toml().get("keystone", {}):
+                env["IMAGE_GATEWAY_KEYSTONE__URL"] = "http://keystone.invalid:5000/v3"
         out = subprocess.run([binary, "check", "--config", config_path], env=env, capture_output=True, text=True, timeout=60)
         msg = (out.stdout + out.stderr).strip().replace(tmp, "")
         assert out.returncode == 0, msg
@@ -699,8 +710,10 @@ def gateway_check(binary):
 gateway_bin = os.environ.get("CHECK_GATEWAY_BIN")
 if gateway_bin:
     check("image-gateway check accepts the ConfigMaps and env", lambda: gateway_check(gateway_bin))
+    check("image-gateway check accepts the example Secret's keys", lambda: gateway_check(gateway_bin, True))
 else:
-    skip("image-gateway check accepts the ConfigMaps and env", "no built binary (target/{release,debug}/image-gateway)")
+    for what in ("the ConfigMaps and env", "the example Secret's keys"):
+        skip(f"image-gateway check accepts {what}", "no built binary (target/{release,debug}/image-gateway)")
 
 # ---------------------------------------------------------------------------------------------
 # (c) nginx -t

@@ -45,7 +45,7 @@ scripts/openstack/nova.sh start "$state/nova" "$nova_port" "http://127.0.0.1:$gl
 export IG_TEST_GLANCE_URL="http://127.0.0.1:$glance_port" IG_TEST_NOVA_URL="http://127.0.0.1:$nova_port"
 
 step "integration tests against the real Glance"
-cargo_test --test nova_reads --test nova_writes --test alliance
+cargo_test --test nova_reads --test nova_writes --test alliance --test proxy
 
 step "differential tests: the gateway and Nova in front of the same Glance"
 cargo_test --test nova_parity -- --ignored
@@ -74,5 +74,9 @@ target/openstack-venv/bin/python tests/sdk/compute_images.py "http://127.0.0.1:$
 
 stop_all
 trap - EXIT
-awk '/^test result:/ { p += $4; f += $6 } /^sdk: / { p += $2; f += $4 }
+
+step "deployment artefacts: Kubernetes schemas, consistency with the Dockerfile and config, nginx -t"
+scripts/check-deploy.sh 2>&1 | tee -a "$log"
+
+awk '/^test result:/ { p += $4; f += $6 } /^(sdk|deploy): / { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -12,9 +12,7 @@ use crate::glance::{embedded, GlanceClient};
 use crate::keystone::Keystone;
 use crate::mapping::{Mapping, MappingError};
 use crate::nova::{self, NovaApi};
-
-/// Where the embedded store's native Glance v2 API is exposed when there is no Glance.
-pub const EMBEDDED_MOUNT: &str = "/image";
+use crate::passthrough::Upstream;
 
 /// The mapping files compiled into the binary, used when `mappings_dir` is not set.
 const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
@@ -30,11 +28,12 @@ pub enum LoadError {
     Client(#[from] reqwest::Error),
 }
 
-/// Which Glance the gateway talks to.
+/// What serves Glance's own v2 API at `glance.mount`.
 #[derive(Clone, Debug)]
-pub enum Upstream {
-    Glance(url::Url),
-    /// The in-memory store, with the router that serves its native API.
+pub enum ImageApi {
+    /// The real Glance, passed through.
+    Glance(Upstream),
+    /// The in-memory store's router.
     Embedded(axum::Router),
 }
 
@@ -42,7 +41,7 @@ pub enum Upstream {
 pub struct App {
     pub config: Config,
     pub glance: GlanceClient,
-    pub upstream: Upstream,
+    pub image_api: ImageApi,
     pub nova: Arc<NovaApi>,
     pub alliance: Arc<AllianceApi>,
 }
@@ -51,11 +50,16 @@ impl App {
     pub fn load(config: Config) -> Result<App, LoadError> {
         let nova_mapping =
             Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
-        let (glance, upstream) = match &config.glance.url {
-            Some(url) => (GlanceClient::http(&config.glance, url.clone())?, Upstream::Glance(url.clone())),
+        let connect = Duration::from_secs_f64(config.glance.connect_timeout_secs);
+        let idle = Duration::from_secs_f64(config.glance.timeout_secs);
+        let (glance, image_api) = match &config.glance.url {
+            Some(url) => {
+                let passthrough = ImageApi::Glance(Upstream::new(url.clone(), connect, idle)?);
+                (GlanceClient::http(&config.glance, url.clone())?, passthrough)
+            }
             None => {
                 let router = embedded::router(embedded::Store::new());
-                (GlanceClient::embedded(&config.glance, router.clone()), Upstream::Embedded(router))
+                (GlanceClient::embedded(&config.glance, router.clone()), ImageApi::Embedded(router))
             }
         };
         let image_service_url =
@@ -66,16 +70,16 @@ impl App {
             max_version: config.max_microversion(),
             enforce_removal: config.nova.enforce_removal,
             max_limit: config.nova.max_limit as usize,
-            public_url: config.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
             image_service_url,
-            embedded_mount: EMBEDDED_MOUNT.to_owned(),
+            embedded_mount: config.glance.mount.clone(),
             request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
             body_limit: config.limits.body_limit_bytes,
             metadata_items: usize::try_from(config.nova.metadata_items).ok(),
         };
-        let nova = Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings });
+        let passthrough = config.nova.upstream_url.clone().map(|url| Upstream::new(url, connect, idle)).transpose()?;
+        let nova = Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings, passthrough });
         let alliance = Arc::new(load_alliance(&config, &glance)?);
-        Ok(App { config, glance, upstream, nova, alliance })
+        Ok(App { config, glance, image_api, nova, alliance })
     }
 }
 
@@ -100,7 +104,6 @@ fn load_alliance(config: &Config, default_glance: &GlanceClient) -> Result<Allia
         namespaces,
         default_namespace: config.alliance.default_namespace.clone(),
         mount: config.alliance.mount.clone(),
-        public_url: config.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
         body_limit: config.limits.body_limit_bytes,
         request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
         keystone: Keystone::new(&config.keystone, Duration::from_secs_f64(config.glance.timeout_secs))?.map(Arc::new),

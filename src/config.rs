@@ -39,6 +39,9 @@ pub struct Config {
     /// The address clients use to reach the gateway (e.g. `https://compute.example.com`), used
     /// in every link the gateway writes. Without it links are built from the `Host` header.
     pub public_url: Option<Url>,
+    /// Peers (IP addresses or networks) whose `X-Forwarded-Proto`, `-Host` and `-Prefix` decide
+    /// the links the gateway writes: the ingress controllers or proxies in front of it.
+    pub trusted_proxies: Vec<String>,
     /// Directory holding `nova.toml` (and later dialects). Without it the mapping files built
     /// into the binary are used.
     pub mappings_dir: Option<PathBuf>,
@@ -146,6 +149,9 @@ pub struct GlanceConfig {
     pub url: Option<Url>,
     /// Glance's address as clients see it, for `alternate` links. Defaults to `url`.
     pub public_url: Option<Url>,
+    /// Where Glance's own v2 API is served through the gateway (passed through to `url`, or the
+    /// in-memory store).
+    pub mount: String,
     pub connect_timeout_secs: f64,
     /// Deadline of one Glance call.
     pub timeout_secs: f64,
@@ -172,6 +178,9 @@ pub struct NovaConfig {
     pub max_limit: u32,
     /// Nova's `[quota] metadata_items`: most metadata keys per image; -1 for no limit.
     pub metadata_items: i64,
+    /// The real Nova (`http://nova:8774`): every request under the mounts that is not an image
+    /// call (servers, flavors, version documents) is passed to it. Unset: those get Nova's 404.
+    pub upstream_url: Option<Url>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -195,11 +204,13 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8774)),
             public_url: None,
+            trusted_proxies: Vec::new(),
             mappings_dir: None,
             limits: Limits { request_timeout_secs: 60.0, body_limit_bytes: 1 << 20 },
             glance: GlanceConfig {
                 url: None,
                 public_url: None,
+                mount: "/image".into(),
                 connect_timeout_secs: 5.0,
                 timeout_secs: 30.0,
                 page_size: 1000,
@@ -222,6 +233,7 @@ impl Default for Config {
                 enforce_removal: false,
                 max_limit: 1000,
                 metadata_items: 128,
+                upstream_url: None,
             },
             alliance: AllianceConfig::default(),
             keystone: KeystoneConfig::default(),
@@ -267,6 +279,9 @@ impl Config {
                 return invalid(key, format!("{secs} is not a number of seconds between 0 and 3600"));
             }
         }
+        if let Some(problem) = self.trusted_proxies.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
+            return invalid("trusted_proxies", problem);
+        }
         if self.limits.body_limit_bytes == 0 {
             return invalid("limits.body_limit_bytes", "must be at least 1".into());
         }
@@ -274,6 +289,7 @@ impl Config {
             ("public_url", &self.public_url),
             ("glance.url", &self.glance.url),
             ("glance.public_url", &self.glance.public_url),
+            ("nova.upstream_url", &self.nova.upstream_url),
         ] {
             if let Some(url) = url {
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.query().is_some() {
@@ -289,7 +305,11 @@ impl Config {
         {
             return invalid("glance.forward_headers", format!("`{bad}` is not a header name"));
         }
-        for (key, mount) in [("nova.mount", &self.nova.mount), ("nova.legacy_mount", &self.nova.legacy_mount)] {
+        for (key, mount) in [
+            ("nova.mount", &self.nova.mount),
+            ("nova.legacy_mount", &self.nova.legacy_mount),
+            ("glance.mount", &self.glance.mount),
+        ] {
             if !mount.starts_with('/') || mount.ends_with('/') || mount.contains(['{', '}', '*', '?']) {
                 return invalid(key, format!("`{mount}` must start with `/`, not end with `/`, and hold no pattern"));
             }
@@ -349,6 +369,15 @@ impl Config {
             return invalid("nova.max_limit", "must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// How the gateway decides the address its links use.
+    pub fn origin_policy(&self) -> crate::public_url::OriginPolicy {
+        crate::public_url::OriginPolicy {
+            configured: self.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
+            // validate() has checked them.
+            trusted_proxies: self.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {

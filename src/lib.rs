@@ -17,6 +17,7 @@ pub mod keystone;
 pub mod layers;
 pub mod mapping;
 pub mod nova;
+pub mod passthrough;
 pub mod public_url;
 pub mod server;
 

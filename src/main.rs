@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use image_gateway::app::{App, Upstream, EMBEDDED_MOUNT};
+use image_gateway::app::App;
 use image_gateway::config::{self, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -76,12 +76,13 @@ fn serve(app: App) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match &app.upstream {
-            Upstream::Glance(url) => tracing::info!(glance = %url, "using Glance"),
-            Upstream::Embedded(_) => tracing::warn!(
-                mount = EMBEDDED_MOUNT,
+        let mount = &app.config.glance.mount;
+        match &app.config.glance.url {
+            Some(url) => tracing::info!(glance = %url, "using Glance"),
+            None => tracing::warn!(
+                mount = %mount,
                 "NO GLANCE CONFIGURED (glance.url is unset): serving from an in-memory Glance v2 store; \
-                 every image is lost when the gateway stops. Its native API is at {EMBEDDED_MOUNT}/v2/images"
+                 every image is lost when the gateway stops. Its native API is at {mount}/v2/images"
             ),
         }
         tracing::info!(listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()), "image-gateway listening");

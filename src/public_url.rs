@@ -1,35 +1,178 @@
 //! The address clients use to reach the gateway, for every link it writes.
+//!
+//! Decided once per request, by a middleware that stores a [`PublicOrigin`] in the request's
+//! extensions: `X-Forwarded-Proto`, `-Host` and `-Prefix` when the peer is a trusted proxy;
+//! else the configured `public_url`; else `http://` and the request's `Host`. A client outside
+//! the trusted set cannot forge its links, and nothing that is not a valid authority or path
+//! ever reaches one.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
 use http::{header, HeaderMap};
 
-/// The configured public URL (scheme, host and any path prefix, no trailing slash), or else
-/// `http://` and the request's `Host`. A `Host` that is not a valid authority is never put in
-/// a link.
-pub fn origin(public_url: Option<&str>, headers: &HeaderMap) -> String {
-    match public_url {
-        Some(url) => url.to_owned(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                .unwrap_or("localhost");
-            format!("http://{host}")
+/// Scheme, host and path prefix (no trailing slash) of the gateway as this client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicOrigin(pub String);
+
+/// An IP network, `10.0.0.0/8` or a single address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = s.split_once('/').map_or((s, None), |(ip, p)| (ip, Some(p)));
+        let network: IpAddr = ip.trim().parse().map_err(|_| format!("`{s}` is not an IP address or network"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{s}` has a bad prefix length"))?
+            }
+            None => max,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask(u128::from(u32::from(n)), u128::from(u32::from(a)), self.prefix, 32),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask(u128::from(n), u128::from(a), self.prefix, 128),
+            _ => false,
         }
     }
+}
+
+fn mask(network: u128, addr: u128, prefix: u8, bits: u8) -> bool {
+    let shift = u32::from(bits - prefix);
+    shift >= 128 || (network >> shift) == (addr >> shift)
+}
+
+/// How origins are decided.
+#[derive(Clone, Debug, Default)]
+pub struct OriginPolicy {
+    /// The configured public URL, without a trailing slash.
+    pub configured: Option<String>,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl OriginPolicy {
+    pub fn origin(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> String {
+        if peer.is_some_and(|ip| self.trusted_proxies.iter().any(|c| c.contains(ip))) {
+            if let Some(forwarded) = forwarded_origin(headers) {
+                return forwarded;
+            }
+        }
+        if let Some(url) = &self.configured {
+            return url.clone();
+        }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| valid_authority(h));
+        format!("http://{}", host.unwrap_or("localhost"))
+    }
+}
+
+fn valid_authority(host: &str) -> bool {
+    !host.contains('@') && host.parse::<http::uri::Authority>().is_ok()
+}
+
+/// `X-Forwarded-Host` (first value), with `-Proto` (`http` or `https`) and `-Prefix`.
+fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = first("x-forwarded-host").filter(|h| valid_authority(h))?;
+    let proto = match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let prefix = first("x-forwarded-prefix")
+        .filter(|p| p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok_and(|pq| pq.query().is_none()))
+        .map_or("", |p| p.trim_end_matches('/'));
+    Some(format!("{proto}://{host}{prefix}"))
+}
+
+/// The middleware: stores this request's [`PublicOrigin`].
+pub async fn resolve(State(policy): State<Arc<OriginPolicy>>, mut req: Request) -> Request {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let origin = policy.origin(req.headers(), peer);
+    req.extensions_mut().insert(PublicOrigin(origin));
+    req
+}
+
+/// The origin stored by [`resolve`]; `http://localhost` if the middleware did not run.
+pub fn of(extensions: &http::Extensions) -> String {
+    extensions.get::<PublicOrigin>().map_or_else(|| "http://localhost".to_owned(), |o| o.0.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap())).collect()
+    }
+
     #[test]
-    fn configured_url_wins_and_bad_hosts_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, "gw.example:8774".parse().unwrap());
-        assert_eq!(origin(Some("https://cloud/compute"), &h), "https://cloud/compute");
-        assert_eq!(origin(None, &h), "http://gw.example:8774");
-        h.insert(header::HOST, "evil/path?x".parse().unwrap());
-        assert_eq!(origin(None, &h), "http://localhost");
+    fn cidrs() {
+        let net: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()) && !one.contains("127.0.0.2".parse().unwrap()));
+        assert!("::1/128".parse::<Cidr>().unwrap().contains("::1".parse().unwrap()));
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_peers() {
+        let policy = OriginPolicy { configured: None, trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()] };
+        let h = headers(&[
+            ("host", "gw:8774"),
+            ("x-forwarded-host", "cloud.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-prefix", "/compute/"),
+        ]);
+        assert_eq!(policy.origin(&h, Some("10.0.0.9".parse().unwrap())), "https://cloud.example/compute");
+        assert_eq!(policy.origin(&h, Some("192.0.2.1".parse().unwrap())), "http://gw:8774");
+        assert_eq!(policy.origin(&h, None), "http://gw:8774");
+        let configured = OriginPolicy { configured: Some("https://public".into()), ..policy.clone() };
+        assert_eq!(configured.origin(&h, Some("192.0.2.1".parse().unwrap())), "https://public");
+    }
+
+    #[test]
+    fn forged_values_never_reach_a_link() {
+        let policy = OriginPolicy { configured: None, trusted_proxies: vec!["0.0.0.0/0".parse().unwrap()] };
+        let peer = Some("10.0.0.9".parse().unwrap());
+        let h = headers(&[("host", "gw"), ("x-forwarded-host", "evil/path"), ("x-forwarded-proto", "javascript")]);
+        assert_eq!(policy.origin(&h, peer), "http://gw");
+        let h = headers(&[
+            ("host", "gw"),
+            ("x-forwarded-host", "ok.example"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-prefix", "nope?x=1"),
+        ]);
+        assert_eq!(policy.origin(&h, peer), "http://ok.example");
+        assert_eq!(policy.origin(&headers(&[("host", "user@evil")]), None), "http://localhost");
     }
 }

@@ -22,10 +22,12 @@ use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLay
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::{App, Upstream, EMBEDDED_MOUNT};
-use crate::layers::metrics::{Metrics, MetricsLayer};
+use crate::app::{App, ImageApi};
+use crate::glance::UpstreamError;
+use crate::layers::metrics::{Metrics, MetricsLayer, RouteLabel};
 use crate::layers::request_id::{self, MakeOpenStackId};
-use crate::{alliance, nova};
+use crate::passthrough::Upstream;
+use crate::{alliance, nova, public_url};
 
 /// How long `/readyz` waits for Glance before calling the gateway not ready.
 const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,15 +61,24 @@ impl Lifecycle {
 /// The whole gateway as one service.
 pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -> Router {
     let nova_cfg = &app.config.nova;
+    let policy = Arc::new(app.config.origin_policy());
     let mut routes = Router::new()
         .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
         .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true));
-    if let Upstream::Embedded(store) = &app.upstream {
-        routes = routes.nest_service(
-            EMBEDDED_MOUNT,
+    let image_mount = &app.config.glance.mount;
+    routes = match &app.image_api {
+        ImageApi::Embedded(store) => routes.nest_service(
+            image_mount,
             store.clone().layer(tower_http::limit::RequestBodyLimitLayer::new(EMBEDDED_BODY_LIMIT)),
-        );
-    }
+        ),
+        ImageApi::Glance(glance) => {
+            let passthrough: Router = Router::new()
+                .route(image_mount, any(glance_passthrough))
+                .route(&format!("{image_mount}/{{*rest}}"), any(glance_passthrough))
+                .with_state((glance.clone(), image_mount.clone()));
+            routes.merge(passthrough)
+        }
+    };
     let root = Router::new().route("/", get(nova::root)).with_state(app.nova.clone());
     let alliance_mount = &app.config.alliance.mount;
     let alliance = Router::new()
@@ -99,8 +110,36 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
             }))
             .layer(PropagateRequestIdLayer::new(request_id::HEADER))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(MetricsLayer::new(metrics)),
+            .layer(MetricsLayer::new(metrics))
+            .layer(axum::middleware::map_request_with_state(policy, public_url::resolve)),
     )
+}
+
+/// Glance's own API through the gateway: the mount is stripped, everything else streams as is.
+async fn glance_passthrough(
+    State((glance, mount)): State<(Upstream, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let path_and_query = request.uri().path_and_query().map_or("", |pq| pq.as_str());
+    let upstream_path = path_and_query.strip_prefix(mount.as_str()).unwrap_or(path_and_query).to_owned();
+    let upstream_path = if upstream_path.is_empty() || upstream_path.starts_with('?') {
+        format!("/{upstream_path}")
+    } else {
+        upstream_path
+    };
+    let public_base = format!("{}{mount}", public_url::of(request.extensions()));
+    let mut response = glance.forward(request, &upstream_path, &public_base).await.unwrap_or_else(|e| {
+        let status = match e {
+            UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        let title = status.canonical_reason().unwrap_or("");
+        let body = serde_json::json!({"code": format!("{} {title}", status.as_u16()), "title": title, "message": e.to_string()});
+        (status, axum::Json(body)).into_response()
+    });
+    response.extensions_mut().insert(RouteLabel { dialect: "glance", route: "glance.passthrough".into() });
+    response
 }
 
 fn nova_mount(app: &Arc<App>, path: &str, legacy: bool) -> Router {
@@ -164,7 +203,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> 
             let _ = closing_tx.send(());
         }
     };
-    let server = axum::serve(listener, router(app, metrics, lifecycle)).with_graceful_shutdown(drained).into_future();
+    let service = router(app, metrics, lifecycle).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(drained).into_future();
     let deadline = async {
         // Starts counting only once the listener is closing.
         if closing_rx.await.is_ok() {

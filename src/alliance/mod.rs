@@ -60,8 +60,6 @@ pub struct AllianceApi {
     pub default_namespace: Option<String>,
     /// Path prefix before `/images` ("" for none).
     pub mount: String,
-    /// Scheme, host and prefix clients use for the gateway; `None`: from `Host`.
-    pub public_url: Option<String>,
     pub body_limit: u64,
     pub request_timeout: Duration,
     /// Tokens for environments the gateway holds credentials for.
@@ -107,7 +105,7 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
     let outcome = tokio::time::timeout(api.request_timeout, async {
         let (namespace, environment) = target(&api, &parts.headers)?;
         let (headers, gateway_token) = upstream_identity(&api, namespace, &environment, &parts.headers).await?;
-        let origin = public_url::origin(api.public_url.as_deref(), &parts.headers);
+        let origin = public_url::of(&parts.extensions);
         let mut call = AllianceCall {
             route,
             params,

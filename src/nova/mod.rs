@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -27,6 +27,8 @@ use crate::glance::{Call, GlanceClient};
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, ApiVersion, LinkBases, Lookup, Mapping, Route};
+use crate::passthrough::Upstream;
+use crate::public_url;
 
 use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
 
@@ -48,6 +50,8 @@ const DIALECT: &str = "nova";
 const UNMATCHED: &str = "nova.unmatched";
 /// The label of the version documents.
 const VERSIONS: &str = "nova.versions";
+/// The label of calls handed to the real Nova.
+const PASSTHROUGH: &str = "nova.passthrough";
 /// Media types Nova reads as JSON besides `application/json`.
 const NOVA_JSON: &[&str] = &["text/plain", "application/vnd.openstack.compute+json"];
 const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
@@ -61,8 +65,6 @@ pub struct Settings {
     pub max_version: ApiVersion,
     pub enforce_removal: bool,
     pub max_limit: usize,
-    /// Scheme, host and path prefix clients use for the gateway; `None`: from `Host`.
-    pub public_url: Option<String>,
     /// Base of `alternate` links; `None`: the gateway's own embedded-store mount.
     pub image_service_url: Option<String>,
     /// Path at which the embedded store is exposed, for `alternate` links without a Glance.
@@ -80,6 +82,8 @@ pub struct NovaApi {
     pub mapping: Arc<Mapping>,
     pub glance: GlanceClient,
     pub settings: Settings,
+    /// The real Nova, for everything under the mounts that is not an image call.
+    pub passthrough: Option<Upstream>,
 }
 
 /// One Nova call being served.
@@ -117,24 +121,32 @@ pub fn mount(api: Arc<NovaApi>, path: &str, legacy: bool) -> Router {
 }
 
 async fn handle(State(mount): State<Mount>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
     let api = &*mount.api;
-    let miss = || {
-        let page = NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response();
-        labelled(page, UNMATCHED.into(), &parts.headers)
-    };
     // A path that does not decode to clean segments names nothing.
-    let Some(segments) = split_path(parts.uri.path()).or_else(|| parts.uri.path().is_empty().then(Vec::new)) else {
-        return miss();
+    let path = request.uri().path();
+    let segments = split_path(path).or_else(|| path.is_empty().then(Vec::new));
+    let is_root = segments.as_ref().is_some_and(|s| s.iter().all(String::is_empty));
+    let claimed = segments.as_ref().filter(|_| !is_root).and_then(|segments| {
+        let (project, rest) = split_project(segments);
+        match api.mapping.routes.lookup(request.method().as_str(), rest) {
+            Lookup::Found { route, params } => Some((route, params, project.map(str::to_owned))),
+            Lookup::MethodNotAllowed | Lookup::NotFound => None,
+        }
+    });
+    let Some((route, params, project)) = claimed else {
+        // Not an image call: the real Nova's, if there is one.
+        if let Some(nova) = &api.passthrough {
+            return forward(nova, request).await;
+        }
+        let (parts, _) = request.into_parts();
+        if is_root && parts.method == http::Method::GET {
+            return version_document(api, &mount, &parts.headers, &public_url::of(&parts.extensions));
+        }
+        let page = NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response();
+        return labelled(page, UNMATCHED.into(), &parts.headers);
     };
-    if parts.method == http::Method::GET && segments.iter().all(String::is_empty) {
-        return version_document(api, &mount, &parts.headers);
-    }
-    let (project, rest) = split_project(&segments);
-    let (route, params) = match api.mapping.routes.lookup(parts.method.as_str(), rest) {
-        Lookup::Found { route, params } => (route, params),
-        Lookup::MethodNotAllowed | Lookup::NotFound => return miss(),
-    };
+    let project = project.as_deref();
+    let (parts, body) = request.into_parts();
     let version = if mount.legacy {
         Ok(microversion::MIN)
     } else {
@@ -146,7 +158,7 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
                 route,
                 params,
                 query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
-                links: link_bases(api, &mount, &parts.headers, project),
+                links: link_bases(api, &mount, &public_url::of(&parts.extensions), project),
                 collection: route.template.to_string().trim_start_matches('/').to_owned(),
                 glance: Call::new(api.glance.forwarded(&parts.headers)),
                 legacy: mount.legacy,
@@ -182,8 +194,8 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
 
 /// `GET {mount}` and `GET {mount}/`: unauthenticated, with version headers on the
 /// microversioned root only.
-fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap) -> Response {
-    let doc = versions::version(&origin(api, headers), &mount.path, mount.legacy, api.settings.max_version);
+fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap, origin: &str) -> Response {
+    let doc = versions::version(origin, &mount.path, mount.legacy, api.settings.max_version);
     let mut response = axum::Json(doc).into_response();
     if !mount.legacy {
         match microversion::requested(headers, api.settings.max_version) {
@@ -195,9 +207,12 @@ fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap) -> Respon
 }
 
 /// `GET /`: the list of both Nova roots.
-pub async fn root(State(api): State<Arc<NovaApi>>, headers: HeaderMap) -> Response {
+pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response {
+    if let Some(nova) = &api.passthrough {
+        return forward(nova, request).await;
+    }
     let doc = versions::versions(
-        &origin(&api, &headers),
+        &public_url::of(request.extensions()),
         &api.settings.mount,
         &api.settings.legacy_mount,
         api.settings.max_version,
@@ -205,6 +220,19 @@ pub async fn root(State(api): State<Arc<NovaApi>>, headers: HeaderMap) -> Respon
     let mut response = axum::Json(doc).into_response();
     response.extensions_mut().insert(RouteLabel { dialect: DIALECT, route: VERSIONS.into() });
     response
+}
+
+/// Hands a request to the real Nova, unchanged but for the proxy headers.
+async fn forward(nova: &Upstream, request: Request) -> Response {
+    let original = request.extensions().get::<OriginalUri>().map_or_else(|| request.uri().clone(), |o| o.0.clone());
+    let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    let origin = public_url::of(request.extensions());
+    let headers = request.headers().clone();
+    let response = nova
+        .forward(request, &path_and_query, &origin)
+        .await
+        .unwrap_or_else(|e| NovaError::Upstream(e).into_response());
+    labelled(response, PASSTHROUGH.into(), &headers)
 }
 
 /// Runs a routed call once the version is known: Nova's checks in Nova's order, then the action.
@@ -303,8 +331,7 @@ fn project_mismatch(url_project: Option<&str>, headers: &HeaderMap) -> Option<No
 
 /// Where this request's links point. The project id appears in links only when it appeared in
 /// the URL, as in Nova.
-fn link_bases(api: &NovaApi, mount: &Mount, headers: &HeaderMap, project: Option<&str>) -> LinkBases {
-    let origin = origin(api, headers);
+fn link_bases(api: &NovaApi, mount: &Mount, origin: &str, project: Option<&str>) -> LinkBases {
     let pid = project.map(|p| format!("/{p}")).unwrap_or_default();
     LinkBases {
         versioned: format!("{origin}{}{pid}", mount.path),
@@ -315,11 +342,6 @@ fn link_bases(api: &NovaApi, mount: &Mount, headers: &HeaderMap, project: Option
             .clone()
             .unwrap_or_else(|| format!("{origin}{}", api.settings.embedded_mount)),
     }
-}
-
-/// Scheme, host and path prefix of the gateway as this client addresses it.
-fn origin(api: &NovaApi, headers: &HeaderMap) -> String {
-    crate::public_url::origin(api.settings.public_url.as_deref(), headers)
 }
 
 /// `/compute/v2.1` → `/compute`: Nova's bookmark links drop a trailing version segment.
