@@ -48,6 +48,20 @@ pub struct App {
 
 impl App {
     pub fn load(config: Config) -> Result<App, LoadError> {
+        Self::load_keeping(config, None)
+    }
+
+    /// The in-memory store's router, when that is what serves images.
+    pub fn embedded_store(&self) -> Option<axum::Router> {
+        match &self.image_api {
+            ImageApi::Embedded(router) => Some(router.clone()),
+            ImageApi::Glance(_) => None,
+        }
+    }
+
+    /// As [`App::load`], keeping `store` (the running in-memory store, if any) rather than
+    /// starting an empty one: a reload must not lose the images.
+    pub fn load_keeping(config: Config, store: Option<axum::Router>) -> Result<App, LoadError> {
         let nova_mapping =
             Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
         let connect = Duration::from_secs_f64(config.glance.connect_timeout_secs);
@@ -58,7 +72,7 @@ impl App {
                 (GlanceClient::http(&config.glance, url.clone())?, passthrough)
             }
             None => {
-                let router = embedded::router(embedded::Store::new());
+                let router = store.unwrap_or_else(|| embedded::router(embedded::Store::new()));
                 (GlanceClient::embedded(&config.glance, router.clone()), ImageApi::Embedded(router))
             }
         };

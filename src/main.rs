@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use image_gateway::app::App;
 use image_gateway::config::{self, Config, LogFormat};
+use image_gateway::server::ConfigSource;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -55,11 +56,11 @@ fn main() -> ExitCode {
             println!("{}: configuration and mapping files are valid", path.display());
             ExitCode::SUCCESS
         }
-        Command::Serve { .. } => serve(app),
+        Command::Serve { .. } => serve(app, ConfigSource { path, explicit }),
     }
 }
 
-fn serve(app: App) -> ExitCode {
+fn serve(app: App, source: ConfigSource) -> ExitCode {
     init_logging(&app.config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -86,7 +87,7 @@ fn serve(app: App) -> ExitCode {
             ),
         }
         tracing::info!(listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()), "image-gateway listening");
-        match image_gateway::server::serve(Arc::new(app), listener).await {
+        match image_gateway::server::serve(Arc::new(app), listener, source).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("server failed: {e}");

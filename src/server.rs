@@ -6,8 +6,9 @@
 //! the embedded store's native API.
 
 use std::future::IntoFuture;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,13 +17,14 @@ use axum::routing::{any, get};
 use axum::Router;
 use http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{App, ImageApi};
+use crate::config::Config;
 use crate::glance::UpstreamError;
 use crate::layers::metrics::{Metrics, MetricsLayer, RouteLabel};
 use crate::layers::request_id::{self, MakeOpenStackId};
@@ -180,10 +182,19 @@ async fn metrics_text(State(ops): State<Ops>) -> Response {
         .into_response()
 }
 
+/// Where the configuration came from, so that a reload reads it again the same way.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Named on the command line (a missing file is then an error).
+    pub explicit: bool,
+}
+
 /// Serves until SIGTERM or Ctrl-C, then drains: `/readyz` fails at once, requests are still
 /// served for `drain_delay_secs` (so Kubernetes or a load balancer stops routing here), then
-/// the listener closes and requests in flight get `grace_period_secs` to finish.
-pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
+/// the listener closes and requests in flight get `grace_period_secs` to finish. SIGHUP
+/// reloads the configuration and mapping files (see [`reload_on_sighup`]).
+pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Arc::new(Lifecycle::default());
     let drain = Duration::from_secs_f64(app.config.shutdown.drain_delay_secs);
@@ -203,7 +214,16 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> 
             let _ = closing_tx.send(());
         }
     };
-    let service = router(app, metrics, lifecycle).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let current = Arc::new(RwLock::new(router(app.clone(), metrics.clone(), lifecycle.clone())));
+    let reload = Reload { source, listen: app.config.listen, store: app.embedded_store(), current: current.clone() };
+    tokio::spawn(reload_on_sighup(reload, metrics, lifecycle));
+    // Each request runs on the router current when it arrived, even if a reload swaps it meanwhile.
+    let dispatch = tower::service_fn(move |req: axum::extract::Request| {
+        let router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        router.oneshot(req)
+    });
+    let service =
+        Router::new().fallback_service(dispatch).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(drained).into_future();
     let deadline = async {
         // Starts counting only once the listener is closing.
@@ -218,6 +238,46 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> 
         () = deadline => {
             tracing::warn!("grace period over: dropping requests still in flight");
             Ok(())
+        }
+    }
+}
+
+/// What a reload needs from the running gateway.
+struct Reload {
+    source: ConfigSource,
+    listen: std::net::SocketAddr,
+    /// The in-memory store, kept across reloads.
+    store: Option<Router>,
+    current: Arc<RwLock<Router>>,
+}
+
+/// On each SIGHUP: read the configuration and every mapping file again, build a new gateway,
+/// and swap it in; a set that does not load is logged with its reason, counted, and the
+/// running set keeps serving. (The listen address cannot change without a restart.)
+async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) {
+    let Reload { source, listen, store, current } = reload;
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reloading is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let loaded = Config::load(&source.path, source.explicit)
+            .map_err(|e| e.to_string())
+            .and_then(|config| App::load_keeping(config, store.clone()).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(app) => {
+                if app.config.listen != listen {
+                    tracing::warn!(listen = %app.config.listen, "a new listen address takes a restart; still on {listen}");
+                }
+                let next = router(Arc::new(app), metrics.clone(), lifecycle.clone());
+                *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+                metrics.record_reload(true);
+                tracing::info!(config = %source.path.display(), "configuration reloaded");
+            }
+            Err(reason) => {
+                metrics.record_reload(false);
+                tracing::error!(config = %source.path.display(), %reason, "reload rejected: still serving the previous configuration");
+            }
         }
     }
 }

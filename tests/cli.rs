@@ -259,3 +259,71 @@ fn sigterm_drains_then_exits() {
     assert!(exit.success(), "{exit:?}");
     assert!(served.log().contains("draining"), "{}", served.log());
 }
+
+/// SIGHUP reloads config and mappings; a broken set is rejected, counted, and the old one
+/// keeps serving.
+#[test]
+fn sighup_reloads_and_rejects_a_broken_mapping() {
+    let dir = scratch();
+    let mapping = dir.path().join("mappings/nova.toml");
+    let original = std::fs::read_to_string(&mapping).unwrap();
+    let served = Served::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
+    let hup =
+        || assert!(Command::new("kill").arg("-HUP").arg(served.child.id().to_string()).status().unwrap().success());
+    let get = |path: &str| {
+        let url = format!("{}{path}", served.base);
+        served.block_on(async move {
+            image_gateway::install_crypto_provider();
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            let created = client
+                .post(url.replace("/v2.1/images/detail", "/image/v2/images"))
+                .header("x-project-id", PROJECT)
+                .header("x-roles", "member,reader")
+                .json(&serde_json::json!({"name": "r"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 201);
+            let r = client
+                .get(&url)
+                .header("x-project-id", PROJECT)
+                .header("x-roles", "member,reader")
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        })
+    };
+    assert!(get("/v2.1/images/detail").contains("\"minRam\""));
+
+    // A broken mapping: rejected, and the old mapping keeps answering.
+    std::fs::write(&mapping, original.replacen("table = \"nova_status\"", "table = \"missing\"", 1)).unwrap();
+    hup();
+    let log = served.log_once(|log| log.contains("reload rejected"));
+    assert!(log.contains("reload rejected") && log.contains("no table named `missing`"), "{log}");
+    assert!(get("/v2.1/images/detail").contains("\"minRam\""));
+
+    // A good change: swapped in.
+    std::fs::write(&mapping, original.replacen("\nminRam = {", "\nramMinimum = {", 1)).unwrap();
+    hup();
+    served.log_once(|log| log.contains("configuration reloaded"));
+    let body = get("/v2.1/images/detail");
+    assert!(body.contains("\"ramMinimum\"") && !body.contains("\"minRam\""), "{body}");
+    // The in-memory store survived both reloads: three images, one per call of `get`.
+    assert_eq!(body.matches("\"ramMinimum\"").count(), 3, "{body}");
+    let text = served.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{}/metrics", served.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(text.contains(r#"image_gateway_config_reloads_total{result="failure"} 1"#), "{text}");
+    assert!(text.contains(r#"image_gateway_config_reloads_total{result="success"} 1"#), "{text}");
+}

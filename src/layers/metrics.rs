@@ -35,6 +35,7 @@ pub struct Metrics {
     upstream: HistogramVec,
     own: HistogramVec,
     in_flight: IntGauge,
+    reloads: IntCounterVec,
 }
 
 const BUCKETS: &[f64] =
@@ -66,7 +67,17 @@ impl Metrics {
         let in_flight =
             IntGauge::new("image_gateway_requests_in_flight", "Requests being served.").expect("valid gauge");
         registry.register(Box::new(in_flight.clone())).expect("unique metric");
-        Metrics { registry, requests, duration, upstream, own, in_flight }
+        let reloads = IntCounterVec::new(
+            Opts::new("image_gateway_config_reloads_total", "Configuration reloads (SIGHUP), by result."),
+            &["result"],
+        )
+        .expect("valid counter");
+        registry.register(Box::new(reloads.clone())).expect("unique metric");
+        Metrics { registry, requests, duration, upstream, own, in_flight, reloads }
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        self.reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
     }
 
     /// The registry in Prometheus text format.
