@@ -45,7 +45,7 @@ scripts/openstack/nova.sh start "$state/nova" "$nova_port" "http://127.0.0.1:$gl
 export IG_TEST_GLANCE_URL="http://127.0.0.1:$glance_port" IG_TEST_NOVA_URL="http://127.0.0.1:$nova_port"
 
 step "integration tests against the real Glance"
-cargo_test --test nova_reads --test nova_writes --test alliance --test proxy
+cargo_test --test nova_reads --test nova_writes --test alliance --test proxy --test hostile
 
 step "differential tests: the gateway and Nova in front of the same Glance"
 cargo_test --test nova_parity -- --ignored

@@ -21,6 +21,24 @@ pub enum BodyError {
     Malformed,
 }
 
+/// Longest header value accepted, as Nova's own server (`max_header_line`).
+pub const MAX_HEADER_VALUE: usize = 16 * 1024;
+/// Most header bytes accepted in all.
+pub const MAX_HEADER_TOTAL: usize = 64 * 1024;
+
+/// Refuses oversized headers, so that none is forwarded, logged or parsed: the name of the
+/// first header that is too long, or `*` when they are too long together.
+pub fn oversized_header(headers: &HeaderMap) -> Option<String> {
+    let mut total = 0;
+    for (name, value) in headers {
+        if value.len() > MAX_HEADER_VALUE {
+            return Some(name.to_string());
+        }
+        total += name.as_str().len() + value.len();
+    }
+    (total > MAX_HEADER_TOTAL).then(|| "*".to_owned())
+}
+
 /// The body's declared length, if it declares one.
 pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()

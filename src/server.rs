@@ -64,6 +64,7 @@ impl Lifecycle {
 pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -> Router {
     let nova_cfg = &app.config.nova;
     let policy = Arc::new(app.config.origin_policy());
+    let nova_mounts = Arc::new([nova_cfg.mount.clone(), nova_cfg.legacy_mount.clone()]);
     let mut routes = Router::new()
         .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
         .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true));
@@ -102,6 +103,7 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
     ]);
     routes.merge(root).merge(alliance).merge(ops).layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(nova_mounts, refuse_oversized_headers))
             .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
             .map_request(request_id::drop_malformed)
             .layer(SetRequestIdLayer::new(request_id::HEADER, MakeOpenStackId))
@@ -146,6 +148,27 @@ async fn glance_passthrough(
 
 fn nova_mount(app: &Arc<App>, path: &str, legacy: bool) -> Router {
     nova::mount(app.nova.clone(), path, legacy)
+}
+
+/// Refuses a request whose headers are too large before any layer reads, logs or forwards
+/// them: Nova's 400 fault under the Nova mounts (as Nova's own server), a 431 elsewhere.
+async fn refuse_oversized_headers(
+    State(nova_mounts): State<Arc<[String; 2]>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(name) = crate::body::oversized_header(request.headers()) else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    let message = format!("Request header field too large: {name}");
+    if nova_mounts.iter().any(|m| path == m || path.starts_with(&format!("{m}/"))) {
+        let body = serde_json::json!({"badRequest": {"code": 400, "message": message}});
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    let body = serde_json::json!({"error": {"code": 431, "title": status.canonical_reason(), "message": message}});
+    (status, axum::Json(body)).into_response()
 }
 
 /// A panic is a gateway bug; the client still gets a well-formed 500 (in Nova's shape, the

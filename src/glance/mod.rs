@@ -158,12 +158,17 @@ impl GlanceClient {
             let Some(Value::Array(batch)) = page.get_mut("images").map(Value::take) else {
                 return Err(UpstreamError::BadAnswer("list without an `images` array".into()));
             };
-            let last_id = match batch.last() {
-                Some(image) => Some(image_id(image)?.to_owned()),
-                None => None,
-            };
+            // Every entry must be an image, not just the one the next page starts after.
+            for image in &batch {
+                image_id(image)?;
+            }
+            let last_id = batch.last().map(|image| image_id(image).map(str::to_owned)).transpose()?;
             images.extend(batch);
             match last_id {
+                // A page that ends where the previous one did would be followed forever.
+                Some(id) if marker.as_deref() == Some(id.as_str()) => {
+                    return Err(UpstreamError::BadAnswer("list pages do not advance".into()))
+                }
                 Some(id) if more && limit.is_none_or(|l| images.len() < l) => marker = Some(id),
                 _ => return Ok(ImageList { images }),
             }

@@ -91,9 +91,10 @@ impl NovaError {
                 UpstreamError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                UpstreamError::Status { status, .. } if status.is_server_error() => StatusCode::BAD_GATEWAY,
                 // A Glance 4xx the route did not expect: Nova answers these 500 too.
-                UpstreamError::Status { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                UpstreamError::Status { status, .. } if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
+                // 5xx, or a 1xx/3xx that no Glance sends (glance.url pointing elsewhere).
+                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
             },
             NovaError::Render(_) => StatusCode::BAD_GATEWAY,
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
