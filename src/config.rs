@@ -157,6 +157,10 @@ pub struct GlanceConfig {
     pub timeout_secs: f64,
     /// Images asked for per Glance list call when a client list spans several pages.
     pub page_size: u32,
+    /// Consecutive failures (unreachable, timed out, 5xx) after which calls fail at once...
+    pub circuit_breaker_failures: u32,
+    /// ...for this long, before one trial call.
+    pub circuit_breaker_cooldown_secs: f64,
     /// Request headers passed on to Glance: the token and, for a Glance that trusts an auth
     /// layer in front, the identity headers (keystonemiddleware overwrites those anyway).
     pub forward_headers: Vec<String>,
@@ -214,6 +218,8 @@ impl Default for Config {
                 connect_timeout_secs: 5.0,
                 timeout_secs: 30.0,
                 page_size: 1000,
+                circuit_breaker_failures: 5,
+                circuit_breaker_cooldown_secs: 5.0,
                 forward_headers: [
                     "x-auth-token",
                     "x-identity-status",
@@ -266,6 +272,7 @@ impl Config {
             ("limits.request_timeout_secs", self.limits.request_timeout_secs),
             ("glance.connect_timeout_secs", self.glance.connect_timeout_secs),
             ("glance.timeout_secs", self.glance.timeout_secs),
+            ("glance.circuit_breaker_cooldown_secs", self.glance.circuit_breaker_cooldown_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
                 return invalid(key, format!("{secs} is not a number of seconds between 0 and 86400"));
@@ -296,6 +303,9 @@ impl Config {
                     return invalid(key, format!("`{url}` is not an http(s) base URL without a query"));
                 }
             }
+        }
+        if self.glance.circuit_breaker_failures == 0 {
+            return invalid("glance.circuit_breaker_failures", "must be at least 1".into());
         }
         if !(1..=10_000).contains(&self.glance.page_size) {
             return invalid("glance.page_size", format!("{} is not between 1 and 10000", self.glance.page_size));

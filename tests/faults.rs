@@ -258,9 +258,12 @@ fn uuid() -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// A gateway in front of `glance_url`, with the Alliance namespace `ccsr1` on the same Glance.
+/// Its circuit breaker is out of the way (each test makes many failing calls on purpose),
+/// except where a test sets it.
 fn gateway(glance_url: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
     Harness::get().gateway(|c| {
         c.glance.url = Some(glance_url.parse().unwrap());
+        c.glance.circuit_breaker_failures = 1_000_000;
         c.alliance
             .namespaces
             .insert(NS.into(), NamespaceConfig { glance_url: None, identity: IdentityMode::TrustedHeaders });
@@ -817,4 +820,52 @@ async fn a_write_is_never_repeated() {
     }
     failures.assert_none();
     still_serving(&gw).await;
+}
+
+/// After consecutive failures the breaker answers at once, without calling Glance, until a
+/// trial call after the cooldown finds Glance answering again.
+#[tokio::test]
+async fn the_circuit_breaker_opens_and_closes_again() {
+    let healthy_answer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (ok, seen) = (healthy_answer.clone(), calls.clone());
+    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (ok, seen) = (ok.clone(), seen.clone());
+        async move {
+            use axum::response::IntoResponse;
+            if request.uri().path() == "/v2/schemas/image" {
+                return axum::Json(json!({"properties": {"id": {}, "name": {}, "status": {}}})).into_response();
+            }
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if ok.load(std::sync::atomic::Ordering::SeqCst) {
+                axum::Json(json!({"images": []})).into_response()
+            } else {
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    });
+    let upstream = Harness::get().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}")
+    });
+    let gw = gateway(&upstream, |c| {
+        c.glance.circuit_breaker_failures = 3;
+        // Long enough to outlast the calls below on a loaded machine.
+        c.glance.circuit_breaker_cooldown_secs = 3.0;
+    });
+    for _ in 0..3 {
+        assert_eq!(nova(&gw, "GET", "/v2.1/images", None).await.status, 502);
+    }
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let a = nova(&gw, "GET", "/v2.1/images", None).await;
+        assert_eq!(a.status, 503, "{}", a.text);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before, "an open circuit sends nothing to Glance");
+    healthy_answer.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(nova(&gw, "GET", "/v2.1/images", None).await.status, 200, "the trial call closes it");
+    assert_eq!(nova(&gw, "GET", "/v2.1/images", None).await.status, 200);
 }

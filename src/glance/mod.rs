@@ -5,6 +5,7 @@
 //! request building, error decoding and pagination below are shared, and the gateway's tests
 //! exercise the same code whichever upstream they run against.
 
+mod breaker;
 pub mod embedded;
 
 use std::collections::HashSet;
@@ -22,6 +23,7 @@ use tower::ServiceExt;
 use url::Url;
 
 use crate::config::GlanceConfig;
+use breaker::Breaker;
 
 /// Largest Glance answer the gateway will parse: a 1000-image page is about 1.5 MiB.
 const MAX_JSON_ANSWER: usize = 64 << 20;
@@ -87,6 +89,7 @@ pub struct GlanceClient {
     page_size: u32,
     timeout: Duration,
     base_properties: Arc<OnceCell<Arc<HashSet<String>>>>,
+    breaker: Arc<Breaker>,
 }
 
 impl GlanceClient {
@@ -117,6 +120,10 @@ impl GlanceClient {
             page_size: config.page_size,
             timeout: Duration::from_secs_f64(config.timeout_secs),
             base_properties: Arc::default(),
+            breaker: Arc::new(Breaker::new(
+                config.circuit_breaker_failures,
+                Duration::from_secs_f64(config.circuit_breaker_cooldown_secs),
+            )),
         }
     }
 
@@ -257,12 +264,22 @@ impl GlanceClient {
     }
 
     async fn send(&self, call: &Call, out: &Outgoing) -> Result<(StatusCode, Bytes), UpstreamError> {
+        if let Err(left) = self.breaker.admit() {
+            return Err(UpstreamError::Unreachable(format!(
+                "Glance has been failing: not trying again for {:.1} s",
+                left.as_secs_f64()
+            )));
+        }
         let started = Instant::now();
         let result = match &self.transport {
             Transport::Http { client, base } => self.send_http(client, base, call, out).await,
             Transport::Embedded(router) => send_embedded(router, call, out).await,
         };
         call.upstream_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.breaker.record(match &result {
+            Ok((status, _)) => status.is_server_error(),
+            Err(_) => true,
+        });
         result
     }
 
