@@ -140,6 +140,7 @@ impl<S, B, RB> Service<Request<B>> for MetricsService<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Future: Send + 'static,
+    RB: http_body::Body,
 {
     type Response = Response<RB>;
     type Error = S::Error;
@@ -152,6 +153,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let method = req.method().clone();
+        let bytes_in = content_length(req.headers());
         let request_id =
             req.headers().get(crate::layers::request_id::HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let metrics = self.metrics.clone();
@@ -164,6 +166,8 @@ where
                 let total = started.elapsed();
                 let upstream = response.extensions().get::<UpstreamTime>().map(|u| u.0);
                 let status = response.status().as_u16();
+                // Known for every answer the gateway builds; absent for a streamed passthrough.
+                let bytes_out = response.body().size_hint().exact().or_else(|| content_length(response.headers()));
                 metrics.observe(&label, status, total, upstream);
                 tracing::info!(
                     target: "access_log",
@@ -173,12 +177,18 @@ where
                     status,
                     duration_ms = total.as_secs_f64() * 1e3,
                     upstream_ms = upstream.unwrap_or_default().as_secs_f64() * 1e3,
+                    bytes_in,
+                    bytes_out,
                     request_id = request_id.as_deref().unwrap_or(""),
                 );
             }
             Ok(response)
         })
     }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Counts a request in flight until dropped, also when the client goes away mid-request.
@@ -207,7 +217,7 @@ mod tests {
     async fn labelled_responses_are_counted_by_route_and_status() {
         let metrics = Arc::new(Metrics::new());
         let svc = MetricsLayer::new(metrics.clone()).layer(service_fn(|req: Request<()>| async move {
-            let mut res = Response::new(());
+            let mut res = Response::new(String::from("{}"));
             if req.uri().path() == "/labelled" {
                 res.extensions_mut().insert(RouteLabel { dialect: "nova", route: "nova.images.show".into() });
                 res.extensions_mut().insert(UpstreamTime(Duration::from_millis(3)));
