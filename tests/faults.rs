@@ -13,7 +13,7 @@ mod common;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{client, send, Answer, Gateway, Harness};
+use common::{client, send, Answer, Failures, Gateway, Harness};
 use image_gateway::config::{Config, IdentityMode, NamespaceConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -345,22 +345,6 @@ fn alliance_error(a: &Answer, statuses: &[u16]) -> Result<(), String> {
         return Err(format!("{}: not an Alliance error: {}", a.status, a.text));
     }
     Ok(())
-}
-
-/// Collects every failing case of a table, so one run reports them all.
-#[derive(Default)]
-struct Failures(Vec<String>);
-
-impl Failures {
-    fn check(&mut self, case: impl std::fmt::Display, result: Result<(), String>) {
-        if let Err(e) = result {
-            self.0.push(format!("{case}: {e}"));
-        }
-    }
-
-    fn assert_none(self) {
-        assert!(self.0.is_empty(), "{} failing case(s):\n{}", self.0.len(), self.0.join("\n"));
-    }
 }
 
 /// The faulty gateway still answers, its good image included, and so does a healthy one.

@@ -12,7 +12,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{client, send, Answer, Gateway, GlanceFixtures, Harness};
+use common::{client, send, Answer, Failures, Gateway, GlanceFixtures, Harness};
 use image_gateway::config::{IdentityMode, NamespaceConfig};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -202,22 +202,6 @@ fn cut(text: &str) -> String {
     match text.char_indices().nth(300) {
         Some((i, _)) => format!("{}... ({} bytes)", &text[..i], text.len()),
         None => text.to_owned(),
-    }
-}
-
-/// Collects every failing case of a table, so one run reports them all.
-#[derive(Default)]
-struct Failures(Vec<String>);
-
-impl Failures {
-    fn check(&mut self, case: impl std::fmt::Display, result: Result<(), String>) {
-        if let Err(e) = result {
-            self.0.push(format!("{case}: {e}"));
-        }
-    }
-
-    fn assert_none(self) {
-        assert!(self.0.is_empty(), "{} failing case(s):\n{}", self.0.len(), self.0.join("\n"));
     }
 }
 

@@ -16,35 +16,6 @@ const SERVER1: &str = "6a0c3b1e-4e8f-4a53-9c55-d1b7f0f1a001";
 const SERVER2: &str = "6a0c3b1e-4e8f-4a53-9c55-d1b7f0f1a002";
 const BULK: usize = 20;
 
-/// Glance's base properties (reference §3.1); everything else is metadata.
-const BASE: &[&str] = &[
-    "id",
-    "name",
-    "status",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "owner",
-    "size",
-    "virtual_size",
-    "container_format",
-    "disk_format",
-    "created_at",
-    "updated_at",
-    "tags",
-    "direct_url",
-    "min_ram",
-    "min_disk",
-    "self",
-    "file",
-    "stores",
-    "schema",
-    "locations",
-];
-
 struct World {
     h: &'static Harness,
     gw: Gateway,
@@ -87,7 +58,7 @@ impl World {
         };
         let mut metadata = Map::new();
         for (k, v) in image.as_object().unwrap() {
-            if !BASE.contains(&k.as_str()) {
+            if !common::GLANCE_BASE_PROPERTIES.contains(&k.as_str()) {
                 let v = match (k.as_str(), v.as_str()) {
                     ("block_device_mapping" | "mappings", Some(s)) => serde_json::from_str(s).unwrap_or(v.clone()),
                     _ => v.clone(),

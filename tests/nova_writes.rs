@@ -58,38 +58,11 @@ impl World {
     /// Glance's image, and its custom properties alone.
     async fn glance_properties(&self, id: &str) -> (Value, Value) {
         let image = self.glance().get(id).await;
-        let base = [
-            "id",
-            "name",
-            "status",
-            "visibility",
-            "protected",
-            "os_hidden",
-            "checksum",
-            "os_hash_algo",
-            "os_hash_value",
-            "owner",
-            "size",
-            "virtual_size",
-            "container_format",
-            "disk_format",
-            "created_at",
-            "updated_at",
-            "tags",
-            "direct_url",
-            "min_ram",
-            "min_disk",
-            "self",
-            "file",
-            "stores",
-            "schema",
-            "locations",
-        ];
         let props = image
             .as_object()
             .unwrap()
             .iter()
-            .filter(|(k, _)| !base.contains(&k.as_str()))
+            .filter(|(k, _)| !common::GLANCE_BASE_PROPERTIES.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         (image, Value::Object(props))

@@ -208,3 +208,48 @@ impl GlanceFixtures<'_> {
         self.get(&id).await
     }
 }
+
+/// Collects every failing case of a table, so one run reports them all.
+#[derive(Default)]
+pub struct Failures(Vec<String>);
+
+impl Failures {
+    pub fn check(&mut self, case: impl std::fmt::Display, result: Result<(), String>) {
+        if let Err(e) = result {
+            self.0.push(format!("{case}: {e}"));
+        }
+    }
+
+    pub fn assert_none(self) {
+        assert!(self.0.is_empty(), "{} failing case(s):\n{}", self.0.len(), self.0.join("\n"));
+    }
+}
+
+/// Glance's base (core) image properties (reference §3.1); every other key is a custom one.
+pub const GLANCE_BASE_PROPERTIES: &[&str] = &[
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "owner",
+    "size",
+    "virtual_size",
+    "container_format",
+    "disk_format",
+    "created_at",
+    "updated_at",
+    "tags",
+    "direct_url",
+    "min_ram",
+    "min_disk",
+    "self",
+    "file",
+    "stores",
+    "schema",
+    "locations",
+];
