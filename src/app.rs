@@ -90,14 +90,21 @@ impl App {
             body_limit: config.limits.body_limit_bytes,
             metadata_items: usize::try_from(config.nova.metadata_items).ok(),
         };
+        let keystone = Keystone::new(&config.keystone, idle)?.map(Arc::new);
         let passthrough = config.nova.upstream_url.clone().map(|url| Upstream::new(url, connect, idle)).transpose()?;
-        let nova = Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings, passthrough });
-        let alliance = Arc::new(load_alliance(&config, &glance)?);
+        let token_validator = keystone.clone().filter(|_| config.keystone.validate_nova_tokens);
+        let nova =
+            Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings, passthrough, token_validator });
+        let alliance = Arc::new(load_alliance(&config, &glance, &keystone)?);
         Ok(App { config, glance, image_api, nova, alliance })
     }
 }
 
-fn load_alliance(config: &Config, default_glance: &GlanceClient) -> Result<AllianceApi, LoadError> {
+fn load_alliance(
+    config: &Config,
+    default_glance: &GlanceClient,
+    keystone: &Option<Arc<Keystone>>,
+) -> Result<AllianceApi, LoadError> {
     let mapping = load_mapping(
         config.mappings_dir.as_deref(),
         "alliance.toml",
@@ -120,7 +127,7 @@ fn load_alliance(config: &Config, default_glance: &GlanceClient) -> Result<Allia
         mount: config.alliance.mount.clone(),
         body_limit: config.limits.body_limit_bytes,
         request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
-        keystone: Keystone::new(&config.keystone, Duration::from_secs_f64(config.glance.timeout_secs))?.map(Arc::new),
+        keystone: keystone.clone(),
     })
 }
 

@@ -93,6 +93,10 @@ pub struct KeystoneConfig {
     pub url: Option<Url>,
     /// Renew a cached token this many seconds before it expires.
     pub renew_before_secs: Option<f64>,
+    /// Validate the tokens of Nova clients with Keystone: a missing or invalid token is a 401
+    /// before Glance is asked, and the token's project is what the URL's project id must match.
+    #[serde(default)]
+    pub validate_nova_tokens: bool,
     /// Credentials by environment (Keystone project id). Secrets are best given as
     /// environment variables: IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__<PROJECT_ID>__PASSWORD.
     pub environments: BTreeMap<String, Credentials>,
@@ -344,8 +348,12 @@ impl Config {
                 );
             }
         }
-        if !self.keystone.environments.is_empty() && self.keystone.url.is_none() {
-            return invalid("keystone.url", "is needed for keystone.environments".into());
+        if (!self.keystone.environments.is_empty() || self.keystone.validate_nova_tokens) && self.keystone.url.is_none()
+        {
+            return invalid(
+                "keystone.url",
+                "is needed for keystone.environments and keystone.validate_nova_tokens".into(),
+            );
         }
         for (env, c) in &self.keystone.environments {
             let password = c.username.is_some() && c.password.is_some();

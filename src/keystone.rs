@@ -42,7 +42,14 @@ pub struct Keystone {
     renew_before: Duration,
     /// One slot per environment; the async lock serialises fetches for it.
     cache: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+    /// Client tokens found valid, with their project, until re-checked.
+    validated: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
+
+/// How long a client token found valid is trusted before Keystone is asked again.
+const VALIDATION_TTL: Duration = Duration::from_secs(60);
+/// Most validations remembered; past that the memory is cleared.
+const VALIDATION_CACHE: usize = 10_000;
 
 impl std::fmt::Debug for Keystone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +71,7 @@ impl Keystone {
             credentials: config.environments.clone().into_iter().collect(),
             renew_before: config.renew_before_secs.map_or(DEFAULT_RENEW_BEFORE, Duration::from_secs_f64),
             cache: Mutex::default(),
+            validated: Mutex::default(),
         }))
     }
 
@@ -80,6 +88,42 @@ impl Keystone {
         let token = got.token.clone();
         *cached = Some(got);
         Ok(Some(token))
+    }
+
+    /// The project of a client's token, or `None` if Keystone says it is not valid. A token is
+    /// validated with itself (a user may always look at its own token), then trusted for a
+    /// minute.
+    pub async fn validate(&self, token: &str) -> Result<Option<String>, KeystoneError> {
+        {
+            let validated = self.validated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((project, until)) = validated.get(token) {
+                if *until > std::time::Instant::now() {
+                    return Ok(Some(project.clone()));
+                }
+            }
+        }
+        let response = self
+            .client
+            .get(self.tokens_url.clone())
+            .header("x-auth-token", token)
+            .header("x-subject-token", token)
+            .send()
+            .await
+            .map_err(|e| KeystoneError::Unreachable(e.without_url().to_string()))?;
+        match response.status().as_u16() {
+            200 => {}
+            401 | 403 | 404 => return Ok(None),
+            other => return Err(KeystoneError::BadAnswer(format!("token validation answered {other}"))),
+        }
+        let bytes = response.bytes().await.map_err(|e| KeystoneError::BadAnswer(e.without_url().to_string()))?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| KeystoneError::BadAnswer(e.to_string()))?;
+        let project = body["token"]["project"]["id"].as_str().unwrap_or_default().to_owned();
+        let mut validated = self.validated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if validated.len() >= VALIDATION_CACHE {
+            validated.clear();
+        }
+        validated.insert(token.to_owned(), (project.clone(), std::time::Instant::now() + VALIDATION_TTL));
+        Ok(Some(project))
     }
 
     /// Forgets `token` for `environment` (Glance refused it), so the next call fetches anew.

@@ -129,3 +129,40 @@ async fn client_tokens_pass_through_and_unknown_environments_are_refused() {
     assert_eq!(stranger.status, 401, "{}", stranger.text);
     assert!(stranger.json()["error"]["message"].as_str().unwrap().contains("No credentials"));
 }
+
+#[tokio::test]
+#[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
+async fn nova_tokens_are_validated_when_asked() {
+    let path = std::env::var("IG_TEST_KEYSTONE_CREDENTIALS").expect("IG_TEST_KEYSTONE_CREDENTIALS");
+    let glance = std::env::var("IG_TEST_KEYSTONE_GLANCE_URL").expect("IG_TEST_KEYSTONE_GLANCE_URL");
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let keystone = creds["keystone_url"].as_str().unwrap().to_owned();
+    let gw = Harness::get().gateway(|c| {
+        c.glance.url = Some(glance.parse().unwrap());
+        c.keystone.url = Some(keystone.parse().unwrap());
+        c.keystone.validate_nova_tokens = true;
+    });
+    let project = creds["user_a"]["project_id"].as_str().unwrap().to_owned();
+    let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": creds["user_a"]["username"], "domain": {"name": "Default"}, "password": creds["user_a"]["password"]}}},
+        "scope": {"project": {"id": project}}}});
+    let issued =
+        client().post(format!("{}/auth/tokens", keystone.trim_end_matches('/'))).json(&auth).send().await.unwrap();
+    let token = issued.headers()["x-subject-token"].to_str().unwrap().to_owned();
+    let get = |path: String, token: Option<&str>| {
+        let mut req = client().get(format!("{}{path}", gw.base));
+        if let Some(t) = token {
+            req = req.header("x-auth-token", t);
+        }
+        send(req)
+    };
+    assert_eq!(get("/v2.1/images".into(), Some(&token)).await.status, 200);
+    assert_eq!(get(format!("/v2.1/{project}/images"), Some(&token)).await.status, 200);
+    let a = get("/v2.1/images".into(), None).await;
+    assert_eq!((a.status, a.json()["unauthorized"]["code"].clone()), (401, json!(401)));
+    assert_eq!(get("/v2.1/images".into(), Some("forged")).await.status, 401);
+    // The URL names another project than the token's: Nova's 400.
+    let a = get("/v2.1/0123456789abcdef0123456789abcdef/images".into(), Some(&token)).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.json()["badRequest"]["message"].as_str().unwrap().contains("doesn't match Context's project_id"));
+}

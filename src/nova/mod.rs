@@ -23,7 +23,9 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use crate::body::BodyError;
+use crate::glance::UpstreamError;
 use crate::glance::{Call, GlanceClient};
+use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, ApiVersion, LinkBases, Lookup, Mapping, Route};
@@ -84,6 +86,8 @@ pub struct NovaApi {
     pub settings: Settings,
     /// The real Nova, for everything under the mounts that is not an image call.
     pub passthrough: Option<Upstream>,
+    /// Keystone, when client tokens are to be validated before anything else.
+    pub token_validator: Option<Arc<Keystone>>,
 }
 
 /// One Nova call being served.
@@ -258,7 +262,8 @@ async fn serve(
         if api.settings.enforce_removal && call.route.max_version.is_some_and(|max| version > max) {
             return Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()));
         }
-        if let Some(e) = project_mismatch(project, headers) {
+        let identity = identity_project(api, headers).await?;
+        if let Some(e) = project_mismatch(project, identity.as_deref()) {
             return Err(e);
         }
         run(api, &call).await
@@ -317,11 +322,25 @@ fn split_project(segments: &[String]) -> (Option<&str>, &[String]) {
     }
 }
 
+/// Who the caller is: the project of its token as Keystone validates it (when configured;
+/// a missing or invalid token is then a 401), else the `X-Project-Id` an auth layer in front set.
+async fn identity_project(api: &NovaApi, headers: &HeaderMap) -> Result<Option<String>, NovaError> {
+    let Some(keystone) = &api.token_validator else {
+        let header = ["x-project-id", "x-tenant-id"].iter().find_map(|h| headers.get(*h)?.to_str().ok());
+        return Ok(header.map(str::to_owned));
+    };
+    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).ok_or(NovaError::Unauthorized)?;
+    match keystone.validate(token).await {
+        Ok(Some(project)) => Ok(Some(project).filter(|p| !p.is_empty())),
+        Ok(None) => Err(NovaError::Unauthorized),
+        Err(e) => Err(NovaError::Upstream(UpstreamError::Unreachable(e.to_string()))),
+    }
+}
+
 /// Nova refuses a URL naming another project than the caller's identity (as set by an auth
 /// layer in front, `X-Project-Id`).
-fn project_mismatch(url_project: Option<&str>, headers: &HeaderMap) -> Option<NovaError> {
-    let url_project = url_project?;
-    let identity = ["x-project-id", "x-tenant-id"].iter().find_map(|h| headers.get(*h)?.to_str().ok())?;
+fn project_mismatch(url_project: Option<&str>, identity: Option<&str>) -> Option<NovaError> {
+    let (url_project, identity) = (url_project?, identity?);
     (url_project != identity).then(|| {
         NovaError::BadRequest(format!(
             "Malformed request URL: URL's project_id '{url_project}' doesn't match Context's project_id '{identity}'"
