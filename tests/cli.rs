@@ -58,6 +58,8 @@ fn check_names_file_key_and_problem() {
         ),
         ("config/gateway.toml", "[glance]", "[glance]\nurl = \"not a url\"", "glance.url"),
         ("config/gateway.toml", "[nova]", "[nova]\nmystery = 1", "mystery"),
+        ("mappings/alliance.toml", "type = \"integer\", min = 0 }", "type = \"int\", min = 0 }", "unknown variant `int`"),
+        ("mappings/alliance.toml", "request = \"image\"", "request = \"imagen\"", "no request schema named `imagen`"),
     ];
     for (file, from, to, needle) in cases {
         let dir = scratch();
@@ -68,7 +70,7 @@ fn check_names_file_key_and_problem() {
         let (ok, out) = check(&dir.path().join("config/gateway.toml"), dir.path());
         assert!(!ok, "{file}: `{to}` was accepted");
         assert!(out.contains(needle), "{file}: `{needle}` not in: {out}");
-        let shown = if file.starts_with("mappings") { "mappings/nova.toml" } else { "gateway.toml" };
+        let shown = if file.starts_with("mappings") { file } else { "gateway.toml" };
         assert!(out.contains(shown), "{file}: file not named in: {out}");
     }
 }
