@@ -171,10 +171,8 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
             let limit = api.settings.request_timeout;
             let outcome = tokio::time::timeout(limit, serve(api, call, version, project, &parts.headers, body)).await;
             let (mut response, upstream) =
-                outcome.unwrap_or_else(|_| (NovaError::Timeout(limit).into_response(), None));
-            if let Some(upstream) = upstream {
-                response.extensions_mut().insert(UpstreamTime(upstream));
-            }
+                outcome.unwrap_or_else(|_| (NovaError::Timeout(limit).into_response(), Duration::ZERO));
+            response.extensions_mut().insert(UpstreamTime(upstream));
             if !mount.legacy {
                 set_version_headers(response.headers_mut(), version);
             }
@@ -247,7 +245,7 @@ async fn serve(
     project: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-) -> (Response, Option<Duration>) {
+) -> (Response, Duration) {
     let outcome = async {
         // Like Nova's size limiter, refuse an oversized declared body whatever the method.
         let limit = api.settings.body_limit;
@@ -276,7 +274,7 @@ async fn serve(
             .into_response(),
         Err(e) => e.into_response(),
     };
-    (response, Some(call.glance.upstream_time()))
+    (response, call.glance.upstream_time())
 }
 
 /// How Nova answers a body it cannot read or decode.
