@@ -58,7 +58,12 @@ fn check_names_file_key_and_problem() {
         ),
         ("config/gateway.toml", "[glance]", "[glance]\nurl = \"not a url\"", "glance.url"),
         ("config/gateway.toml", "[nova]", "[nova]\nmystery = 1", "mystery"),
-        ("mappings/alliance.toml", "type = \"integer\", min = 0 }", "type = \"int\", min = 0 }", "unknown variant `int`"),
+        (
+            "mappings/alliance.toml",
+            "type = \"integer\", min = 0 }",
+            "type = \"int\", min = 0 }",
+            "unknown variant `int`",
+        ),
         ("mappings/alliance.toml", "request = \"image\"", "request = \"imagen\"", "no request schema named `imagen`"),
     ];
     for (file, from, to, needle) in cases {

@@ -997,8 +997,12 @@ fn delete(store: &Store, rq: &Req, id: &str) -> Result<Response> {
     if image.protected {
         return Err(err(403, format!("Image {id} is protected and cannot be deleted.")));
     }
+    // The record stays so that its id stays taken, as in Glance's database; what it held goes.
     image.status = "deleted";
     image.data = None;
+    image.props = Map::new();
+    image.tags = Vec::new();
+    image.name = None;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

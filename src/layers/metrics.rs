@@ -157,7 +157,9 @@ where
         let request_id =
             req.headers().get(crate::layers::request_id::HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let metrics = self.metrics.clone();
-        let guard = InFlight::new(&metrics.in_flight);
+        // Probes and scrapes are not traffic: a scrape must not count itself in flight.
+        let probe = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
+        let guard = (!probe).then(|| InFlight::new(&metrics.in_flight));
         let future = self.inner.call(req);
         Box::pin(async move {
             let response = future.await?;
