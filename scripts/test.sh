@@ -75,8 +75,12 @@ target/openstack-venv/bin/python tests/sdk/compute_images.py "http://127.0.0.1:$
 stop_all
 trap - EXIT
 
+step "operations: SIGTERM drain of one of three gateways behind nginx under load, then a soak"
+OPS_GATEWAY_BIN="$repo/target/debug/image-gateway" tests/ops/drain.sh 2>&1 | tee -a "$log"
+SOAK_SECS="${SOAK_SECS:-30}" OPS_GATEWAY_BIN="$repo/target/debug/image-gateway" tests/ops/soak.sh 2>&1 | tee -a "$log"
+
 step "deployment artefacts: Kubernetes schemas, consistency with the Dockerfile and config, nginx -t"
 scripts/check-deploy.sh 2>&1 | tee -a "$log"
 
-awk '/^test result:/ { p += $4; f += $6 } /^(sdk|deploy): / { p += $2; f += $4 }
+awk '/^test result:/ { p += $4; f += $6 } /^(sdk|deploy|drain|soak): / { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
