@@ -6,6 +6,7 @@
 //! descendants) is evaluated by jsonpath-rust. The crate stays behind this one type so it can be
 //! swapped without touching the rest of the engine.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
@@ -57,6 +58,13 @@ impl PathExpr {
     /// Evaluates the expression. A singular path yields the value it names (or `None`); any
     /// other path yields an array of every match, so a field's shape never depends on the data.
     pub fn eval(&self, root: &Value) -> Option<Value> {
+        self.eval_ref(root).map(Cow::into_owned)
+    }
+
+    /// As [`PathExpr::eval`], borrowing what a singular path names instead of cloning it: a
+    /// view that only reads a value (a table key, a transform's input, `$` for the whole image)
+    /// then copies nothing it does not output.
+    pub fn eval_ref<'v>(&self, root: &'v Value) -> Option<Cow<'v, Value>> {
         match &self.kind {
             Kind::Singular(steps) => steps
                 .iter()
@@ -72,10 +80,10 @@ impl PathExpr {
                         items.get(idx)
                     }
                 })
-                .cloned(),
+                .map(Cow::Borrowed),
             Kind::Query(query) => {
                 let found = js_path_process(query, root).ok()?;
-                Some(Value::Array(found.into_iter().map(|r| r.val.clone()).collect()))
+                Some(Cow::Owned(Value::Array(found.into_iter().map(|r| r.val.clone()).collect())))
             }
         }
     }

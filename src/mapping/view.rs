@@ -44,15 +44,9 @@ pub struct Table {
 }
 
 impl Table {
-    fn apply(&self, value: Value) -> Value {
-        let key = match &value {
-            Value::String(s) => s.as_str(),
-            _ => return self.default.clone().unwrap_or(value),
-        };
-        match self.values.get(key) {
-            Some(mapped) => mapped.clone(),
-            None => self.default.clone().unwrap_or(value),
-        }
+    fn apply(&self, value: &Value) -> Value {
+        let mapped = value.as_str().and_then(|key| self.values.get(key));
+        mapped.or(self.default.as_ref()).unwrap_or(value).clone()
     }
 }
 
@@ -91,18 +85,18 @@ impl Transform {
         Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
     }
 
-    fn apply(self, value: Value, ctx: &ViewContext<'_>) -> Result<Value, String> {
+    fn apply(self, value: &Value, ctx: &ViewContext<'_>) -> Result<Value, String> {
         match self {
-            Transform::NovaDate => nova_date(expect_str(&value, "a date")?).map(Value::String),
+            Transform::NovaDate => nova_date(expect_str(value, "a date")?).map(Value::String),
             Transform::AutoManual => {
                 let truthy = matches!(
-                    expect_str(&value, "a string")?.to_ascii_lowercase().as_str(),
+                    expect_str(value, "a string")?.to_ascii_lowercase().as_str(),
                     "1" | "t" | "true" | "on" | "y" | "yes"
                 );
                 Ok(Value::from(if truthy { "AUTO" } else { "MANUAL" }))
             }
             Transform::NovaLinks => {
-                let id = expect_str(&value, "an image id")?;
+                let id = expect_str(value, "an image id")?;
                 let mut links = self_and_bookmark(ctx.links, "images", id);
                 links.push(serde_json::json!({
                     "rel": "alternate",
@@ -112,7 +106,7 @@ impl Transform {
                 Ok(Value::Array(links))
             }
             Transform::NovaServer => {
-                let id = expect_str(&value, "a server id")?;
+                let id = expect_str(value, "a server id")?;
                 Ok(serde_json::json!({"id": id, "links": self_and_bookmark(ctx.links, "servers", id)}))
             }
             Transform::CustomProperties | Transform::NovaMetadata => {
@@ -135,7 +129,7 @@ impl Transform {
                     .collect();
                 Ok(Value::Object(props))
             }
-            Transform::Lowercase => Ok(Value::from(expect_str(&value, "a string")?.to_lowercase())),
+            Transform::Lowercase => Ok(Value::from(expect_str(value, "a string")?.to_lowercase())),
         }
     }
 }
@@ -196,19 +190,18 @@ impl View {
     pub fn render(&self, image: &Value, ctx: &ViewContext<'_>) -> Result<Value, RenderError> {
         let mut out = Map::with_capacity(self.fields.len());
         for field in &self.fields {
-            let value = match field.path.eval(image).filter(|v| !v.is_null()) {
-                Some(v) => {
-                    let v = match &field.table {
-                        Some(table) => table.apply(v),
-                        None => v,
-                    };
-                    match field.transform {
-                        Some(t) => {
-                            t.apply(v, ctx).map_err(|problem| RenderError { field: field.name.clone(), problem })?
-                        }
-                        None => v,
+            // Values are borrowed from the image and copied once, into the output: a field
+            // that reads the whole image (`$`) must not clone it to pick a few keys out.
+            let value = match field.path.eval_ref(image).filter(|v| !v.is_null()) {
+                Some(v) => match (&field.table, field.transform) {
+                    (None, None) => v.into_owned(),
+                    (Some(table), None) => table.apply(&v),
+                    (table, Some(t)) => {
+                        let mapped = table.as_ref().map(|table| table.apply(&v));
+                        t.apply(mapped.as_ref().unwrap_or(&v), ctx)
+                            .map_err(|problem| RenderError { field: field.name.clone(), problem })?
                     }
-                }
+                },
                 None if field.default.is_some() => field.default.clone().unwrap_or_default(),
                 None if field.omit_when_missing => continue,
                 None => Value::Null,
@@ -249,7 +242,7 @@ mod tests {
     fn apply(t: Transform, v: Value) -> Result<Value, String> {
         let base: HashSet<String> = ["id", "name"].iter().map(|s| s.to_string()).collect();
         let links = bases();
-        t.apply(v, &ViewContext { links: &links, base_properties: &base })
+        t.apply(&v, &ViewContext { links: &links, base_properties: &base })
     }
 
     #[test]
@@ -332,9 +325,10 @@ mod tests {
             values: [("active".to_string(), json!("ACTIVE"))].into_iter().collect(),
             default: Some(json!("UNKNOWN")),
         };
-        assert_eq!(table.apply(json!("active")), json!("ACTIVE"));
-        assert_eq!(table.apply(json!("importing")), json!("UNKNOWN"));
+        assert_eq!(table.apply(&json!("active")), json!("ACTIVE"));
+        assert_eq!(table.apply(&json!("importing")), json!("UNKNOWN"));
+        assert_eq!(table.apply(&json!(7)), json!("UNKNOWN"));
         let open = Table { default: None, ..table };
-        assert_eq!(open.apply(json!("importing")), json!("importing"));
+        assert_eq!(open.apply(&json!("importing")), json!("importing"));
     }
 }
