@@ -260,12 +260,12 @@ async fn copy_from_imports_the_bytes() {
     assert!(matches!(created["status"].as_str(), Some("queued" | "importing" | "active")), "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     let mut shown = Value::Null;
-    for _ in 0..300 {
+    for _ in 0..120 {
         shown = w.call(&e, "GET", &format!("/images/{id}"), None).await.json();
         if shown["status"] == "active" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(shown["status"], "active", "{shown}");
     assert_eq!(shown["size"], 1024 * 1024);
