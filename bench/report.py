@@ -43,7 +43,8 @@ def oha(path):
     codes = d.get("statusCodeDistribution", {})
     ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
     bad = sum(v for k, v in codes.items() if not str(k).startswith("2"))
-    errs = sum(d.get("errorDistribution", {}).values())
+    # oha cancels the requests still in flight when -z runs out: not errors of the server.
+    errs = sum(v for k, v in d.get("errorDistribution", {}).items() if "aborted due to deadline" not in k)
     return {
         "requests": ok + bad,
         "rps": s.get("requestsPerSec", 0.0),
@@ -115,19 +116,27 @@ def table(results, meta_path):
     w(f"Proxy under test pinned to CPU {meta.get('proxy_cpu')}; load generator and static upstream on CPU "
       f"{meta.get('load_cpu')}. Closed loop: `wrk -t1 -c{meta.get('connections')}` for {meta.get('duration')} s "
       f"after {meta.get('warmup')} s warm-up. Latency: {meta.get('latency_method', '?')}. "
-      f"CPU = utime+stime of the proxy process(es) over the closed-loop run ÷ requests. "
-      f"Peak RSS = VmHWM of a proxy process started for that row alone.")
+      f"CPU/req = utime+stime of the proxy process(es) over the closed-loop run ÷ requests; proxy CPU = "
+      f"the same as a share of one core (under 100%: the proxy was not the bottleneck, the load-generator "
+      f"core was). "
+      f"Peak RSS = VmHWM of a proxy process started for that row alone. "
+      f"Other load = CPU used by processes outside this benchmark during the closed-loop run, in % of one "
+      f"core (the machine is shared; a run above {meta.get('clean_pct', 10)}% is repeated and the cleanest kept).")
     w("")
     w("## Throughput, latency, CPU and memory")
     w("")
-    w("| row | what | body | req/s | fixed rate | p50 | p99 | CPU/req | peak RSS MiB | errors |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+    w("| row | what | body | req/s | proxy CPU | fixed rate | p50 | p99 | CPU/req | peak RSS MiB | errors | other load |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
     order = sorted(rows.values(), key=lambda r: r.get("order", 999))
     for r in order:
         if r.get("kind") == "stream":
             continue
         rate = r.get("lat_rate")
-        w("| {id} | {label} | {body} | {rps} | {rate} | {p50} | {p99} | {cpu} | {hwm} | {err} |".format(
+        other = r.get("other_pct")
+        util = r.get("proxy_util_pct")
+        w("| {id} | {label} | {body} | {rps} | {util} | {rate} | {p50} | {p99} | {cpu} | {hwm} | {err} | {other} |".format(
+            other=("n/a" if other is None else f"{other:.0f}%") + (f" ({r['runs']} runs)" if r.get("runs", 1) > 1 else ""),
+            util="n/a" if util is None else f"{util:.0f}%",
             id=r.get("id", r["key"]), label=r.get("label", ""), body=r.get("body", ""),
             rps=fmt(r.get("rps"), "rps"),
             rate=(f"{rate:,.0f}/s" if rate and rate >= 10 else (f"{rate}/s" if rate else r.get("lat_note", "n/a"))),
