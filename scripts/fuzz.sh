@@ -57,6 +57,8 @@ for target in "${targets[@]}"; do
   rm -f "$log"
 done
 
+# The count line test.sh adds to its total: one test per target.
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "FAILED: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
   exit 1

@@ -10,6 +10,9 @@ use image_gateway::config::{self, Config, LogFormat};
 use image_gateway::server::ConfigSource;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "image-gateway",

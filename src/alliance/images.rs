@@ -2,10 +2,11 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::glance::UpstreamError;
-use crate::mapping::{RequestSchema, View, ViewContext};
+use crate::mapping::{LinkBases, Rendered, RequestSchema, View, ViewContext};
 
 use super::{AllianceApi, AllianceCall, AllianceError};
 
@@ -13,10 +14,13 @@ use super::{AllianceApi, AllianceCall, AllianceError};
 const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
 /// Stored on the image so that later reads can echo it, as the seed's list does.
 const COPY_FROM: &str = "copy_from";
+/// Alliance bodies carry no links.
+static NO_LINKS: LinkBases =
+    LinkBases { versioned: String::new(), unversioned: String::new(), image_service: String::new() };
 
 pub async fn run(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
     match call.route.action.as_str() {
-        "list_images" => list(api, call).await.map(ok),
+        "list_images" => list(api, call).await,
         "show_image" => {
             let image = resolve(call, call.param("image")).await?;
             render(api, call, &image).await.map(ok)
@@ -35,12 +39,12 @@ pub async fn run(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response,
     }
 }
 
-fn ok(body: Value) -> Response {
+fn ok(body: impl Serialize) -> Response {
     axum::Json(body).into_response()
 }
 
 /// `GET /images`: every page Glance has, or up to `limit`.
-async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, AllianceError> {
+async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
     let last = |key: &str| call.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let limit = match last("limit") {
         Some(v) => Some(v.parse::<usize>().ok().filter(|l| *l > 0).ok_or_else(|| {
@@ -57,11 +61,17 @@ async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, Allia
         .collect();
     let marker = last("marker").filter(|m| !m.is_empty());
     let listed = call.namespace.glance.list_images(&call.glance, &filters, marker, limit).await?;
-    let mut images = Vec::with_capacity(listed.images.len());
-    for image in &listed.images {
-        images.push(render(api, call, image).await?);
-    }
-    Ok(json!({"images": images}))
+    let base = call.namespace.glance.base_properties(&call.glance).await?;
+    let ctx = ViewContext { links: &NO_LINKS, base_properties: &base };
+    let view = view(api, call)?;
+    let images = listed.images.iter().map(|image| view.render_ref(image, &ctx)).collect::<Result<Vec<_>, _>>()?;
+    Ok(ok(ImageList { images }))
+}
+
+/// A list answer, serialized straight from the borrowed images.
+#[derive(Serialize)]
+struct ImageList<'a> {
+    images: Vec<Rendered<'a>>,
 }
 
 /// `POST /images`: create, then start the import of `copy_from`. An import that cannot start
@@ -142,8 +152,7 @@ async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, All
 
 async fn render(api: &AllianceApi, call: &AllianceCall<'_>, image: &Value) -> Result<Value, AllianceError> {
     let base = call.namespace.glance.base_properties(&call.glance).await?;
-    let links = Default::default();
-    let ctx = ViewContext { links: &links, base_properties: &base };
+    let ctx = ViewContext { links: &NO_LINKS, base_properties: &base };
     Ok(view(api, call)?.render(image, &ctx)?)
 }
 

@@ -1,9 +1,11 @@
 //! The image read calls: `GET /images`, `GET /images/detail`, `GET /images/{id}`.
 
-use serde_json::{Map, Value};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::glance::UpstreamError;
-use crate::mapping::{View, ViewContext};
+use crate::mapping::{Rendered, View, ViewContext};
 
 use super::fault::NovaError;
 use super::{NovaApi, NovaCall};
@@ -14,7 +16,7 @@ const PAGINATION_INTEGERS: [&str; 3] = ["limit", "page_size", "offset"];
 const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
 
 /// `GET /images` and `GET /images/detail`.
-pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaError> {
     let query_map =
         call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
     for (key, value) in call.query.iter().filter(|(k, _)| PAGINATION_INTEGERS.contains(&k.as_str())) {
@@ -34,9 +36,8 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError
     let base = api.glance.base_properties(&call.glance).await?;
     let view = view(api, call)?;
     let ctx = ViewContext { links: &call.links, base_properties: &base };
-    let images = listed.images.iter().map(|image| view.render(image, &ctx)).collect::<Result<Vec<_>, _>>()?;
+    let images = listed.images.iter().map(|image| view.render_ref(image, &ctx)).collect::<Result<Vec<_>, _>>()?;
 
-    let mut body = Map::new();
     // Nova adds a next link whenever the page is exactly as long as the page size it would
     // use (`limit` capped by `max_limit`), even if nothing follows.
     let max_items = limit.unwrap_or(usize::MAX).min(api.settings.max_limit);
@@ -45,11 +46,22 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError
             images.last().and_then(|i| i.get("id")).and_then(Value::as_str).map(|id| next_link(call, query_map, id))
         })
         .flatten();
-    body.insert("images".into(), Value::Array(images));
-    if let Some(href) = next {
-        body.insert("images_links".into(), serde_json::json!([{"rel": "next", "href": href}]));
-    }
-    Ok(Value::Object(body))
+    let images_links = next.map(|href| [Link { rel: "next", href }]);
+    Ok(axum::Json(ImageList { images, images_links }).into_response())
+}
+
+/// A list answer, serialized straight from the borrowed images.
+#[derive(Serialize)]
+struct ImageList<'a> {
+    images: Vec<Rendered<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images_links: Option<[Link; 1]>,
+}
+
+#[derive(Serialize)]
+struct Link {
+    rel: &'static str,
+    href: String,
 }
 
 /// `GET /images/{id}`.

@@ -268,7 +268,7 @@ async fn serve(
     }
     .await;
     let response = match outcome {
-        Ok(Some(body)) => axum::Json(body).into_response(),
+        Ok(Some(response)) => response,
         // Nova's 204s still say JSON.
         Ok(None) => (StatusCode::NO_CONTENT, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))])
             .into_response(),
@@ -288,18 +288,19 @@ fn nova_body_error(e: BodyError) -> NovaError {
 }
 
 /// What an action answers: a JSON body (200), or nothing (204).
-type Reply = Result<Option<Value>, NovaError>;
+type Reply = Result<Option<Response>, NovaError>;
 
 async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Reply {
+    let json = |body: Value| Some(axum::Json(body).into_response());
     match call.route.action.as_str() {
         "list_images" => images::list(api, call).await.map(Some),
-        "show_image" => images::show(api, call).await.map(Some),
+        "show_image" => images::show(api, call).await.map(json),
         "delete_image" => images::delete(api, call).await.map(|()| None),
-        "list_metadata" => metadata::list(api, call).await.map(Some),
-        "show_metadata_item" => metadata::show_item(api, call).await.map(Some),
-        "merge_metadata" => metadata::merge(api, call).await.map(Some),
-        "replace_metadata" => metadata::replace(api, call).await.map(Some),
-        "set_metadata_item" => metadata::set_item(api, call).await.map(Some),
+        "list_metadata" => metadata::list(api, call).await.map(json),
+        "show_metadata_item" => metadata::show_item(api, call).await.map(json),
+        "merge_metadata" => metadata::merge(api, call).await.map(json),
+        "replace_metadata" => metadata::replace(api, call).await.map(json),
+        "set_metadata_item" => metadata::set_item(api, call).await.map(json),
         "delete_metadata_item" => metadata::delete_item(api, call).await.map(|()| None),
         // Mapping files are checked against ACTIONS when loaded.
         _ => Err(NovaError::NoRoute(PageFormat::Html)),
