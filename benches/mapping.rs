@@ -14,7 +14,6 @@
 //!
 //! Run: `cargo bench --bench mapping -- --warm-up-time 1 --measurement-time 5`.
 
-use std::collections::HashSet;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -25,36 +24,6 @@ use serde_json::{json, Map, Value};
 const NOVA: &str = include_str!("../mappings/nova.toml");
 const ALLIANCE: &str = include_str!("../mappings/alliance.toml");
 const IMAGES: usize = 1000;
-
-/// Glance 33's base properties: the image schema's properties without `"is_base": false`
-/// (what `GlanceClient::base_properties` reads from `/v2/schemas/image`).
-const BASE_PROPERTIES: &[&str] = &[
-    "id",
-    "name",
-    "status",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "owner",
-    "size",
-    "virtual_size",
-    "container_format",
-    "disk_format",
-    "created_at",
-    "updated_at",
-    "tags",
-    "direct_url",
-    "min_ram",
-    "min_disk",
-    "self",
-    "file",
-    "stores",
-    "schema",
-    "locations",
-];
 
 /// A tiny deterministic generator (SplitMix64), so every run benchmarks the same page.
 struct Rng(u64);
@@ -195,7 +164,7 @@ fn benches(c: &mut Criterion) {
     let nova = Mapping::compile("nova.toml", NOVA, "nova", image_gateway::nova::ACTIONS).expect("nova.toml");
     let alliance =
         Mapping::compile("alliance.toml", ALLIANCE, "alliance", image_gateway::alliance::ACTIONS).expect("alliance");
-    let base: HashSet<String> = BASE_PROPERTIES.iter().map(|s| s.to_string()).collect();
+    let base = image_gateway::glance::embedded::base_properties();
     let project = "9f1e3b2c4d5a6b7c8d9e0f1a2b3c4d5e";
     let nova_links = LinkBases {
         versioned: format!("http://gateway.example:8774/v2.1/{project}"),

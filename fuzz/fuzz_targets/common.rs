@@ -18,36 +18,9 @@ pub static ALLIANCE_MAPPING: LazyLock<Mapping> = LazyLock::new(|| {
         .expect("mappings/alliance.toml compiles")
 });
 
-/// Glance 33's base image properties (its image schema's properties without `"is_base": false`).
-const BASE_PROPERTIES: &[&str] = &[
-    "id",
-    "name",
-    "status",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "owner",
-    "size",
-    "virtual_size",
-    "container_format",
-    "disk_format",
-    "created_at",
-    "updated_at",
-    "tags",
-    "direct_url",
-    "min_ram",
-    "min_disk",
-    "self",
-    "file",
-    "stores",
-    "schema",
-    "locations",
-];
 
-static BASE: LazyLock<HashSet<String>> = LazyLock::new(|| BASE_PROPERTIES.iter().map(|s| s.to_string()).collect());
+/// Glance 33's base image properties, as the embedded store's schema declares them.
+static BASE: LazyLock<HashSet<String>> = LazyLock::new(image_gateway::glance::embedded::base_properties);
 
 static LINKS: LazyLock<LinkBases> = LazyLock::new(|| LinkBases {
     versioned: "http://gateway.example:8774/v2.1/9f1e3b2c4d5a6b7c8d9e0f1a2b3c4d5e".into(),

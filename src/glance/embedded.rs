@@ -15,7 +15,7 @@
 //!   not include a prefix under which the router may be nested.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{Display, Write as _};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -461,6 +461,11 @@ fn versions(host_url: &str, status: StatusCode) -> Response {
     };
     let list: Vec<Value> = ids.iter().map(version).collect();
     (status, Json(json!({ "versions": list }))).into_response()
+}
+
+/// The store's base properties, for callers with no Glance to ask (benchmarks, fuzzing).
+pub fn base_properties() -> HashSet<String> {
+    super::base_properties(&IMAGE_SCHEMA).unwrap_or_default()
 }
 
 fn is_base(key: &str) -> bool {
@@ -1240,6 +1245,9 @@ mod tests {
         let expected = "kernel_id ramdisk_id instance_uuid architecture os_distro os_version description \
                         cinder_encryption_key_id cinder_encryption_key_deletion_policy";
         assert_eq!((custom.join(" "), props.len()), (expected.to_owned(), 34));
+        let base = base_properties();
+        assert_eq!(base.len(), 34 - 9);
+        assert!(base.contains("os_hash_value") && !custom.iter().any(|c| base.contains(*c)));
         assert_eq!(schema["additionalProperties"], json!({"type": "string"}));
     }
 

@@ -221,22 +221,12 @@ impl GlanceClient {
         Ok(image)
     }
 
-    /// Glance's base (core) image properties, read once from its image schema: a property is
-    /// base unless the schema marks it `"is_base": false`, the rule glanceclient applies.
+    /// Glance's base (core) image properties, read once from its image schema.
     pub async fn base_properties(&self, call: &Call) -> Result<Arc<HashSet<String>>, UpstreamError> {
         self.base_properties
             .get_or_try_init(|| async {
                 let schema = self.json(call, Outgoing::new(Method::GET, &["schemas", "image"])).await?;
-                let props = schema
-                    .get("properties")
-                    .and_then(Value::as_object)
-                    .ok_or_else(|| UpstreamError::BadAnswer("image schema without properties".into()))?;
-                let base = props
-                    .iter()
-                    .filter(|(_, p)| p.get("is_base").and_then(Value::as_bool).unwrap_or(true))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                Ok(Arc::new(base))
+                base_properties(&schema).map(Arc::new)
             })
             .await
             .cloned()
@@ -325,6 +315,17 @@ impl GlanceClient {
             }
         }
     }
+}
+
+/// The base properties an image schema declares: a property is base unless the schema marks it
+/// `"is_base": false`, the rule glanceclient applies.
+pub fn base_properties(schema: &Value) -> Result<HashSet<String>, UpstreamError> {
+    let props = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .ok_or_else(|| UpstreamError::BadAnswer("image schema without properties".into()))?;
+    let base = props.iter().filter(|(_, p)| p.get("is_base").and_then(Value::as_bool).unwrap_or(true));
+    Ok(base.map(|(k, _)| k.clone()).collect())
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
