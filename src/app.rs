@@ -26,6 +26,8 @@ pub enum LoadError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot build the Glance client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot set up the passthrough: {0}")]
+    Passthrough(#[from] crate::passthrough::BuildError),
 }
 
 /// What serves Glance's own v2 API at `glance.mount`.

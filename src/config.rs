@@ -303,6 +303,10 @@ impl Config {
             ("nova.upstream_url", &self.nova.upstream_url),
         ] {
             if let Some(url) = url {
+                // Said without the URL, which would put the password in a log line.
+                if !url.username().is_empty() || url.password().is_some() {
+                    return invalid(key, "must not hold credentials: clients bring their own".into());
+                }
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.query().is_some() {
                     return invalid(key, format!("`{url}` is not an http(s) base URL without a query"));
                 }
@@ -341,6 +345,10 @@ impl Config {
             return invalid("alliance.default_namespace", format!("`{ns}` is not one of alliance.namespaces"));
         }
         for (name, ns) in &self.alliance.namespaces {
+            if ns.glance_url.as_ref().is_some_and(|u| !u.username().is_empty() || u.password().is_some()) {
+                let problem = format!("namespace `{name}`: must not hold credentials: clients bring their own");
+                return invalid("alliance.namespaces.*.glance_url", problem);
+            }
             if let Some(url) = ns.glance_url.as_ref().filter(|u| !matches!(u.scheme(), "http" | "https")) {
                 return invalid(
                     "alliance.namespaces.*.glance_url",
@@ -450,6 +458,11 @@ mod tests {
         Jail::expect_with(|jail| {
             for (file, key) in [
                 ("[glance]\nurl = \"ftp://x\"\n", "glance.url"),
+                ("[nova]\nupstream_url = \"http://admin:s3cret@nova\"\n", "nova.upstream_url"),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"token\"\nglance_url = \"http://admin:s3cret@g\"\n",
+                    "glance_url",
+                ),
                 ("[glance]\ntimeout_secs = 0\n", "glance.timeout_secs"),
                 ("[nova]\nmount = \"v2.1\"\n", "nova.mount"),
                 ("[nova]\nmax_microversion = \"2.x\"\n", "nova.max_microversion"),
@@ -457,6 +470,7 @@ mod tests {
             ] {
                 let e = load_in(jail, file).unwrap_err();
                 assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");
+                assert!(!e.contains("s3cret"), "{e}");
             }
             let e = load_in(jail, "listen = \"nowhere\"\n").unwrap_err();
             assert!(e.contains("listen"), "{e}");

@@ -62,7 +62,12 @@ impl Keystone {
     pub fn new(config: &KeystoneConfig, timeout: Duration) -> Result<Option<Keystone>, reqwest::Error> {
         let Some(url) = &config.url else { return Ok(None) };
         crate::install_crypto_provider();
-        let client = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build()?;
+        // Direct, like every upstream (see `GlanceClient::new`).
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let mut tokens_url = url.clone();
         tokens_url.set_path(&format!("{}/auth/tokens", url.path().trim_end_matches('/')));
         Ok(Some(Keystone {

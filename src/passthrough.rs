@@ -5,50 +5,99 @@
 //! gateway a few buffers whatever its size. Hop-by-hop headers are dropped (RFC 9110 §7.6.1),
 //! `X-Forwarded-For`, `-Proto` and `-Host` are set, and a `Location` pointing at the upstream is
 //! rewritten to the address the client used.
+//!
+//! This is the gateway's hottest path, so it goes straight to hyper's pooled client: the target
+//! is built from parts parsed once, headers are edited in place, and bodies are handed over
+//! as they are, each watched by an idle timer.
 
-use std::net::SocketAddr;
+use std::error::Error as _;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::{Instant, Sleep};
 use url::Url;
 
 use crate::glance::UpstreamError;
 
-/// Headers that describe one connection, not the message (plus those `Connection` names).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Probes for a dead peer on a pooled connection, as reqwest's default did.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// One upstream to forward to.
+/// Why an upstream cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("`{0}` is not an http(s) URL with a host")]
+    NotHttp(Url),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// One upstream to forward to. Cheap to clone: routers clone their state for every request.
 #[derive(Clone, Debug)]
-pub struct Upstream {
-    client: reqwest::Client,
-    base: Url,
+pub struct Upstream(Arc<Inner>);
+
+/// What the clones of an [`Upstream`] share.
+#[derive(Debug)]
+struct Inner {
+    client: Client<HttpsConnector<HttpConnector>, Upload>,
+    scheme: Scheme,
+    authority: Authority,
+    /// `Host` for the upstream, made once rather than by hyper for every request (over h2 it
+    /// equals `:authority`, which RFC 9113 §8.3.1 allows).
+    host: HeaderValue,
+    /// The base URL's path without its trailing slash: what every forwarded path goes below.
+    path: String,
+    /// The base URL without its trailing slash, as the upstream's own `Location`s start.
+    base: String,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Upstream {
-    /// `idle_timeout` bounds the wait for each piece of an answer, not the whole transfer, so a
-    /// large image can stream for as long as it keeps moving.
-    pub fn new(base: Url, connect_timeout: Duration, idle_timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// `idle_timeout` bounds the wait for each piece of an upload or an answer, not the whole
+    /// transfer, so a large image can stream for as long as it keeps moving.
+    pub fn new(base: Url, connect_timeout: Duration, idle_timeout: Duration) -> Result<Self, BuildError> {
         crate::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(idle_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Upstream { client, base })
+        let Some((scheme, authority, host)) = target(&base) else { return Err(BuildError::NotHttp(base)) };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        // The platform's trust store, as reqwest uses; ALPN offers h2 and http/1.1 over TLS.
+        let https = HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()?
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client =
+            Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(https);
+        Ok(Upstream(Arc::new(Inner {
+            client,
+            scheme,
+            authority,
+            host,
+            path: base.path().trim_end_matches('/').to_owned(),
+            base: base.as_str().trim_end_matches('/').to_owned(),
+            connect_timeout,
+            idle_timeout,
+        })))
     }
 
     /// Forwards `req` to `path_and_query` below the upstream's base. `public_base` is what the
@@ -59,73 +108,225 @@ impl Upstream {
         path_and_query: &str,
         public_base: &str,
     ) -> Result<Response, UpstreamError> {
+        let up = &*self.0;
         let (parts, body) = req.into_parts();
-        let base = self.base.as_str().trim_end_matches('/');
-        let url = format!("{base}{path_and_query}");
-        let mut headers = strip_hop_by_hop(&parts.headers);
-        headers.remove(header::HOST);
+        let mut headers = parts.headers;
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        add_forwarded(&mut headers, &parts.headers, peer, public_base);
-        let request = self
-            .client
-            .request(parts.method, url)
-            .headers(headers)
-            .body(reqwest::Body::wrap_stream(body.into_data_stream()));
-        let upstream = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                UpstreamError::Timeout(Duration::ZERO)
-            } else if e.is_connect() {
-                UpstreamError::Unreachable(e.without_url().to_string())
-            } else {
-                UpstreamError::BadAnswer(e.without_url().to_string())
-            }
-        })?;
-        let mut response = Response::builder().status(upstream.status());
-        let mut out_headers = strip_hop_by_hop(upstream.headers());
-        if let Some(location) = out_headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-            if let Some(rest) = location.strip_prefix(base) {
-                if let Ok(rewritten) = HeaderValue::from_str(&format!("{public_base}{rest}")) {
-                    out_headers.insert(header::LOCATION, rewritten);
+        to_upstream(&mut headers, peer, public_base);
+        headers.insert(header::HOST, up.host.clone());
+        let moved = Arc::new(AtomicBool::new(false));
+        let mut request = http::Request::new(Upload { body, moved: Arc::clone(&moved) });
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = up.uri(path_and_query).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+        *request.headers_mut() = headers;
+
+        // One timer for the whole exchange: the head's deadline, then each body frame's. While
+        // an upload still moves, waiting for the head is not idleness: a large image may take
+        // far longer to send than `idle_timeout`, and a stalled one is given up within twice it.
+        let mut timer = Box::pin(tokio::time::sleep(up.idle_timeout));
+        let mut pending = up.client.request(request);
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut pending => break answer.map_err(|e| up.error(&e))?,
+                () = timer.as_mut() => {
+                    if !moved.swap(false, Ordering::Relaxed) {
+                        return Err(UpstreamError::Timeout(up.idle_timeout));
+                    }
+                    timer.as_mut().reset(Instant::now() + up.idle_timeout);
                 }
             }
-        }
-        if let Some(h) = response.headers_mut() {
-            *h = out_headers;
-        }
-        response.body(Body::from_stream(upstream.bytes_stream())).map_err(|e| UpstreamError::BadAnswer(e.to_string()))
-    }
-}
-
-fn strip_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    let mut out = headers.clone();
-    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
-        out.remove(name);
-    }
-    out
-}
-
-/// Appends the peer to `X-Forwarded-For`; says which scheme and host the client used.
-fn add_forwarded(out: &mut HeaderMap, incoming: &HeaderMap, peer: Option<std::net::IpAddr>, public_base: &str) {
-    if let Some(peer) = peer {
-        let chain = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {peer}"),
-            None => peer.to_string(),
         };
-        if let Ok(v) = HeaderValue::from_str(&chain) {
-            out.insert(HeaderName::from_static("x-forwarded-for"), v);
+        let (parts, body) = answer.into_parts();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        rewrite_location(&mut headers, &up.base, public_base);
+        let mut response = Response::new(Body::new(IdleTimeout { body, timer, idle: up.idle_timeout }));
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+}
+
+impl Inner {
+    fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let path_and_query = if self.path.is_empty() {
+            PathAndQuery::try_from(path_and_query)?
+        } else {
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.path))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    fn error(&self, e: &hyper_util::client::legacy::Error) -> UpstreamError {
+        let causes = std::iter::successors(e.source(), |c| (*c).source());
+        let message = causes.clone().fold(e.to_string(), |m, c| format!("{m}: {c}"));
+        let timed_out = causes
+            .filter_map(|c| c.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        match (timed_out, e.is_connect()) {
+            (true, true) => UpstreamError::Timeout(self.connect_timeout),
+            (true, false) => UpstreamError::Timeout(self.idle_timeout),
+            (false, true) => UpstreamError::Unreachable(message),
+            (false, false) => UpstreamError::BadAnswer(message),
         }
+    }
+}
+
+/// Scheme and authority of an http(s) base URL, and the authority as a `Host` value.
+fn target(base: &Url) -> Option<(Scheme, Authority, HeaderValue)> {
+    let scheme = match base.scheme() {
+        "http" => Scheme::HTTP,
+        "https" => Scheme::HTTPS,
+        _ => return None,
+    };
+    let host = base.host_str()?;
+    let authority: Authority = match base.port() {
+        Some(port) => format!("{host}:{port}").parse().ok()?,
+        None => host.parse().ok()?,
+    };
+    let value = HeaderValue::from_str(authority.as_str()).ok()?;
+    Some((scheme, authority, value))
+}
+
+/// Readies a client's headers for the upstream, in place: hop-by-hop headers and Host go, the
+/// peer joins `X-Forwarded-For`, and `-Proto` and `-Host` say what the client used.
+fn to_upstream(headers: &mut HeaderMap, peer: Option<IpAddr>, public_base: &str) {
+    let host = headers.remove(header::HOST);
+    // Taken before the hop-by-hop headers go, so a `Connection` naming it cannot cut the chain.
+    let chain = peer.and_then(|peer| {
+        let prior = headers.get(const { HeaderName::from_static("x-forwarded-for") }).and_then(|v| v.to_str().ok());
+        HeaderValue::try_from(forwarded_for(prior, peer)).ok()
+    });
+    strip_hop_by_hop(headers);
+    if let Some(chain) = chain {
+        headers.insert(const { HeaderName::from_static("x-forwarded-for") }, chain);
     }
     let proto = if public_base.starts_with("https://") { "https" } else { "http" };
-    out.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
-    if let Some(host) = incoming.get(header::HOST) {
-        out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    headers.insert(const { HeaderName::from_static("x-forwarded-proto") }, HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        headers.insert(const { HeaderName::from_static("x-forwarded-host") }, host);
+    }
+}
+
+/// `prior, peer`, or `peer` alone.
+fn forwarded_for(prior: Option<&str>, peer: IpAddr) -> String {
+    match prior {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
+    }
+}
+
+/// Whether `name` describes one connection, not the message (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes the hop-by-hop headers and those `Connection` names. One look at each name is all
+/// it costs a message that has none, as most have.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let found: Vec<HeaderName> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
+    if found.is_empty() {
+        return;
+    }
+    let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    for token in named.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
+        headers.remove(token.trim());
+    }
+    for name in &found {
+        headers.remove(name);
+    }
+}
+
+/// Points a `Location` at the upstream's base to `public_base` instead.
+fn rewrite_location(headers: &mut HeaderMap, base: &str, public_base: &str) {
+    let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
+    let Some(rest) = location.and_then(|l| l.strip_prefix(base)) else { return };
+    if let Ok(rewritten) = HeaderValue::try_from(format!("{public_base}{rest}")) {
+        headers.insert(header::LOCATION, rewritten);
+    }
+}
+
+/// A client's request body on its way up, noting that it moves.
+struct Upload {
+    body: Body,
+    moved: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_some() {
+            self.moved.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Why an answer's body ended early.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the upstream sent nothing for {0:?}")]
+    Idle(Duration),
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+}
+
+/// An answer's body that fails once no frame has come for `idle`: a stalled upstream must not
+/// hold a client for ever, but an image streams for as long as it keeps moving.
+struct IdleTimeout {
+    body: Incoming,
+    timer: Pin<Box<Sleep>>,
+    idle: Duration,
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            // Moving the deadline later is an atomic store; tokio re-files the timer only if it fires.
+            this.timer.as_mut().reset(Instant::now() + this.idle);
+            return Poll::Ready(frame.map(|f| f.map_err(BodyError::from)));
+        }
+        ready!(this.timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(BodyError::Idle(this.idle))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -139,25 +340,57 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_go_including_those_connection_names() {
-        let h = headers(&[
-            ("connection", "close, x-private"),
+        let mut h = headers(&[
+            ("connection", "close, X-Private"),
             ("x-private", "1"),
             ("keep-alive", "timeout=5"),
             ("transfer-encoding", "chunked"),
             ("x-auth-token", "t"),
         ]);
-        let out = strip_hop_by_hop(&h);
-        assert_eq!(out.len(), 1);
-        assert!(out.contains_key("x-auth-token"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-auth-token"));
     }
 
     #[test]
     fn forwarded_headers_extend_the_chain() {
-        let mut out = HeaderMap::new();
-        let incoming = headers(&[("host", "gw.example"), ("x-forwarded-for", "192.0.2.7")]);
-        add_forwarded(&mut out, &incoming, Some("10.0.0.2".parse().unwrap()), "https://gw.example");
-        assert_eq!(out["x-forwarded-for"], "192.0.2.7, 10.0.0.2");
-        assert_eq!(out["x-forwarded-proto"], "https");
-        assert_eq!(out["x-forwarded-host"], "gw.example");
+        let mut h =
+            headers(&[("host", "gw.example"), ("x-forwarded-for", "192.0.2.7"), ("connection", "x-forwarded-for")]);
+        to_upstream(&mut h, Some("10.0.0.2".parse().unwrap()), "https://gw.example");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert!(!h.contains_key("host") && !h.contains_key("connection"));
+    }
+
+    #[test]
+    fn locations_at_the_upstream_point_at_the_gateway() {
+        let mut h = headers(&[("location", "http://glance:9292/v2/images/1")]);
+        rewrite_location(&mut h, "http://glance:9292", "https://gw.example/image");
+        assert_eq!(h["location"], "https://gw.example/image/v2/images/1");
+        let mut h = headers(&[("location", "http://elsewhere/v2/images/1")]);
+        rewrite_location(&mut h, "http://glance:9292", "https://gw.example/image");
+        assert_eq!(h["location"], "http://elsewhere/v2/images/1");
+    }
+
+    #[test]
+    fn targets_are_built_below_the_base_path() {
+        let at = |base: &str, pq: &str| {
+            let up = Upstream::new(base.parse().unwrap(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+            up.0.uri(pq).unwrap().to_string()
+        };
+        assert_eq!(at("http://glance:9292", "/v2/images?limit=1"), "http://glance:9292/v2/images?limit=1");
+        assert_eq!(at("https://cloud.example/image/", "/v2/images"), "https://cloud.example/image/v2/images");
+        assert_eq!(at("http://[::1]:80/", "/"), "http://[::1]/");
+        for base in ["ftp://glance", "unix:/run/glance.sock"] {
+            let up = Upstream::new(base.parse().unwrap(), Duration::ZERO, Duration::ZERO);
+            assert!(matches!(up, Err(BuildError::NotHttp(_))), "{base}");
+        }
+    }
+
+    #[test]
+    fn the_host_header_is_the_base_authority() {
+        let up = Upstream::new("http://glance:9292".parse().unwrap(), Duration::ZERO, Duration::ZERO).unwrap();
+        assert_eq!((up.0.authority.as_str(), &up.0.host), ("glance:9292", &HeaderValue::from_static("glance:9292")));
     }
 }

@@ -1,15 +1,20 @@
 //! The gateway as a reverse proxy: passthrough to Nova and Glance, forwarded headers, Location
-//! rewriting, streaming of image bytes, and links behind trusted proxies.
+//! rewriting, streaming of image bytes, timeouts of a stalled upstream, and links behind
+//! trusted proxies.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
-use common::{client, send, GlanceFixtures, Harness};
+use common::{client, send, Gateway, GlanceFixtures, Harness};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// A fake Nova that answers every request with what it received.
 async fn echo(request: Request) -> impl IntoResponse {
@@ -127,4 +132,130 @@ async fn forwarded_headers_decide_links_only_from_trusted_proxies() {
     assert_eq!(links[1]["href"], format!("https://cloud.example.com/compute/images/{id}"));
     let links = send(ask(&wary.base)).await.json()["image"]["links"].clone();
     assert_eq!(links[0]["href"], format!("{}/v2.1/images/{id}", wary.base), "forged headers were believed");
+}
+
+/// Bytes of each piece of the `/trickle` answer, and how many pieces.
+const PIECE: usize = 1000;
+const PIECES: usize = 8;
+
+/// A gateway whose Glance is [`slow_upstream`], with an idle timeout of 0.5 s.
+async fn behind_slow_upstream() -> Gateway {
+    let upstream = slow_upstream().await;
+    Harness::get().gateway(|c| {
+        c.glance.url = Some(upstream.parse().unwrap());
+        c.glance.timeout_secs = 0.5;
+    })
+}
+
+/// A raw upstream that misbehaves in time, by path: `/hang` never answers; `/stall` sends a
+/// head and 10 of 100 bytes, then nothing; `/trickle` sends its body in pieces 150 ms apart;
+/// `/upload` reads a chunked upload to its end, then answers 201.
+async fn slow_upstream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let path = String::from_utf8_lossy(&head).split(' ').nth(1).unwrap_or_default().to_owned();
+                match path.as_str() {
+                    "/stall" => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
+                    }
+                    "/upload" => {
+                        while !head.ends_with(b"0\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").await;
+                    }
+                    "/trickle" => {
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", PIECE * PIECES);
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        for _ in 0..PIECES {
+                            tokio::time::sleep(Duration::from_millis(150)).await;
+                            let _ = stream.write_all(&[b'x'; PIECE]).await;
+                        }
+                    }
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_times_out_but_a_slow_one_streams() {
+    let gw = behind_slow_upstream().await;
+    let get = |path: &str| client().get(format!("{}/image{path}", gw.base)).timeout(Duration::from_secs(20));
+
+    // No head within the idle timeout: 504, as Glance's own errors are shaped.
+    let started = Instant::now();
+    let a = send(get("/hang")).await;
+    assert_eq!(a.status, 504, "{}", a.text);
+    assert_eq!(a.json()["code"], "504 Gateway Timeout");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A head, then silence: the body ends in an error once idle, not at the client's deadline.
+    let started = Instant::now();
+    let res = get("/stall").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.is_err(), "a body cut short must not look complete");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // 1.2 s in all, longer than the idle timeout, but never idle for it: all of it arrives.
+    let res = get("/trickle").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().len(), PIECE * PIECES);
+}
+
+#[tokio::test]
+async fn an_upload_may_take_longer_than_the_idle_timeout_while_it_moves() {
+    let gw = behind_slow_upstream().await;
+    // Pieces 150 ms apart, `then` more: 1.2 s in all, or one piece and then silence.
+    let upload = |then: bool| {
+        let pieces = futures_util::stream::unfold(0, move |sent| async move {
+            match sent {
+                0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; PIECE])), 1)),
+                n if n < PIECES && then => {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Some((Ok(Bytes::from_static(&[b'x'; PIECE])), n + 1))
+                }
+                n if n < PIECES => std::future::pending().await,
+                _ => None,
+            }
+        });
+        client()
+            .put(format!("{}/image/upload", gw.base))
+            .body(reqwest::Body::wrap_stream(pieces))
+            .timeout(Duration::from_secs(20))
+    };
+    let done = send(upload(true)).await;
+    assert_eq!(done.status, 201, "{}", done.text);
+
+    // A stalled upload is given up within twice the idle timeout, not at the client's deadline.
+    let started = Instant::now();
+    let stalled = upload(false).send().await;
+    assert!(stalled.as_ref().map_or(true, |r| r.status() == 504), "{stalled:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_connections_is_a_503() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = Harness::get().gateway(|c| c.glance.url = Some(format!("http://{closed}").parse().unwrap()));
+    let a = send(client().get(format!("{}/image/v2/images", gw.base))).await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert!(a.json()["message"].as_str().unwrap().contains("onnection refused"), "{}", a.text);
 }

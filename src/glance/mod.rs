@@ -96,7 +96,10 @@ impl GlanceClient {
     /// A client of the Glance at `config.url`.
     pub fn http(config: &GlanceConfig, base: Url) -> Result<Self, reqwest::Error> {
         crate::install_crypto_provider();
+        // Upstreams are reached directly, as the passthrough reaches them: an `HTTPS_PROXY` meant
+        // for a pod's egress must not carry Glance's traffic and tokens.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(Duration::from_secs_f64(config.connect_timeout_secs))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(30))
