@@ -1,10 +1,10 @@
 //! What every target shares: the shipped mapping files, compiled once, and a fixed view context.
 #![allow(dead_code)] // each target uses a part of it
 
-use std::collections::HashSet;
+
 use std::sync::LazyLock;
 
-use image_gateway::mapping::{LinkBases, Mapping, View, ViewContext};
+use image_gateway::mapping::{LinkBases, Mapping, PropertyNames, View, ViewContext};
 
 pub const NOVA: &str = include_str!("../../mappings/nova.toml");
 pub const ALLIANCE: &str = include_str!("../../mappings/alliance.toml");
@@ -20,7 +20,7 @@ pub static ALLIANCE_MAPPING: LazyLock<Mapping> = LazyLock::new(|| {
 
 
 /// Glance 33's base image properties, as the embedded store's schema declares them.
-static BASE: LazyLock<HashSet<String>> = LazyLock::new(image_gateway::glance::embedded::base_properties);
+static BASE: LazyLock<PropertyNames> = LazyLock::new(image_gateway::glance::embedded::base_properties);
 
 static LINKS: LazyLock<LinkBases> = LazyLock::new(|| LinkBases {
     versioned: "http://gateway.example:8774/v2.1/9f1e3b2c4d5a6b7c8d9e0f1a2b3c4d5e".into(),

@@ -15,7 +15,9 @@
 //!   not include a prefix under which the router may be nested.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::mapping::PropertyNames;
 use std::fmt::{Display, Write as _};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -464,7 +466,7 @@ fn versions(host_url: &str, status: StatusCode) -> Response {
 }
 
 /// The store's base properties, for callers with no Glance to ask (benchmarks, fuzzing).
-pub fn base_properties() -> HashSet<String> {
+pub fn base_properties() -> PropertyNames {
     super::base_properties(&IMAGE_SCHEMA).unwrap_or_default()
 }
 

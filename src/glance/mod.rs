@@ -8,7 +8,7 @@
 mod breaker;
 pub mod embedded;
 
-use std::collections::HashSet;
+use crate::mapping::PropertyNames;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,7 +88,7 @@ pub struct GlanceClient {
     forward: Arc<Vec<HeaderName>>,
     page_size: u32,
     timeout: Duration,
-    base_properties: Arc<OnceCell<Arc<HashSet<String>>>>,
+    base_properties: Arc<OnceCell<Arc<PropertyNames>>>,
     breaker: Arc<Breaker>,
 }
 
@@ -225,7 +225,7 @@ impl GlanceClient {
     }
 
     /// Glance's base (core) image properties, read once from its image schema.
-    pub async fn base_properties(&self, call: &Call) -> Result<Arc<HashSet<String>>, UpstreamError> {
+    pub async fn base_properties(&self, call: &Call) -> Result<Arc<PropertyNames>, UpstreamError> {
         self.base_properties
             .get_or_try_init(|| async {
                 let schema = self.json(call, Outgoing::new(Method::GET, &["schemas", "image"])).await?;
@@ -322,7 +322,7 @@ impl GlanceClient {
 
 /// The base properties an image schema declares: a property is base unless the schema marks it
 /// `"is_base": false`, the rule glanceclient applies.
-pub fn base_properties(schema: &Value) -> Result<HashSet<String>, UpstreamError> {
+pub fn base_properties(schema: &Value) -> Result<PropertyNames, UpstreamError> {
     let props = schema
         .get("properties")
         .and_then(Value::as_object)

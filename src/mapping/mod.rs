@@ -29,7 +29,7 @@ pub use path::PathExpr;
 pub use query::{ParamRule, ParamTransform, QueryMap};
 pub use request::{RequestError, RequestSchema};
 pub use route::{split_path, ApiVersion, Lookup, Route, RouteTable};
-pub use view::{LinkBases, RenderError, Rendered, Table, Transform, View, ViewContext};
+pub use view::{LinkBases, PropertyNames, RenderError, Rendered, Table, Transform, View, ViewContext};
 
 /// A mapping file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -319,7 +319,6 @@ struct RawParam {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::collections::HashSet;
 
     const ACTIONS: &[ActionSpec] = &[
         ActionSpec { name: "list", needs_view: true, needs_query: true, needs_request: false },
@@ -366,7 +365,7 @@ owner = { path = "$.owner", omit_when_missing = true }
     #[test]
     fn a_good_file_compiles_and_renders_in_file_order() {
         let m = compile(GOOD).unwrap();
-        let base = HashSet::new();
+        let base = PropertyNames::default();
         let links = LinkBases::default();
         let ctx = ViewContext { links: &links, base_properties: &base };
         let out = m.view("thing").unwrap().render(&json!({"id": "a", "status": "queued", "size": null}), &ctx).unwrap();

@@ -31,12 +31,16 @@ pub struct LinkBases {
     pub image_service: String,
 }
 
+/// A set of image property names. Looked up for every key of every image listed, so hashed with
+/// foldhash: the names are Glance's schema's, not an attacker's choice of keys.
+pub type PropertyNames = HashSet<String, foldhash::fast::RandomState>;
+
 /// Everything a view may need besides the image itself. Plain data: rendering does no I/O.
 #[derive(Clone, Copy, Debug)]
 pub struct ViewContext<'a> {
     pub links: &'a LinkBases,
     /// Glance's base (core) image properties; every other key is a custom property.
-    pub base_properties: &'a HashSet<String>,
+    pub base_properties: &'a PropertyNames,
 }
 
 /// A value table such as Glance status → Nova status.
@@ -93,7 +97,15 @@ impl Transform {
     /// are written out when the answer is serialized.
     fn apply<'a>(self, value: &'a Value, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
         Ok(match self {
-            Transform::NovaDate => Out::owned(Value::String(nova_date(expect_str(value, "a date")?)?)),
+            Transform::NovaDate => {
+                let raw = expect_str(value, "a date")?;
+                // Glance writes its times as Nova does: those need no reformatting.
+                if is_nova_time(raw) {
+                    Out::Value(Cow::Borrowed(value))
+                } else {
+                    Out::owned(Value::String(nova_date(raw)?))
+                }
+            }
             Transform::AutoManual => {
                 let text = expect_str(value, "a string")?;
                 let truthy = ["1", "t", "true", "on", "y", "yes"].iter().any(|yes| text.eq_ignore_ascii_case(yes));
@@ -136,6 +148,28 @@ pub fn nova_date(raw: &str) -> Result<String, String> {
     let utc = parsed.map_err(bad)?.to_offset(UtcOffset::UTC);
     let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     utc.format(out).map_err(|e| e.to_string())
+}
+
+/// Whether `raw` is a valid time already in Nova's form, `YYYY-MM-DDThh:mm:ssZ`.
+fn is_nova_time(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let shaped = b.len() == 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':';
+    if !shaped || b[19] != b'Z' {
+        return false;
+    }
+    let number = |at: usize, len: usize| {
+        b[at..at + len].iter().try_fold(0u16, |n, d| d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0')))
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) =
+        (number(0, 4), number(5, 2), number(8, 2), number(11, 2), number(14, 2), number(17, 2))
+    else {
+        return false;
+    };
+    let date = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .and_then(|m| time::Date::from_calendar_date(i32::from(year), m, day as u8).ok());
+    date.is_some() && hour < 24 && minute < 60 && second < 60
 }
 
 /// The field name that spreads an object's keys into the output instead of nesting it.
@@ -204,7 +238,7 @@ struct Links<'a> {
 #[derive(Clone, Copy, Debug)]
 struct Properties<'a> {
     image: &'a Map<String, Value>,
-    base: &'a HashSet<String>,
+    base: &'a PropertyNames,
     nova: bool,
 }
 
@@ -406,7 +440,7 @@ mod tests {
     }
 
     fn apply(t: Transform, v: Value) -> Result<Value, String> {
-        let base: HashSet<String> = ["id", "name"].iter().map(|s| s.to_string()).collect();
+        let base: PropertyNames = ["id", "name"].iter().map(|s| s.to_string()).collect();
         let links = bases();
         let out = t.apply(&v, &ViewContext { links: &links, base_properties: &base })?;
         Ok(serde_json::to_value(&out).expect("a rendered value is JSON"))
@@ -419,6 +453,17 @@ mod tests {
         assert_eq!(nova_date("2024-05-01T12:20:30+02:00").unwrap(), "2024-05-01T10:20:30Z");
         assert_eq!(nova_date("2024-05-01T10:20:30.5").unwrap(), "2024-05-01T10:20:30Z");
         assert!(nova_date("yesterday").is_err());
+        // Times already in Nova's form are kept as they are, if they are times at all.
+        for ok in ["2024-05-01T10:20:30Z", "2024-02-29T23:59:59Z", "0001-01-01T00:00:00Z"] {
+            assert!(is_nova_time(ok), "{ok}");
+            assert_eq!(nova_date(ok).unwrap(), ok);
+        }
+        for other in ["2023-02-29T10:20:30Z", "2024-13-01T10:20:30Z", "2024-05-01T24:00:00Z", "2024-05-01 10:20:30Z"] {
+            assert!(!is_nova_time(other), "{other}");
+        }
+        assert!(nova_date("2023-02-29T10:20:30Z").is_err());
+        assert!(apply(Transform::NovaDate, json!("2023-02-29T10:20:30Z")).is_err());
+        assert_eq!(apply(Transform::NovaDate, json!("2024-05-01T10:20:30Z")).unwrap(), json!("2024-05-01T10:20:30Z"));
     }
 
     #[test]
@@ -462,7 +507,7 @@ mod tests {
 
     #[test]
     fn spread_fields_merge_into_the_object_and_lose_to_named_ones() {
-        let base: HashSet<String> = ["id", "name"].iter().map(|s| s.to_string()).collect();
+        let base: PropertyNames = ["id", "name"].iter().map(|s| s.to_string()).collect();
         let links = bases();
         let ctx = ViewContext { links: &links, base_properties: &base };
         let field = |name: &str, path: &str, transform| Field {

@@ -6,7 +6,7 @@
 //! `remove` operations on properties only. Unlike Nova, a write never sends `move`, never
 //! rewrites visibility and never touches a base property (docs/compatibility.md).
 
-use std::collections::HashSet;
+use crate::mapping::PropertyNames;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -99,7 +99,7 @@ struct Current {
     image: Value,
     /// Its custom properties exactly as Glance holds them (strings, undecoded).
     props: Map<String, Value>,
-    base: Arc<HashSet<String>>,
+    base: Arc<PropertyNames>,
 }
 
 impl Current {
