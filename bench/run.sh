@@ -10,6 +10,7 @@
 #   (d) the gateway translating GET /v2.1/images/detail for 25 and 1000 images;
 #   (e) Nova 34's own image proxy translating the same listing from a real Glance 33, next to
 #       (g) the gateway translating from that same real Glance;
+#   (f) the same Nova in front of the static upstream, next to (d);
 # and a 1 GiB upload + download through the gateway's image mount (real Glance, and a
 # download from the static upstream), watching the gateway's resident memory.
 # For every row: req/s at fixed concurrency (wrk), p50/p99 at a fixed rate below saturation
@@ -511,6 +512,17 @@ PY
   fi
   note "e/g rows: CPU is the proxy's own (all Nova uWSGI processes / the gateway process); Glance's CPU is not counted in either. Their req/s is bounded by Glance (one uWSGI worker), not by the proxy."
   stop_pid "$GWG"
+  scripts/openstack/nova.sh stop "$state/nova" >/dev/null 2>&1
+
+  # The same Nova in front of the static upstream, loaded as the gateway was in (d25): both
+  # proxies busy, neither waiting on a slow Glance between requests.
+  log "group 6: Nova 34 in front of the static upstream (25 images)"
+  taskset -c "$PCPU" scripts/openstack/nova.sh start "$state/nova" "$NPORT" "$S25" >"$run/nova-static-start.log" 2>&1 \
+    || { tail -n 30 "$run/nova-static-start.log" >&2; die "nova start (static upstream)"; }
+  NOVA_PG=$(cat "$state/nova/nova.pid")
+  add_row f25 "(f)" "Nova 34 image proxy, static upstream" "Nova detail, 25" "$(nova_pids)" "$N/v2.1/images/detail" 25 "$P25"
+  run_group f25
+  note "f25: Nova is compared with (d25), the gateway in front of the same static upstream under the same closed-loop load."
   scripts/openstack/nova.sh stop "$state/nova" >/dev/null 2>&1; nova_up=0
 fi
 
