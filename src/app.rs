@@ -13,6 +13,7 @@ use crate::keystone::Keystone;
 use crate::mapping::{Mapping, MappingError};
 use crate::nova::{self, NovaApi};
 use crate::passthrough::Upstream;
+use crate::public_url::OriginPolicy;
 
 /// The mapping files compiled into the binary, used when `mappings_dir` is not set.
 const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
@@ -46,6 +47,8 @@ pub struct App {
     pub image_api: ImageApi,
     pub nova: Arc<NovaApi>,
     pub alliance: Arc<AllianceApi>,
+    /// How the origin of the gateway's links is decided.
+    pub origin: Arc<OriginPolicy>,
 }
 
 impl App {
@@ -95,10 +98,17 @@ impl App {
         let keystone = Keystone::new(&config.keystone, idle)?.map(Arc::new);
         let passthrough = config.nova.upstream_url.clone().map(|url| Upstream::new(url, connect, idle)).transpose()?;
         let token_validator = keystone.clone().filter(|_| config.keystone.validate_nova_tokens);
-        let nova =
-            Arc::new(NovaApi { mapping: nova_mapping, glance: glance.clone(), settings, passthrough, token_validator });
-        let alliance = Arc::new(load_alliance(&config, &glance, &keystone)?);
-        Ok(App { config, glance, image_api, nova, alliance })
+        let origin = Arc::new(config.origin_policy());
+        let nova = Arc::new(NovaApi {
+            mapping: nova_mapping,
+            glance: glance.clone(),
+            settings,
+            passthrough,
+            token_validator,
+            origin: origin.clone(),
+        });
+        let alliance = Arc::new(load_alliance(&config, &glance, &keystone, &origin)?);
+        Ok(App { config, glance, image_api, nova, alliance, origin })
     }
 }
 
@@ -106,6 +116,7 @@ fn load_alliance(
     config: &Config,
     default_glance: &GlanceClient,
     keystone: &Option<Arc<Keystone>>,
+    origin: &Arc<OriginPolicy>,
 ) -> Result<AllianceApi, LoadError> {
     let mapping = load_mapping(
         config.mappings_dir.as_deref(),
@@ -130,6 +141,7 @@ fn load_alliance(
         body_limit: config.limits.body_limit_bytes,
         request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
         keystone: keystone.clone(),
+        origin: origin.clone(),
     })
 }
 

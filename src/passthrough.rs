@@ -12,7 +12,7 @@
 
 use std::error::Error as _;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -100,24 +100,23 @@ impl Upstream {
         })))
     }
 
-    /// Forwards `req` to `path_and_query` below the upstream's base. `public_base` is what the
+    /// Where `path_and_query` is below the upstream's base (a missing leading `/` is added).
+    pub fn target(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        self.0.uri(path_and_query).map_err(|e| UpstreamError::BadAnswer(e.to_string()))
+    }
+
+    /// Forwards `req` to `target` (from [`Upstream::target`]). `public_base` is what the
     /// upstream's own base becomes in a rewritten `Location`.
-    pub async fn forward(
-        &self,
-        req: Request,
-        path_and_query: &str,
-        public_base: &str,
-    ) -> Result<Response, UpstreamError> {
+    pub async fn forward(&self, req: Request, target: Uri, public_base: &str) -> Result<Response, UpstreamError> {
         let up = &*self.0;
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        to_upstream(&mut headers, peer, public_base);
+        to_upstream(&mut headers, crate::public_url::peer(&parts.extensions), public_base);
         headers.insert(header::HOST, up.host.clone());
         let moved = Arc::new(AtomicBool::new(false));
         let mut request = http::Request::new(Upload { body, moved: Arc::clone(&moved) });
         *request.method_mut() = parts.method;
-        *request.uri_mut() = up.uri(path_and_query).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
+        *request.uri_mut() = target;
         *request.headers_mut() = headers;
 
         // One timer for the whole exchange: the head's deadline, then each body frame's. While
@@ -150,10 +149,11 @@ impl Upstream {
 
 impl Inner {
     fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let path_and_query = if self.path.is_empty() {
+        let slash = if path_and_query.starts_with('/') { "" } else { "/" };
+        let path_and_query = if self.path.is_empty() && slash.is_empty() {
             PathAndQuery::try_from(path_and_query)?
         } else {
-            PathAndQuery::try_from(format!("{}{path_and_query}", self.path))?
+            PathAndQuery::try_from([&self.path, slash, path_and_query].concat())?
         };
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
@@ -213,12 +213,37 @@ fn to_upstream(headers: &mut HeaderMap, peer: Option<IpAddr>, public_base: &str)
     }
 }
 
-/// `prior, peer`, or `peer` alone.
+/// `prior, peer`, or `peer` alone, made in one allocation.
 fn forwarded_for(prior: Option<&str>, peer: IpAddr) -> String {
-    match prior {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.to_string(),
+    // An IP address takes at most 39 characters.
+    let mut chain = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        chain.push_str(prior);
+        chain.push_str(", ");
     }
+    match peer {
+        // By hand: `Display` runs the formatter for each octet, ten times the cost, and every
+        // passthrough pays it.
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    chain.push('.');
+                }
+                if octet >= 100 {
+                    chain.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    chain.push(char::from(b'0' + octet / 10 % 10));
+                }
+                chain.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(chain, "{v6}");
+        }
+    }
+    chain
 }
 
 /// Whether `name` describes one connection, not the message (RFC 9110 §7.6.1).
@@ -245,8 +270,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     let named: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
-    for token in named.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
-        headers.remove(token.trim());
+    for token in named.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim) {
+        // Most tokens (`keep-alive`, `close`) name no header of the message, and removing by
+        // name would parse and hash each.
+        if headers.keys().any(|name| name.as_str().eq_ignore_ascii_case(token)) {
+            headers.remove(token);
+        }
     }
     for name in &found {
         headers.remove(name);
@@ -358,6 +387,9 @@ mod tests {
             headers(&[("host", "gw.example"), ("x-forwarded-for", "192.0.2.7"), ("connection", "x-forwarded-for")]);
         to_upstream(&mut h, Some("10.0.0.2".parse().unwrap()), "https://gw.example");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7, 10.0.0.2");
+        for peer in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "::1", "2001:db8::7", "::ffff:10.0.0.1"] {
+            assert_eq!(forwarded_for(None, peer.parse().unwrap()), peer);
+        }
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "gw.example");
         assert!(!h.contains_key("host") && !h.contains_key("connection"));
@@ -382,6 +414,8 @@ mod tests {
         assert_eq!(at("http://glance:9292", "/v2/images?limit=1"), "http://glance:9292/v2/images?limit=1");
         assert_eq!(at("https://cloud.example/image/", "/v2/images"), "https://cloud.example/image/v2/images");
         assert_eq!(at("http://[::1]:80/", "/"), "http://[::1]/");
+        assert_eq!(at("http://glance:9292", "?limit=1"), "http://glance:9292/?limit=1");
+        assert_eq!(at("https://cloud.example/image/", ""), "https://cloud.example/image/");
         for base in ["ftp://glance", "unix:/run/glance.sock"] {
             let up = Upstream::new(base.parse().unwrap(), Duration::ZERO, Duration::ZERO);
             assert!(matches!(up, Err(BuildError::NotHttp(_))), "{base}");

@@ -1,20 +1,15 @@
 //! The address clients use to reach the gateway, for every link it writes.
 //!
-//! Decided once per request, by a middleware that stores a [`PublicOrigin`] in the request's
-//! extensions: `X-Forwarded-Proto`, `-Host` and `-Prefix` when the peer is a trusted proxy;
-//! else the configured `public_url`; else `http://` and the request's `Host`. A client outside
-//! the trusted set cannot forge its links, and nothing that is not a valid authority or path
-//! ever reaches one.
+//! Decided by the handlers that write links, from the request's headers and peer:
+//! `X-Forwarded-Proto`, `-Host` and `-Prefix` when the peer is a trusted proxy; else the
+//! configured `public_url`; else `http://` and the request's `Host`. A client outside the
+//! trusted set cannot forge its links, and nothing that is not a valid authority or path ever
+//! reaches one. Requests that write no link (most of them) never pay for it.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use http::{header, HeaderMap};
-
-/// Scheme, host and path prefix (no trailing slash) of the gateway as this client sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PublicOrigin(pub String);
+use axum::extract::ConnectInfo;
+use http::{header, Extensions, HeaderMap};
 
 /// An IP network, `10.0.0.0/8` or a single address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,17 +64,29 @@ pub struct OriginPolicy {
 }
 
 impl OriginPolicy {
+    /// Scheme, host and path prefix (no trailing slash) of the gateway as this client sees it.
     pub fn origin(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> String {
+        self.url(headers, peer, "")
+    }
+
+    /// The origin followed by `path`, made in one allocation.
+    pub fn url(&self, headers: &HeaderMap, peer: Option<IpAddr>, path: &str) -> String {
+        let [scheme, host, prefix] = self.parts(headers, peer);
+        [scheme, host, prefix, path].concat()
+    }
+
+    /// The origin's pieces, borrowed from the policy or the request.
+    fn parts<'a>(&'a self, headers: &'a HeaderMap, peer: Option<IpAddr>) -> [&'a str; 3] {
         if peer.is_some_and(|ip| self.trusted_proxies.iter().any(|c| c.contains(ip))) {
             if let Some(forwarded) = forwarded_origin(headers) {
                 return forwarded;
             }
         }
         if let Some(url) = &self.configured {
-            return url.clone();
+            return [url, "", ""];
         }
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| valid_authority(h));
-        format!("http://{}", host.unwrap_or("localhost"))
+        ["http://", host.unwrap_or("localhost"), ""]
     }
 }
 
@@ -88,7 +95,7 @@ fn valid_authority(host: &str) -> bool {
 }
 
 /// `X-Forwarded-Host` (first value), with `-Proto` (`http` or `https`) and `-Prefix`.
-fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
+fn forwarded_origin(headers: &HeaderMap) -> Option<[&str; 3]> {
     let first = |name: &str| {
         headers
             .get(name)
@@ -98,27 +105,19 @@ fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
             .filter(|v| !v.is_empty())
     };
     let host = first("x-forwarded-host").filter(|h| valid_authority(h))?;
-    let proto = match first("x-forwarded-proto") {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
+    let scheme = match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https://",
+        _ => "http://",
     };
     let prefix = first("x-forwarded-prefix")
         .filter(|p| p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok_and(|pq| pq.query().is_none()))
         .map_or("", |p| p.trim_end_matches('/'));
-    Some(format!("{proto}://{host}{prefix}"))
+    Some([scheme, host, prefix])
 }
 
-/// The middleware: stores this request's [`PublicOrigin`].
-pub async fn resolve(State(policy): State<Arc<OriginPolicy>>, mut req: Request) -> Request {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let origin = policy.origin(req.headers(), peer);
-    req.extensions_mut().insert(PublicOrigin(origin));
-    req
-}
-
-/// The origin stored by [`resolve`]; `http://localhost` if the middleware did not run.
-pub fn of(extensions: &http::Extensions) -> String {
-    extensions.get::<PublicOrigin>().map_or_else(|| "http://localhost".to_owned(), |o| o.0.clone())
+/// The client's address, as the server records it (absent when served without one).
+pub fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! Server assembly: the middleware stack, the operational endpoints, and the serve loop.
+//! Server assembly: the routes, the operational endpoints, and the serve loop.
 //!
-//! Layers, outermost first: sensitive headers marked (tokens never reach a log), request ids
-//! checked and made, tracing span, request id echoed, panics caught, metrics and access log;
-//! then the routes: `/healthz`, `/readyz`, `/metrics`, the Nova mounts and, without a Glance,
-//! the embedded store's native API.
+//! Around every route, the edge layer ([`crate::layers::edge`]): oversized headers refused,
+//! tokens marked sensitive, request ids checked, made and echoed, a tracing span, panics
+//! caught, metrics and the access log. The routes: `/healthz`, `/readyz`, `/metrics`, the Nova
+//! mounts, the Alliance dialect and Glance's own API (passed through, or without a Glance the
+//! embedded store's).
 
 use std::future::IntoFuture;
 use std::path::PathBuf;
@@ -14,22 +15,19 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::Router;
-use http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use axum::{Router, ServiceExt as _};
+use http::{header, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
+use tower::Service as _;
 
 use crate::app::{App, ImageApi};
 use crate::config::Config;
 use crate::glance::UpstreamError;
-use crate::layers::metrics::{Metrics, MetricsLayer, RouteLabel};
-use crate::layers::request_id::{self, MakeOpenStackId};
+use crate::layers::edge::EdgeLayer;
+use crate::layers::metrics::{Metrics, RouteLabel};
 use crate::passthrough::Upstream;
-use crate::{alliance, nova, public_url};
+use crate::public_url::{self, OriginPolicy};
+use crate::{alliance, nova};
 
 /// How long `/readyz` waits for Glance before calling the gateway not ready.
 const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,8 +61,7 @@ impl Lifecycle {
 /// The whole gateway as one service.
 pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -> Router {
     let nova_cfg = &app.config.nova;
-    let policy = Arc::new(app.config.origin_policy());
-    let nova_mounts = Arc::new([nova_cfg.mount.clone(), nova_cfg.legacy_mount.clone()]);
+    let nova_mounts = [nova_cfg.mount.clone(), nova_cfg.legacy_mount.clone()];
     let mut routes = Router::new()
         .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
         .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true));
@@ -75,10 +72,16 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
             store.clone().layer(tower_http::limit::RequestBodyLimitLayer::new(EMBEDDED_BODY_LIMIT)),
         ),
         ImageApi::Glance(glance) => {
+            let state = Arc::new(GlanceMount {
+                upstream: glance.clone(),
+                mount: image_mount.clone(),
+                origin: app.origin.clone(),
+                label: RouteLabel { dialect: "glance", route: "glance.passthrough".into() },
+            });
             let passthrough: Router = Router::new()
                 .route(image_mount, any(glance_passthrough))
                 .route(&format!("{image_mount}/{{*rest}}"), any(glance_passthrough))
-                .with_state((glance.clone(), image_mount.clone()));
+                .with_state(state);
             routes.merge(passthrough)
         }
     };
@@ -94,45 +97,27 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { app, metrics: metrics.clone(), lifecycle });
+    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts))
+}
 
-    let sensitive: Arc<[HeaderName]> = Arc::new([
-        header::AUTHORIZATION,
-        header::COOKIE,
-        HeaderName::from_static("x-auth-token"),
-        HeaderName::from_static("x-subject-token"),
-    ]);
-    routes.merge(root).merge(alliance).merge(ops).layer(
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(nova_mounts, refuse_oversized_headers))
-            .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
-            .map_request(request_id::drop_malformed)
-            .layer(SetRequestIdLayer::new(request_id::HEADER, MakeOpenStackId))
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id =
-                    req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = req.uri().path(), request_id = id)
-            }))
-            .layer(PropagateRequestIdLayer::new(request_id::HEADER))
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(MetricsLayer::new(metrics))
-            .layer(axum::middleware::map_request_with_state(policy, public_url::resolve)),
-    )
+/// What the Glance passthrough needs, made once: handlers' state is cloned for every request.
+struct GlanceMount {
+    upstream: Upstream,
+    mount: String,
+    origin: Arc<OriginPolicy>,
+    label: RouteLabel,
 }
 
 /// Glance's own API through the gateway: the mount is stripped, everything else streams as is.
-async fn glance_passthrough(
-    State((glance, mount)): State<(Upstream, String)>,
-    request: axum::extract::Request,
-) -> Response {
+async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axum::extract::Request) -> Response {
     let path_and_query = request.uri().path_and_query().map_or("", |pq| pq.as_str());
-    let upstream_path = path_and_query.strip_prefix(mount.as_str()).unwrap_or(path_and_query).to_owned();
-    let upstream_path = if upstream_path.is_empty() || upstream_path.starts_with('?') {
-        format!("/{upstream_path}")
-    } else {
-        upstream_path
+    let target = glance.upstream.target(path_and_query.strip_prefix(glance.mount.as_str()).unwrap_or(path_and_query));
+    let public_base = glance.origin.url(request.headers(), public_url::peer(request.extensions()), &glance.mount);
+    let response = match target {
+        Ok(target) => glance.upstream.forward(request, target, &public_base).await,
+        Err(e) => Err(e),
     };
-    let public_base = format!("{}{mount}", public_url::of(request.extensions()));
-    let mut response = glance.forward(request, &upstream_path, &public_base).await.unwrap_or_else(|e| {
+    let mut response = response.unwrap_or_else(|e| {
         let status = match e {
             UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -142,47 +127,12 @@ async fn glance_passthrough(
         let body = serde_json::json!({"code": format!("{} {title}", status.as_u16()), "title": title, "message": e.to_string()});
         (status, axum::Json(body)).into_response()
     });
-    response.extensions_mut().insert(RouteLabel { dialect: "glance", route: "glance.passthrough".into() });
+    response.extensions_mut().insert(glance.label.clone());
     response
 }
 
 fn nova_mount(app: &Arc<App>, path: &str, legacy: bool) -> Router {
     nova::mount(app.nova.clone(), path, legacy)
-}
-
-/// Refuses a request whose headers are too large before any layer reads, logs or forwards
-/// them: Nova's 400 fault under the Nova mounts (as Nova's own server), a 431 elsewhere.
-async fn refuse_oversized_headers(
-    State(nova_mounts): State<Arc<[String; 2]>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Some(name) = crate::body::oversized_header(request.headers()) else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    let message = format!("Request header field too large: {name}");
-    if nova_mounts.iter().any(|m| path == m || path.starts_with(&format!("{m}/"))) {
-        let body = serde_json::json!({"badRequest": {"code": 400, "message": message}});
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    }
-    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    let body = serde_json::json!({"error": {"code": 431, "title": status.canonical_reason(), "message": message}});
-    (status, axum::Json(body)).into_response()
-}
-
-/// A panic is a gateway bug; the client still gets a well-formed 500 (in Nova's shape, the
-/// only dialect whose clients get 500s from us) and the gateway keeps serving.
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("request handler panicked");
-    let body =
-        serde_json::json!({"computeFault": {"code": 500, "message": "The gateway failed to handle the request."}});
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"))],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// Ready when the configuration is loaded (it is, or we would not be serving) and Glance answers.
@@ -242,11 +192,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -
     tokio::spawn(reload_on_sighup(reload, metrics, lifecycle));
     // Each request runs on the router current when it arrived, even if a reload swaps it meanwhile.
     let dispatch = tower::service_fn(move |req: axum::extract::Request| {
-        let router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        router.oneshot(req)
+        let mut router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        router.call(req)
     });
-    let service =
-        Router::new().fallback_service(dispatch).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = dispatch.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(drained).into_future();
     let deadline = async {
         // Starts counting only once the listener is closing.

@@ -26,7 +26,7 @@ use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
-use crate::public_url;
+use crate::public_url::{self, OriginPolicy};
 
 pub use error::AllianceError;
 
@@ -64,6 +64,8 @@ pub struct AllianceApi {
     pub request_timeout: Duration,
     /// Tokens for environments the gateway holds credentials for.
     pub keystone: Option<Arc<Keystone>>,
+    /// How the links' origin is decided.
+    pub origin: Arc<OriginPolicy>,
 }
 
 /// One Alliance call being served.
@@ -105,7 +107,7 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
     let outcome = tokio::time::timeout(api.request_timeout, async {
         let (namespace, environment) = target(&api, &parts.headers)?;
         let (headers, gateway_token) = upstream_identity(&api, namespace, &environment, &parts.headers).await?;
-        let origin = public_url::of(&parts.extensions);
+        let origin = api.origin.origin(&parts.headers, public_url::peer(&parts.extensions));
         let mut call = AllianceCall {
             route,
             params,

@@ -1,19 +1,19 @@
 //! Request metrics and the access log, from one vantage point.
 //!
-//! Both need the same facts (route, status, total and upstream time), so one layer records
-//! them. Dialect handlers say which route they served by putting a [`RouteLabel`] (and, when
-//! they called Glance, an [`UpstreamTime`]) into the response extensions; labels are route ids,
-//! never raw paths or image ids, so series stay few.
+//! Both need the same facts (route, status, total and upstream time), so one place records
+//! them: the edge layer ([`super::edge`]) starts an [`Exchange`] for each request and finishes
+//! it with the response. Dialect handlers say which route they served by putting a
+//! [`RouteLabel`] (and, when they called Glance, an [`UpstreamTime`]) into the response
+//! extensions; labels are route ids, never raw paths or image ids, so series stay few.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
-use tower::{Layer, Service};
+use http::{HeaderValue, Method, Request, Response};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Which dialect and route served a response.
 #[derive(Clone, Debug)]
@@ -27,7 +27,7 @@ pub struct RouteLabel {
 pub struct UpstreamTime(pub Duration);
 
 /// The gateway's metric families, in a registry of their own (so tests do not share state).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -36,6 +36,23 @@ pub struct Metrics {
     own: HistogramVec,
     in_flight: IntGauge,
     reloads: IntCounterVec,
+    /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
+    /// compares every label and allocates the status text on each call. Hashed with foldhash,
+    /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
+    series: RwLock<HashMap<SeriesKey, Series, foldhash::fast::RandomState>>,
+}
+
+type SeriesKey = (&'static str, Arc<str>, u16);
+
+/// The series one (dialect, route, status) records into.
+#[derive(Debug)]
+struct Series {
+    requests: IntCounter,
+    duration: Histogram,
+    own: Histogram,
+    /// Made on the first observation with Glance time: a route that never waits on Glance has
+    /// no upstream series at all.
+    upstream: OnceLock<Histogram>,
 }
 
 const BUCKETS: &[f64] =
@@ -73,7 +90,7 @@ impl Metrics {
         )
         .expect("valid counter");
         registry.register(Box::new(reloads.clone())).expect("unique metric");
-        Metrics { registry, requests, duration, upstream, own, in_flight, reloads }
+        Metrics { registry, requests, duration, upstream, own, in_flight, reloads, series: RwLock::default() }
     }
 
     pub fn record_reload(&self, ok: bool) {
@@ -88,15 +105,52 @@ impl Metrics {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Starts recording one request: counted in flight (unless it is a probe or a scrape) until
+    /// its [`Exchange`] is finished or dropped.
+    pub fn start<B>(self: &Arc<Self>, req: &Request<B>) -> Exchange {
+        // Probes and scrapes are not traffic: a scrape must not count itself in flight.
+        let in_flight = !matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
+        if in_flight {
+            self.in_flight.inc();
+        }
+        Exchange {
+            metrics: Arc::clone(self),
+            started: Instant::now(),
+            method: req.method().clone(),
+            bytes_in: content_length(req.headers()),
+            in_flight,
+        }
+    }
+
     fn observe(&self, label: &RouteLabel, status: u16, total: Duration, upstream: Option<Duration>) {
-        let labels = [label.dialect, &label.route];
-        self.requests.with_label_values(&[label.dialect, &label.route, &status.to_string()]).inc();
-        self.duration.with_label_values(&labels).observe(total.as_secs_f64());
+        let key = (label.dialect, Arc::clone(&label.route), status);
+        let known = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((key, series)) = known.get_key_value(&key) {
+            return self.record(key, series, total, upstream);
+        }
+        drop(known);
+        let mut known = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        let series = known.entry(key.clone()).or_insert_with(|| {
+            let labels = [label.dialect, &label.route];
+            Series {
+                requests: self.requests.with_label_values(&[label.dialect, &label.route, &status.to_string()]),
+                duration: self.duration.with_label_values(&labels),
+                own: self.own.with_label_values(&labels),
+                upstream: OnceLock::new(),
+            }
+        });
+        self.record(&key, series, total, upstream);
+    }
+
+    fn record(&self, key: &SeriesKey, series: &Series, total: Duration, upstream: Option<Duration>) {
+        series.requests.inc();
+        series.duration.observe(total.as_secs_f64());
         let upstream = upstream.unwrap_or_default();
         if !upstream.is_zero() {
-            self.upstream.with_label_values(&labels).observe(upstream.as_secs_f64());
+            let histogram = series.upstream.get_or_init(|| self.upstream.with_label_values(&[key.0, &key.1]));
+            histogram.observe(upstream.as_secs_f64());
         }
-        self.own.with_label_values(&labels).observe(total.saturating_sub(upstream).as_secs_f64());
+        series.own.observe(total.saturating_sub(upstream).as_secs_f64());
     }
 }
 
@@ -106,86 +160,55 @@ impl Default for Metrics {
     }
 }
 
-// === impl MetricsLayer ===
-
-/// Records every response that carries a [`RouteLabel`] and logs it at target `access_log`.
-#[derive(Clone, Debug)]
-pub struct MetricsLayer {
+/// One request on its way through: what its access line and metrics need, taken before the
+/// handler consumes the request. Dropped unfinished (the client went away, the handler
+/// panicked), it only leaves the in-flight count.
+#[derive(Debug)]
+pub struct Exchange {
     metrics: Arc<Metrics>,
+    started: Instant,
+    method: Method,
+    bytes_in: Option<u64>,
+    in_flight: bool,
 }
 
-impl MetricsLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        MetricsLayer { metrics }
+impl Exchange {
+    /// Records the response, if it carries a [`RouteLabel`], in the metrics and as a line at
+    /// target `access_log`. Returns the time since the request arrived.
+    pub fn finish<B: http_body::Body>(mut self, response: &Response<B>, request_id: &HeaderValue) -> Duration {
+        self.leave();
+        let total = self.started.elapsed();
+        let Some(label) = response.extensions().get::<RouteLabel>() else { return total };
+        let upstream = response.extensions().get::<UpstreamTime>().map(|u| u.0);
+        let status = response.status().as_u16();
+        // Known for every answer the gateway builds; absent for a streamed passthrough.
+        let bytes_out = response.body().size_hint().exact().or_else(|| content_length(response.headers()));
+        self.metrics.observe(label, status, total, upstream);
+        tracing::info!(
+            target: "access_log",
+            dialect = label.dialect,
+            route = &*label.route,
+            method = %self.method,
+            status,
+            duration_ms = total.as_secs_f64() * 1e3,
+            upstream_ms = upstream.unwrap_or_default().as_secs_f64() * 1e3,
+            bytes_in = self.bytes_in,
+            bytes_out,
+            request_id = request_id.to_str().unwrap_or(""),
+        );
+        total
+    }
+
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.in_flight) {
+            self.metrics.in_flight.dec();
+        }
     }
 }
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: self.metrics.clone() }
-    }
-}
-
-// === impl MetricsService ===
-
-#[derive(Clone, Debug)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B, RB> Service<Request<B>> for MetricsService<S>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Future: Send + 'static,
-    RB: http_body::Body,
-{
-    type Response = Response<RB>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let bytes_in = content_length(req.headers());
-        let request_id =
-            req.headers().get(crate::layers::request_id::HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let metrics = self.metrics.clone();
-        // Probes and scrapes are not traffic: a scrape must not count itself in flight.
-        let probe = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
-        let guard = (!probe).then(|| InFlight::new(&metrics.in_flight));
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = future.await?;
-            drop(guard);
-            if let Some(label) = response.extensions().get::<RouteLabel>().cloned() {
-                let total = started.elapsed();
-                let upstream = response.extensions().get::<UpstreamTime>().map(|u| u.0);
-                let status = response.status().as_u16();
-                // Known for every answer the gateway builds; absent for a streamed passthrough.
-                let bytes_out = response.body().size_hint().exact().or_else(|| content_length(response.headers()));
-                metrics.observe(&label, status, total, upstream);
-                tracing::info!(
-                    target: "access_log",
-                    dialect = label.dialect,
-                    route = &*label.route,
-                    method = %method,
-                    status,
-                    duration_ms = total.as_secs_f64() * 1e3,
-                    upstream_ms = upstream.unwrap_or_default().as_secs_f64() * 1e3,
-                    bytes_in,
-                    bytes_out,
-                    request_id = request_id.as_deref().unwrap_or(""),
-                );
-            }
-            Ok(response)
-        })
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -193,54 +216,60 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Counts a request in flight until dropped, also when the client goes away mid-request.
-struct InFlight(IntGauge);
-
-impl InFlight {
-    fn new(gauge: &IntGauge) -> Self {
-        gauge.inc();
-        InFlight(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::convert::Infallible;
-    use tower::{service_fn, ServiceExt};
 
-    #[tokio::test]
-    async fn labelled_responses_are_counted_by_route_and_status() {
+    #[test]
+    fn labelled_responses_are_counted_by_route_and_status() {
         let metrics = Arc::new(Metrics::new());
-        let svc = MetricsLayer::new(metrics.clone()).layer(service_fn(|req: Request<()>| async move {
-            let mut res = Response::new(String::from("{}"));
-            if req.uri().path() == "/labelled" {
-                res.extensions_mut().insert(RouteLabel { dialect: "nova", route: "nova.images.show".into() });
-                res.extensions_mut().insert(UpstreamTime(Duration::from_millis(3)));
-                *res.status_mut() = http::StatusCode::NOT_FOUND;
-            }
-            Ok::<_, Infallible>(res)
-        }));
-        svc.clone().oneshot(Request::get("/labelled").body(()).unwrap()).await.unwrap();
-        svc.oneshot(Request::get("/healthz").body(()).unwrap()).await.unwrap();
+        let id = HeaderValue::from_static("req-6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f");
+        let exchange = metrics.start(&Request::get("/labelled").body(()).unwrap());
+        assert_eq!(metrics.in_flight.get(), 1);
+        let mut res = Response::new(String::from("{}"));
+        res.extensions_mut().insert(RouteLabel { dialect: "nova", route: "nova.images.show".into() });
+        res.extensions_mut().insert(UpstreamTime(Duration::from_millis(3)));
+        *res.status_mut() = http::StatusCode::NOT_FOUND;
+        exchange.finish(&res, &id);
+        // The second time through, the series are the ones resolved the first time.
+        metrics.start(&Request::get("/labelled").body(()).unwrap()).finish(&res, &id);
+        let probe = metrics.start(&Request::get("/healthz").body(()).unwrap());
+        assert_eq!(metrics.in_flight.get(), 0, "probes are not in flight");
+        probe.finish(&Response::new(String::new()), &id);
         let text = metrics.render();
         assert!(
-            text.contains(r#"image_gateway_requests_total{dialect="nova",route="nova.images.show",status="404"} 1"#),
+            text.contains(r#"image_gateway_requests_total{dialect="nova",route="nova.images.show",status="404"} 2"#),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"image_gateway_upstream_duration_seconds_count{dialect="nova",route="nova.images.show"} 1"#
+                r#"image_gateway_upstream_duration_seconds_count{dialect="nova",route="nova.images.show"} 2"#
             ),
             "{text}"
         );
         assert!(!text.contains("healthz"), "unlabelled requests are not series: {text}");
         assert!(text.contains("image_gateway_requests_in_flight 0"), "{text}");
+    }
+
+    #[test]
+    fn routes_without_glance_time_have_no_upstream_series() {
+        let metrics = Arc::new(Metrics::new());
+        let mut res = Response::new(String::new());
+        res.extensions_mut().insert(RouteLabel { dialect: "glance", route: "glance.passthrough".into() });
+        metrics.start(&Request::get("/image/v2/images").body(()).unwrap()).finish(&res, &HeaderValue::from_static(""));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"image_gateway_own_duration_seconds_count{dialect="glance",route="glance.passthrough"} 1"#)
+        );
+        assert!(!text.contains("image_gateway_upstream_duration_seconds_count"), "{text}");
+    }
+
+    #[test]
+    fn an_exchange_dropped_unfinished_leaves_the_in_flight_count() {
+        let metrics = Arc::new(Metrics::new());
+        let exchange = metrics.start(&Request::get("/v2.1/images").body(()).unwrap());
+        assert_eq!(metrics.in_flight.get(), 1);
+        drop(exchange);
+        assert_eq!(metrics.in_flight.get(), 0);
     }
 }

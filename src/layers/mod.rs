@@ -1,5 +1,6 @@
-//! The gateway's own tower middleware. Stock layers (tracing, panic catching) come from
-//! tower-http and are assembled in [`crate::server`].
+//! The gateway's own tower middleware: the [`edge`] layer around every route, and the request
+//! ids and metrics it keeps.
 
+pub mod edge;
 pub mod metrics;
 pub mod request_id;

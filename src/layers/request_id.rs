@@ -4,19 +4,18 @@
 //! gateway into Glance's logs; anything else is replaced, so a client cannot inject arbitrary
 //! text into every log line downstream.
 
-use http::{HeaderName, HeaderValue, Request};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-openstack-request-id");
 
-/// Makes `req-<uuid4>` ids.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MakeOpenStackId;
-
-impl MakeRequestId for MakeOpenStackId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&format!("req-{}", uuid::Uuid::new_v4())).ok().map(RequestId::new)
-    }
+/// A fresh `req-<uuid4>`.
+pub fn make() -> HeaderValue {
+    let mut id = *b"req-00000000-0000-0000-0000-000000000000";
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id[4..]);
+    // Shared from the start: the id is cloned into the response and the log, and cloning a
+    // `Bytes` made from a `Vec` would allocate again.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id)).expect("a uuid is a valid header value")
 }
 
 /// Whether a client-supplied id has OpenStack's form.
@@ -24,12 +23,19 @@ pub fn is_valid(value: &HeaderValue) -> bool {
     value.to_str().ok().and_then(|s| s.strip_prefix("req-")).is_some_and(|rest| uuid::Uuid::try_parse(rest).is_ok())
 }
 
-/// Drops a malformed incoming id so that the next layer makes a fresh one.
-pub fn drop_malformed<B>(mut req: Request<B>) -> Request<B> {
-    if req.headers().get_all(&HEADER).iter().count() > 1 || req.headers().get(&HEADER).is_some_and(|v| !is_valid(v)) {
-        req.headers_mut().remove(&HEADER);
+/// The request's id: the client's own if it sent exactly one, well-formed, else a fresh one
+/// that replaces whatever it sent.
+pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+    // A look at each of a request's few headers costs less than hashing this long name.
+    let mut sent = headers.iter().filter(|(name, _)| *name == HEADER).map(|(_, id)| id);
+    if let (Some(id), None) = (sent.next(), sent.next()) {
+        if is_valid(id) {
+            return id.clone();
+        }
     }
-    req
+    let id = make();
+    headers.insert(HEADER, id.clone());
+    id
 }
 
 #[cfg(test)]
@@ -43,15 +49,25 @@ mod tests {
         for bad in ["6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f", "req-", "req-x; drop table", "req-6f1c1bd8"] {
             assert!(!is_valid(&HeaderValue::from_static(bad)), "{bad}");
         }
-        let req = Request::get("/").header(HEADER, "evil\tvalue").body(()).unwrap();
-        assert!(drop_malformed(req).headers().get(HEADER).is_none());
-        let req = Request::get("/").header(HEADER, ok.clone()).body(()).unwrap();
-        assert_eq!(drop_malformed(req).headers().get(HEADER), Some(&ok));
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, ok.clone());
+        assert_eq!(ensure(&mut headers), ok);
+        assert_eq!(headers.get_all(HEADER).iter().collect::<Vec<_>>(), [&ok]);
+        for sent in [&["evil\tvalue"][..], &[ok.to_str().unwrap(), ok.to_str().unwrap()][..]] {
+            let mut headers = HeaderMap::new();
+            for value in sent {
+                headers.append(HEADER, HeaderValue::from_str(value).unwrap());
+            }
+            let made = ensure(&mut headers);
+            assert!(is_valid(&made) && made != ok, "{sent:?}");
+            assert_eq!(headers.get_all(HEADER).iter().collect::<Vec<_>>(), [&made], "{sent:?}");
+        }
     }
 
     #[test]
-    fn made_ids_are_valid() {
-        let id = MakeOpenStackId.make_request_id(&Request::get("/").body(()).unwrap()).unwrap();
-        assert!(is_valid(id.header_value()));
+    fn made_ids_are_valid_and_new() {
+        let (a, b) = (make(), make());
+        assert!(is_valid(&a) && is_valid(&b) && a != b);
+        assert_eq!(a.len(), 40);
     }
 }

@@ -30,7 +30,7 @@ use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, ApiVersion, LinkBases, Lookup, Mapping, Route};
 use crate::passthrough::Upstream;
-use crate::public_url;
+use crate::public_url::{self, OriginPolicy};
 
 use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
 
@@ -88,6 +88,8 @@ pub struct NovaApi {
     pub passthrough: Option<Upstream>,
     /// Keystone, when client tokens are to be validated before anything else.
     pub token_validator: Option<Arc<Keystone>>,
+    /// How the links' origin is decided.
+    pub origin: Arc<OriginPolicy>,
 }
 
 /// One Nova call being served.
@@ -140,14 +142,15 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
     let Some((route, params, project)) = claimed else {
         // Not an image call: the real Nova's, if there is one.
         if let Some(nova) = &api.passthrough {
-            return forward(nova, request).await;
+            return forward(api, nova, request).await;
         }
         let (parts, _) = request.into_parts();
         if is_root && parts.method == http::Method::GET {
-            return version_document(api, &mount, &parts.headers, &public_url::of(&parts.extensions));
+            let origin = api.origin.origin(&parts.headers, public_url::peer(&parts.extensions));
+            return version_document(api, &mount, &parts.headers, &origin);
         }
         let page = NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response();
-        return labelled(page, UNMATCHED.into(), &parts.headers);
+        return labelled(page, UNMATCHED.into(), parts.headers.get(request_id::HEADER));
     };
     let project = project.as_deref();
     let (parts, body) = request.into_parts();
@@ -162,7 +165,12 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
                 route,
                 params,
                 query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
-                links: link_bases(api, &mount, &public_url::of(&parts.extensions), project),
+                links: link_bases(
+                    api,
+                    &mount,
+                    &api.origin.origin(&parts.headers, public_url::peer(&parts.extensions)),
+                    project,
+                ),
                 collection: route.template.to_string().trim_start_matches('/').to_owned(),
                 glance: Call::new(api.glance.forwarded(&parts.headers)),
                 legacy: mount.legacy,
@@ -191,7 +199,7 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
             response
         }
     };
-    labelled(response, route.id.clone(), &parts.headers)
+    labelled(response, route.id.clone(), parts.headers.get(request_id::HEADER))
 }
 
 /// `GET {mount}` and `GET {mount}/`: unauthenticated, with version headers on the
@@ -205,16 +213,16 @@ fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap, origin: &
             Err(e) => response = NovaError::from(e).into_response(),
         }
     }
-    labelled(response, VERSIONS.into(), headers)
+    labelled(response, VERSIONS.into(), headers.get(request_id::HEADER))
 }
 
 /// `GET /`: the list of both Nova roots.
 pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response {
     if let Some(nova) = &api.passthrough {
-        return forward(nova, request).await;
+        return forward(&api, nova, request).await;
     }
     let doc = versions::versions(
-        &public_url::of(request.extensions()),
+        &api.origin.origin(request.headers(), public_url::peer(request.extensions())),
         &api.settings.mount,
         &api.settings.legacy_mount,
         api.settings.max_version,
@@ -225,16 +233,16 @@ pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response
 }
 
 /// Hands a request to the real Nova, unchanged but for the proxy headers.
-async fn forward(nova: &Upstream, request: Request) -> Response {
-    let original = request.extensions().get::<OriginalUri>().map_or_else(|| request.uri().clone(), |o| o.0.clone());
-    let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-    let origin = public_url::of(request.extensions());
-    let headers = request.headers().clone();
-    let response = nova
-        .forward(request, &path_and_query, &origin)
-        .await
-        .unwrap_or_else(|e| NovaError::Upstream(e).into_response());
-    labelled(response, PASSTHROUGH.into(), &headers)
+async fn forward(api: &NovaApi, nova: &Upstream, request: Request) -> Response {
+    let original = request.extensions().get::<OriginalUri>().map_or(request.uri(), |o| &o.0);
+    let target = nova.target(original.path_and_query().map_or("/", |pq| pq.as_str()));
+    let origin = api.origin.origin(request.headers(), public_url::peer(request.extensions()));
+    let id = request.headers().get(request_id::HEADER).cloned();
+    let response = match target {
+        Ok(target) => nova.forward(request, target, &origin).await,
+        Err(e) => Err(e),
+    };
+    labelled(response.unwrap_or_else(|e| NovaError::Upstream(e).into_response()), PASSTHROUGH.into(), id.as_ref())
 }
 
 /// Runs a routed call once the version is known: Nova's checks in Nova's order, then the action.
@@ -389,8 +397,8 @@ fn set_version_headers(headers: &mut HeaderMap, version: ApiVersion) {
 }
 
 /// Marks the response with its route (for metrics) and Nova's second request-id header.
-fn labelled(mut response: Response, route: Arc<str>, request_headers: &HeaderMap) -> Response {
-    if let Some(id) = request_headers.get(request_id::HEADER) {
+fn labelled(mut response: Response, route: Arc<str>, request_id: Option<&HeaderValue>) -> Response {
+    if let Some(id) = request_id {
         response.headers_mut().insert(COMPUTE_REQUEST_ID, id.clone());
     }
     response.extensions_mut().insert(RouteLabel { dialect: DIALECT, route });
