@@ -253,6 +253,11 @@ impl Default for Config {
     }
 }
 
+/// Whether a URL carries a user or password: they would go with every client's request.
+fn has_credentials(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
 impl Config {
     /// Loads defaults, then the file, then the environment. `explicit` says whether the path
     /// came from the command line: a missing default file is fine, a missing named one is not.
@@ -304,7 +309,7 @@ impl Config {
         ] {
             if let Some(url) = url {
                 // Said without the URL, which would put the password in a log line.
-                if !url.username().is_empty() || url.password().is_some() {
+                if has_credentials(url) {
                     return invalid(key, "must not hold credentials: clients bring their own".into());
                 }
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.query().is_some() {
@@ -345,7 +350,7 @@ impl Config {
             return invalid("alliance.default_namespace", format!("`{ns}` is not one of alliance.namespaces"));
         }
         for (name, ns) in &self.alliance.namespaces {
-            if ns.glance_url.as_ref().is_some_and(|u| !u.username().is_empty() || u.password().is_some()) {
+            if ns.glance_url.as_ref().is_some_and(has_credentials) {
                 let problem = format!("namespace `{name}`: must not hold credentials: clients bring their own");
                 return invalid("alliance.namespaces.*.glance_url", problem);
             }

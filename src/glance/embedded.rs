@@ -470,9 +470,10 @@ pub fn base_properties() -> PropertyNames {
     super::base_properties(&IMAGE_SCHEMA).unwrap_or_default()
 }
 
+/// Decided by the same rule as a real Glance's properties, so the store and the client agree.
 fn is_base(key: &str) -> bool {
-    let property = IMAGE_SCHEMA["properties"].get(key);
-    property.is_some_and(|p| p.get("is_base").is_none())
+    static BASE: LazyLock<PropertyNames> = LazyLock::new(base_properties);
+    BASE.contains(key)
 }
 
 /// Checks `{key: value}` against the image schema, worded like Python's jsonschema.
