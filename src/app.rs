@@ -6,14 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::alliance::{self, AllianceApi, Namespace};
 use crate::config::Config;
 use crate::glance::{embedded, GlanceClient};
 use crate::keystone::Keystone;
+use crate::layers::metrics::Metrics;
 use crate::mapping::{Mapping, MappingError};
 use crate::nova::{self, NovaApi};
 use crate::passthrough::Upstream;
 use crate::public_url::OriginPolicy;
+
+/// How metrics and logs name `glance.url` (or the in-memory store); a namespace's own Glance
+/// is `glance/<namespace>`.
+const DEFAULT_GLANCE: &str = "glance";
 
 /// The mapping files compiled into the binary, used when `mappings_dir` is not set.
 const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
@@ -43,6 +49,8 @@ pub enum ImageApi {
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
+    /// The process's metrics, kept across reloads.
+    pub metrics: Arc<Metrics>,
     pub glance: GlanceClient,
     pub image_api: ImageApi,
     pub nova: Arc<NovaApi>,
@@ -52,21 +60,10 @@ pub struct App {
 }
 
 impl App {
-    pub fn load(config: Config) -> Result<App, LoadError> {
-        Self::load_keeping(config, None)
-    }
-
-    /// The in-memory store's router, when that is what serves images.
-    pub fn embedded_store(&self) -> Option<axum::Router> {
-        match &self.image_api {
-            ImageApi::Embedded(router) => Some(router.clone()),
-            ImageApi::Glance(_) => None,
-        }
-    }
-
-    /// As [`App::load`], keeping `store` (the running in-memory store, if any) rather than
-    /// starting an empty one: a reload must not lose the images.
-    pub fn load_keeping(config: Config, store: Option<axum::Router>) -> Result<App, LoadError> {
+    /// Builds the gateway `config` describes. `metrics` and `store` (the running in-memory
+    /// store, if any) are the process's: a reload keeps its metrics and must not lose the
+    /// images of the in-memory store.
+    pub fn load(config: Config, metrics: Arc<Metrics>, store: Option<axum::Router>) -> Result<App, LoadError> {
         let nova_mapping =
             Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
         let connect = Duration::from_secs_f64(config.glance.connect_timeout_secs);
@@ -74,11 +71,14 @@ impl App {
         let (glance, image_api) = match &config.glance.url {
             Some(url) => {
                 let passthrough = ImageApi::Glance(Upstream::new(url.clone(), connect, idle)?);
-                (GlanceClient::http(&config.glance, url.clone())?, passthrough)
+                (GlanceClient::http(DEFAULT_GLANCE, &config.glance, url.clone(), &metrics)?, passthrough)
             }
             None => {
                 let router = store.unwrap_or_else(|| embedded::router(embedded::Store::new()));
-                (GlanceClient::embedded(&config.glance, router.clone()), ImageApi::Embedded(router))
+                (
+                    GlanceClient::embedded(DEFAULT_GLANCE, &config.glance, router.clone(), &metrics),
+                    ImageApi::Embedded(router),
+                )
             }
         };
         let image_service_url =
@@ -99,6 +99,11 @@ impl App {
         let passthrough = config.nova.upstream_url.clone().map(|url| Upstream::new(url, connect, idle)).transpose()?;
         let token_validator = keystone.clone().filter(|_| config.keystone.validate_nova_tokens);
         let origin = Arc::new(config.origin_policy());
+        let admission = Arc::new(Admission::new(
+            config.limits.max_heavy_in_flight as usize,
+            Duration::from_secs_f64(config.limits.retry_after_secs),
+            metrics.heavy(),
+        ));
         let nova = Arc::new(NovaApi {
             mapping: nova_mapping,
             glance: glance.clone(),
@@ -106,9 +111,18 @@ impl App {
             passthrough,
             token_validator,
             origin: origin.clone(),
+            admission: admission.clone(),
         });
-        let alliance = Arc::new(load_alliance(&config, &glance, &keystone, &origin)?);
-        Ok(App { config, glance, image_api, nova, alliance, origin })
+        let alliance = Arc::new(load_alliance(&config, &glance, &keystone, &origin, &admission, &metrics)?);
+        Ok(App { config, metrics, glance, image_api, nova, alliance, origin })
+    }
+
+    /// The in-memory store's router, when that is what serves images.
+    pub fn embedded_store(&self) -> Option<axum::Router> {
+        match &self.image_api {
+            ImageApi::Embedded(router) => Some(router.clone()),
+            ImageApi::Glance(_) => None,
+        }
     }
 }
 
@@ -117,6 +131,8 @@ fn load_alliance(
     default_glance: &GlanceClient,
     keystone: &Option<Arc<Keystone>>,
     origin: &Arc<OriginPolicy>,
+    admission: &Arc<Admission>,
+    metrics: &Metrics,
 ) -> Result<AllianceApi, LoadError> {
     let mapping = load_mapping(
         config.mappings_dir.as_deref(),
@@ -128,7 +144,7 @@ fn load_alliance(
     let mut namespaces = HashMap::new();
     for (name, ns) in &config.alliance.namespaces {
         let glance = match &ns.glance_url {
-            Some(url) => GlanceClient::http(&config.glance, url.clone())?,
+            Some(url) => GlanceClient::http(&format!("{DEFAULT_GLANCE}/{name}"), &config.glance, url.clone(), metrics)?,
             None => default_glance.clone(),
         };
         namespaces.insert(name.clone(), Namespace { glance, identity: ns.identity });
@@ -142,6 +158,7 @@ fn load_alliance(
         request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
         keystone: keystone.clone(),
         origin: origin.clone(),
+        admission: admission.clone(),
     })
 }
 

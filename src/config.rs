@@ -144,6 +144,12 @@ pub struct Limits {
     pub request_timeout_secs: f64,
     /// Largest JSON request body accepted.
     pub body_limit_bytes: u64,
+    /// Heavy requests (translated lists) served at once; more are answered 503 with
+    /// `Retry-After` at once. Each holds about a raw Glance page and a page of answer (some
+    /// 3 MiB at `glance.page_size` 1000): the default fits a 256 MiB memory limit.
+    pub max_heavy_in_flight: u32,
+    /// The `Retry-After` of those 503s.
+    pub retry_after_secs: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -214,7 +220,12 @@ impl Default for Config {
             public_url: None,
             trusted_proxies: Vec::new(),
             mappings_dir: None,
-            limits: Limits { request_timeout_secs: 60.0, body_limit_bytes: 1 << 20 },
+            limits: Limits {
+                request_timeout_secs: 60.0,
+                body_limit_bytes: 1 << 20,
+                max_heavy_in_flight: 32,
+                retry_after_secs: 1.0,
+            },
             glance: GlanceConfig {
                 url: None,
                 public_url: None,
@@ -282,6 +293,7 @@ impl Config {
             ("glance.connect_timeout_secs", self.glance.connect_timeout_secs),
             ("glance.timeout_secs", self.glance.timeout_secs),
             ("glance.circuit_breaker_cooldown_secs", self.glance.circuit_breaker_cooldown_secs),
+            ("limits.retry_after_secs", self.limits.retry_after_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
                 return invalid(key, format!("{secs} is not a number of seconds between 0 and 86400"));
@@ -300,6 +312,9 @@ impl Config {
         }
         if self.limits.body_limit_bytes == 0 {
             return invalid("limits.body_limit_bytes", "must be at least 1".into());
+        }
+        if self.limits.max_heavy_in_flight == 0 {
+            return invalid("limits.max_heavy_in_flight", "must be at least 1".into());
         }
         for (key, url) in [
             ("public_url", &self.public_url),

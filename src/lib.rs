@@ -4,10 +4,12 @@
 //! - [`mapping`]: the pure mapping engine (routes, query maps, views);
 //! - [`glance`]: the Glance v2 client and the embedded in-memory store;
 //! - [`nova`]: the Nova image proxy dialect;
+//! - [`list`]: translated list answers, page by page; [`admission`]: the limit on them;
 //! - [`layers`]: the gateway's own middleware;
 //! - [`app`] and [`server`]: assembly.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod alliance;
 pub mod app;
 pub mod body;
@@ -15,6 +17,7 @@ pub mod config;
 pub mod glance;
 pub mod keystone;
 pub mod layers;
+pub mod list;
 pub mod mapping;
 pub mod nova;
 pub mod passthrough;

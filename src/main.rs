@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use image_gateway::app::App;
 use image_gateway::config::{self, Config, LogFormat};
+use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
 use tracing_subscriber::EnvFilter;
 
@@ -45,8 +46,10 @@ fn main() -> ExitCode {
     let (Command::Serve { config } | Command::Check { config }) = &cli.command;
     let explicit = config.is_some();
     let path = config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-    let loaded =
-        Config::load(&path, explicit).map_err(|e| e.to_string()).and_then(|c| App::load(c).map_err(|e| e.to_string()));
+    let metrics = Arc::new(Metrics::new());
+    let loaded = Config::load(&path, explicit)
+        .map_err(|e| e.to_string())
+        .and_then(|c| App::load(c, metrics, None).map_err(|e| e.to_string()));
     let app = match loaded {
         Ok(app) => app,
         Err(e) => {

@@ -29,14 +29,11 @@ use crate::passthrough::Upstream;
 use crate::public_url::{self, OriginPolicy};
 use crate::{alliance, nova};
 
-/// How long `/readyz` waits for Glance before calling the gateway not ready.
-const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The embedded store keeps uploads in memory; this bounds one upload.
 const EMBEDDED_BODY_LIMIT: usize = 512 << 20;
 
 #[derive(Clone)]
 struct Ops {
-    app: Arc<App>,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
 }
@@ -59,7 +56,8 @@ impl Lifecycle {
 }
 
 /// The whole gateway as one service.
-pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -> Router {
+pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
+    let metrics = app.metrics.clone();
     let nova_cfg = &app.config.nova;
     let nova_mounts = [nova_cfg.mount.clone(), nova_cfg.legacy_mount.clone()];
     let mut routes = Router::new()
@@ -96,7 +94,7 @@ pub fn router(app: Arc<App>, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) -
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Ops { app, metrics: metrics.clone(), lifecycle });
+        .with_state(Ops { metrics: metrics.clone(), lifecycle });
     routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts))
 }
 
@@ -135,16 +133,16 @@ fn nova_mount(app: &Arc<App>, path: &str, legacy: bool) -> Router {
     nova::mount(app.nova.clone(), path, legacy)
 }
 
-/// Ready when the configuration is loaded (it is, or we would not be serving) and Glance answers.
+/// Whether this replica can take traffic: its configuration is loaded (it is, or it would not
+/// be serving) and it is not draining. Upstreams are deliberately not asked: an outage of
+/// Glance is answered by each dialect's 503 and shown in `image_gateway_upstream_up` and the
+/// breaker's metrics; failing readiness for it would take every replica, and every
+/// passthrough route with it (Nova's `/servers` included), out of the Service at once.
 async fn readyz(State(ops): State<Ops>) -> Response {
     if ops.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
     }
-    match tokio::time::timeout(READINESS_PROBE_TIMEOUT, ops.app.glance.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: Glance did not answer in time\n").into_response(),
-    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> Response {
@@ -168,7 +166,7 @@ pub struct ConfigSource {
 /// the listener closes and requests in flight get `grace_period_secs` to finish. SIGHUP
 /// reloads the configuration and mapping files (see [`reload_on_sighup`]).
 pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -> std::io::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = app.metrics.clone();
     let lifecycle = Arc::new(Lifecycle::default());
     let drain = Duration::from_secs_f64(app.config.shutdown.drain_delay_secs);
     let grace = Duration::from_secs_f64(app.config.shutdown.grace_period_secs);
@@ -187,7 +185,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -
             let _ = closing_tx.send(());
         }
     };
-    let current = Arc::new(RwLock::new(router(app.clone(), metrics.clone(), lifecycle.clone())));
+    let current = Arc::new(RwLock::new(router(app.clone(), lifecycle.clone())));
     let reload = Reload { source, listen: app.config.listen, store: app.embedded_store(), current: current.clone() };
     tokio::spawn(reload_on_sighup(reload, metrics, lifecycle));
     // Each request runs on the router current when it arrived, even if a reload swaps it meanwhile.
@@ -235,13 +233,13 @@ async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<
     while hangups.recv().await.is_some() {
         let loaded = Config::load(&source.path, source.explicit)
             .map_err(|e| e.to_string())
-            .and_then(|config| App::load_keeping(config, store.clone()).map_err(|e| e.to_string()));
+            .and_then(|config| App::load(config, metrics.clone(), store.clone()).map_err(|e| e.to_string()));
         match loaded {
             Ok(app) => {
                 if app.config.listen != listen {
                     tracing::warn!(listen = %app.config.listen, "a new listen address takes a restart; still on {listen}");
                 }
-                let next = router(Arc::new(app), metrics.clone(), lifecycle.clone());
+                let next = router(Arc::new(app), lifecycle.clone());
                 *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
                 metrics.record_reload(true);
                 tracing::info!(config = %source.path.display(), "configuration reloaded");

@@ -652,7 +652,9 @@ async fn a_glance_url_that_answers_300_multiple_choices_is_a_502() {
 #[tokio::test]
 async fn pages_that_never_end_do_not_keep_the_gateway_busy() {
     // A Glance whose every page is the same full page with a `next` link: the gateway must see
-    // that the marker does not move and stop (502), not follow it until the request deadline.
+    // that the marker does not move and stop, not follow it until the request deadline. The
+    // first page is answered before the second is asked for (lists stream page by page), so
+    // the client sees the answer cut short: never a complete one.
     let fake = FakeGlance::start(|seen| match (seen.method.as_str(), seen.image_id()) {
         ("GET", None) => {
             let mut page = image_list(vec![image(GOOD)]);
@@ -670,8 +672,11 @@ async fn pages_that_never_end_do_not_keep_the_gateway_busy() {
     let b = alliance(&gw, "GET", "/images", None).await;
     let alliance_pages = fake.count("GET", "/v2/images") - nova_pages;
     let mut failures = Failures::default();
-    failures.check("nova detail", nova_fault(&a, &[502]));
-    failures.check("alliance list", alliance_error(&b, &[502]));
+    for (dialect, answer) in [("nova", &a), ("alliance", &b)] {
+        if answer.status != 200 || answer.cut.is_none() {
+            failures.check(dialect, Err(format!("{} (cut: {:?}): {}", answer.status, answer.cut, answer.text)));
+        }
+    }
     for (dialect, pages) in [("nova", nova_pages), ("alliance", alliance_pages)] {
         if pages > 10 {
             failures.check(dialect, Err(format!("followed {pages} pages of the same image")));

@@ -262,7 +262,7 @@ fn parse_answer(bytes: &[u8]) -> Answer {
     }
     let chunked = headers.get("transfer-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
     let text = if chunked { dechunk(body) } else { body.to_owned() };
-    Answer { status, headers, text }
+    Answer { status, headers, text, cut: None }
 }
 
 fn dechunk(mut body: &str) -> String {

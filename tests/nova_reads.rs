@@ -482,18 +482,39 @@ async fn operations_endpoints() {
     assert!(!m.text.contains(&w.id("beta")));
 }
 
+/// Readiness is the replica's own: a Glance outage is answered with Nova's 503s and shown in
+/// the upstream metrics, never by failing `/readyz` (which would empty the Service).
 #[tokio::test]
-async fn a_gateway_whose_glance_is_down_is_not_ready_and_says_so_in_nova_terms() {
+async fn a_gateway_whose_glance_is_down_stays_ready_and_says_so_in_nova_terms_and_metrics() {
     let h = Harness::get();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let gw = h.gateway(|c| c.glance.url = Some(dead.parse().unwrap()));
-    let a = send(client().get(format!("{}/readyz", gw.base))).await;
-    assert_eq!(a.status, 503);
+    let gw = h.gateway(|c| {
+        c.glance.url = Some(dead.parse().unwrap());
+        c.glance.circuit_breaker_failures = 2;
+    });
+    let metric = |name: &str| {
+        let text = gw.metrics.render();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name}{{upstream=\"glance\"}} ")));
+        line.and_then(|l| l.rsplit(' ').next()).map(str::to_owned).unwrap_or_else(|| panic!("no {name}:\n{text}"))
+    };
+    assert_eq!(metric("image_gateway_upstream_up"), "1", "up until a call fails");
+    for _ in 0..2 {
+        let a = send(client().get(format!("{}/v2.1/images/detail", gw.base)).headers(h.member())).await;
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert_eq!(a.json()["serviceUnavailable"]["code"], 503);
+        assert_eq!(a.header("retry-after"), None, "Glance was tried: no promise of when it is back");
+    }
     let a = send(client().get(format!("{}/v2.1/images/detail", gw.base)).headers(h.member())).await;
-    assert_eq!(a.status, 503, "{}", a.text);
-    assert_eq!(a.json()["serviceUnavailable"]["code"], 503);
+    assert_eq!((a.status, a.json()["serviceUnavailable"]["code"].as_u64()), (503, Some(503)));
+    assert!(a.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()), "the open circuit says when");
+    assert_eq!(metric("image_gateway_upstream_up"), "0");
+    assert_eq!(metric("image_gateway_circuit_breaker_state"), "1");
+    assert_eq!(metric("image_gateway_circuit_breaker_opened_total"), "1");
+    assert_eq!(metric("image_gateway_circuit_breaker_refused_total"), "1");
+    let a = send(client().get(format!("{}/readyz", gw.base))).await;
+    assert_eq!((a.status, a.text.as_str()), (200, "ready\n"));
 }
 
 #[tokio::test]

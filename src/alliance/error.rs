@@ -6,6 +6,7 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
+use crate::admission::Busy;
 use crate::body::BodyError;
 use crate::glance::UpstreamError;
 use crate::keystone::KeystoneError;
@@ -37,6 +38,9 @@ pub enum AllianceError {
     Render(#[from] RenderError),
     #[error("the request took longer than the gateway's {0:?} limit")]
     Timeout(std::time::Duration),
+    /// `limits.max_heavy_in_flight` lists are being served: 503 with `Retry-After`.
+    #[error(transparent)]
+    Busy(#[from] Busy),
 }
 
 impl AllianceError {
@@ -53,7 +57,7 @@ impl AllianceError {
                 BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
             },
             AllianceError::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
                 // Glance's refusals of the client's request keep their meaning.
@@ -68,6 +72,16 @@ impl AllianceError {
             AllianceError::Keystone(_) => StatusCode::BAD_GATEWAY,
             AllianceError::Render(_) => StatusCode::BAD_GATEWAY,
             AllianceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            AllianceError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// When a client should try again, for the answers that say so.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            AllianceError::Busy(busy) => Some(busy.retry_after),
+            AllianceError::Upstream(UpstreamError::CircuitOpen(left)) => Some(*left),
+            _ => None,
         }
     }
 }
@@ -75,7 +89,9 @@ impl AllianceError {
 impl IntoResponse for AllianceError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        let retry_after = self.retry_after();
+        // Refusals at once (busy, circuit open) are counted in metrics: a burst would flood the log.
+        if status.is_server_error() && retry_after.is_none() {
             tracing::warn!(error = %self, status = status.as_u16(), "alliance call failed");
         }
         let message = match &self {
@@ -87,7 +103,11 @@ impl IntoResponse for AllianceError {
             "title": status.canonical_reason().unwrap_or(""),
             "message": message,
         }});
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(after) = retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, crate::admission::retry_after_header(after));
+        }
+        response
     }
 }
 

@@ -5,8 +5,9 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::glance::UpstreamError;
-use crate::mapping::{LinkBases, Rendered, RequestSchema, View, ViewContext};
+use crate::glance::{ListError, UpstreamError};
+use crate::list;
+use crate::mapping::{LinkBases, RequestSchema, View, ViewContext};
 
 use super::{AllianceApi, AllianceCall, AllianceError};
 
@@ -60,18 +61,21 @@ async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, Al
         .filter(|(k, _)| !GLANCE_PAGINATION.contains(&k.as_str()))
         .collect();
     let marker = last("marker").filter(|m| !m.is_empty());
-    let listed = call.namespace.glance.list_images(&call.glance, &filters, marker, limit).await?;
-    let base = call.namespace.glance.base_properties(&call.glance).await?;
-    let ctx = ViewContext { links: &NO_LINKS, base_properties: &base };
-    let view = view(api, call)?;
-    let images = listed.images.iter().map(|image| view.render_ref(image, &ctx)).collect::<Result<Vec<_>, _>>()?;
-    Ok(ok(ImageList { images }))
-}
-
-/// A list answer, serialized straight from the borrowed images.
-#[derive(Serialize)]
-struct ImageList<'a> {
-    images: Vec<Rendered<'a>>,
+    let view = call.route.view.clone().ok_or_else(|| missing("view"))?;
+    let ticket = api.admission.try_admit(super::DIALECT)?;
+    let glance = &call.namespace.glance;
+    let shape = list::Shape {
+        mapping: api.mapping.clone(),
+        view,
+        links: NO_LINKS.clone(),
+        base_properties: glance.base_properties(&call.glance).await?,
+        tail: Box::new(|_, _| {}),
+    };
+    let listing = glance.listing(&call.glance, filters, marker, limit);
+    list::respond(listing, shape, ticket).await.map_err(|e| match e {
+        ListError::Upstream(e) => AllianceError::Upstream(e),
+        ListError::Visit(e) => AllianceError::Render(e),
+    })
 }
 
 /// `POST /images`: create, then start the import of `copy_from`. An import that cannot start
@@ -142,7 +146,7 @@ async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, All
         });
     }
     let filters = [("name".to_owned(), format!("eq:{id_or_name}")), ("owner".to_owned(), call.environment.clone())];
-    let mut found = glance.list_images(&call.glance, &filters, None, Some(2)).await?.images;
+    let mut found = glance.list_images(&call.glance, filters.to_vec(), 2).await?;
     match found.len() {
         0 => Err(AllianceError::NotFound(format!("No image named {id_or_name}"))),
         1 => Ok(found.remove(0)),

@@ -66,6 +66,8 @@ pub struct AllianceApi {
     pub keystone: Option<Arc<Keystone>>,
     /// How the links' origin is decided.
     pub origin: Arc<OriginPolicy>,
+    /// The limit on lists in flight.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// One Alliance call being served.

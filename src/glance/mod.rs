@@ -8,10 +8,10 @@
 mod breaker;
 pub mod embedded;
 
-use crate::mapping::PropertyNames;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -19,11 +19,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 use tower::ServiceExt;
 use url::Url;
 
 use crate::config::GlanceConfig;
-use breaker::Breaker;
+use crate::layers::metrics::Metrics;
+use crate::mapping::{for_each_object, PageError, PageSummary, PropertyNames, RawObject};
+use breaker::{Breaker, Outcome, Permit};
 
 /// Largest Glance answer the gateway will parse: a 1000-image page is about 1.5 MiB.
 const MAX_JSON_ANSWER: usize = 64 << 20;
@@ -40,6 +43,9 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("Glance sent an unusable answer: {0}")]
     BadAnswer(String),
+    /// The circuit breaker is open: Glance has been failing, and is not tried for this long.
+    #[error("Glance has been failing: not trying again for {:.1} s", .0.as_secs_f64())]
+    CircuitOpen(Duration),
 }
 
 impl UpstreamError {
@@ -49,30 +55,121 @@ impl UpstreamError {
             _ => None,
         }
     }
+
+    /// What the failure says about Glance's health: only Glance's own failures count, never
+    /// its refusal of a request (a 4xx is a healthy answer).
+    fn outcome(&self) -> Outcome {
+        match self {
+            // 501: a feature Glance is configured without, not a failing Glance.
+            UpstreamError::Status { status, .. }
+                if status.is_server_error() && *status != StatusCode::NOT_IMPLEMENTED =>
+            {
+                Outcome::Failed
+            }
+            UpstreamError::Status { .. } | UpstreamError::CircuitOpen(_) => Outcome::Healthy,
+            UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) | UpstreamError::BadAnswer(_) => Outcome::Failed,
+        }
+    }
+}
+
+/// Decides an admitted call by its result.
+fn settle<T>(permit: Permit, result: Result<T, UpstreamError>) -> Result<T, UpstreamError> {
+    permit.record(result.as_ref().err().map_or(Outcome::Healthy, UpstreamError::outcome));
+    result
 }
 
 /// Per-request facts the client needs: the headers to forward, and a meter for the time spent
-/// waiting on Glance (reported as the upstream share of the request's duration).
+/// waiting on Glance (reported as the upstream share of the request's duration). Cheap to
+/// clone: a list answer that streams keeps one for its later pages.
+#[derive(Clone, Debug, Default)]
+pub struct Call(Arc<CallInner>);
+
 #[derive(Debug, Default)]
-pub struct Call {
+struct CallInner {
     headers: HeaderMap,
     upstream_nanos: AtomicU64,
 }
 
 impl Call {
     pub fn new(headers: HeaderMap) -> Self {
-        Call { headers, upstream_nanos: AtomicU64::new(0) }
+        Call(Arc::new(CallInner { headers, upstream_nanos: AtomicU64::new(0) }))
     }
 
     pub fn upstream_time(&self) -> Duration {
-        Duration::from_nanos(self.upstream_nanos.load(Ordering::Relaxed))
+        Duration::from_nanos(self.0.upstream_nanos.load(Ordering::Relaxed))
     }
 }
 
-/// One page of results gathered from one or more Glance list calls.
+/// Why a list could not be walked: Glance failed, or the visitor refused an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError<E> {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("{0}")]
+    Visit(E),
+}
+
+/// Glance's list pages from a marker on, until a limit or the end: each page is read raw and
+/// its images handed one by one to the caller, so no page is ever held as a tree.
 #[derive(Debug)]
-pub struct ImageList {
-    pub images: Vec<Value>,
+pub struct Listing {
+    client: GlanceClient,
+    call: Call,
+    filters: Vec<(String, String)>,
+    marker: Option<String>,
+    /// Images still wanted; `None`: all there are.
+    remaining: Option<usize>,
+    done: bool,
+}
+
+impl Listing {
+    /// No page is left to fetch.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Fetches the next page and hands each of its images to `visit`, in order; `None` once
+    /// the list is done.
+    pub async fn next_page<E: fmt::Display>(
+        &mut self,
+        visit: impl FnMut(&RawObject<'_>) -> Result<(), E>,
+    ) -> Result<Option<PageSummary>, ListError<E>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page_size = self.client.page_size as usize;
+        let want = self.remaining.map_or(page_size, |r| r.min(page_size));
+        let mut query = self.filters.clone();
+        query.push(("limit".into(), want.to_string()));
+        if let Some(m) = &self.marker {
+            query.push(("marker".into(), m.clone()));
+        }
+        let out = Outgoing { query, ..Outgoing::new(Method::GET, &["images"]) };
+        let (status, page, permit) = self.client.send(&self.call, &out).await?;
+        if !status.is_success() {
+            return Err(settle(permit, Err(UpstreamError::Status { status, message: error_message(&page) }))?);
+        }
+        let summary = match for_each_object(&page, "images", visit) {
+            Ok(summary) => summary,
+            Err(PageError::Unusable(why)) => return Err(settle(permit, Err(UpstreamError::BadAnswer(why)))?),
+            Err(PageError::Visit(e)) => {
+                // Glance answered; the gateway could not use what it said.
+                permit.record(Outcome::Healthy);
+                return Err(ListError::Visit(e));
+            }
+        };
+        self.remaining = self.remaining.map(|r| r.saturating_sub(summary.count));
+        match &summary.last_id {
+            // A page that ends where the previous one did would be followed forever.
+            Some(id) if self.marker.as_deref() == Some(id.as_str()) => {
+                return Err(settle(permit, Err(UpstreamError::BadAnswer("list pages do not advance".into())))?)
+            }
+            Some(id) if summary.next && self.remaining != Some(0) => self.marker = Some(id.clone()),
+            _ => self.done = true,
+        }
+        permit.record(Outcome::Healthy);
+        Ok(Some(summary))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -93,8 +190,8 @@ pub struct GlanceClient {
 }
 
 impl GlanceClient {
-    /// A client of the Glance at `config.url`.
-    pub fn http(config: &GlanceConfig, base: Url) -> Result<Self, reqwest::Error> {
+    /// A client of the Glance at `base`, named `name` (`glance`, `glance/<namespace>`) in metrics and logs.
+    pub fn http(name: &str, config: &GlanceConfig, base: Url, metrics: &Metrics) -> Result<Self, reqwest::Error> {
         crate::install_crypto_provider();
         // Upstreams are reached directly, as the passthrough reaches them: an `HTTPS_PROXY` meant
         // for a pod's egress must not carry Glance's traffic and tokens.
@@ -106,15 +203,15 @@ impl GlanceClient {
             .tcp_nodelay(true)
             .user_agent(concat!("image-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self::with(Transport::Http { client, base }, config))
+        Ok(Self::with(name, Transport::Http { client, base }, config, metrics))
     }
 
-    /// A client of an in-process embedded store.
-    pub fn embedded(config: &GlanceConfig, router: axum::Router) -> Self {
-        Self::with(Transport::Embedded(router), config)
+    /// A client of an in-process embedded store (or of any router that speaks Glance v2).
+    pub fn embedded(name: &str, config: &GlanceConfig, router: axum::Router, metrics: &Metrics) -> Self {
+        Self::with(name, Transport::Embedded(router), config, metrics)
     }
 
-    fn with(transport: Transport, config: &GlanceConfig) -> Self {
+    fn with(name: &str, transport: Transport, config: &GlanceConfig, metrics: &Metrics) -> Self {
         GlanceClient {
             transport,
             forward: Arc::new(
@@ -124,8 +221,10 @@ impl GlanceClient {
             timeout: Duration::from_secs_f64(config.timeout_secs),
             base_properties: Arc::default(),
             breaker: Arc::new(Breaker::new(
+                name,
                 config.circuit_breaker_failures,
                 Duration::from_secs_f64(config.circuit_breaker_cooldown_secs),
+                metrics.upstream(name),
             )),
         }
     }
@@ -145,50 +244,44 @@ impl GlanceClient {
         out
     }
 
-    /// Lists images matching `filters`, following Glance's pages from `marker` until `limit`
-    /// images are gathered or Glance has no more.
-    pub async fn list_images(
+    /// The images matching `filters` from `marker` on, up to `limit`, page by page.
+    pub fn listing(
         &self,
         call: &Call,
-        filters: &[(String, String)],
+        filters: Vec<(String, String)>,
         marker: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<ImageList, UpstreamError> {
-        let mut images = Vec::new();
-        let mut marker = marker.map(str::to_owned);
-        loop {
-            let want = limit.map_or(self.page_size as usize, |l| (l - images.len()).min(self.page_size as usize));
-            let mut query = filters.to_vec();
-            query.push(("limit".into(), want.to_string()));
-            if let Some(m) = &marker {
-                query.push(("marker".into(), m.clone()));
-            }
-            let mut page = self.json(call, Outgoing { query, ..Outgoing::new(Method::GET, &["images"]) }).await?;
-            let more = page.get("next").is_some_and(Value::is_string);
-            let Some(Value::Array(batch)) = page.get_mut("images").map(Value::take) else {
-                return Err(UpstreamError::BadAnswer("list without an `images` array".into()));
-            };
-            // Every entry must be an image, not just the one the next page starts after.
-            for image in &batch {
-                image_id(image)?;
-            }
-            let last_id = batch.last().map(|image| image_id(image).map(str::to_owned)).transpose()?;
-            images.extend(batch);
-            match last_id {
-                // A page that ends where the previous one did would be followed forever.
-                Some(id) if marker.as_deref() == Some(id.as_str()) => {
-                    return Err(UpstreamError::BadAnswer("list pages do not advance".into()))
-                }
-                Some(id) if more && limit.is_none_or(|l| images.len() < l) => marker = Some(id),
-                _ => return Ok(ImageList { images }),
-            }
+    ) -> Listing {
+        Listing {
+            client: self.clone(),
+            call: call.clone(),
+            filters,
+            marker: marker.map(str::to_owned),
+            remaining: limit,
+            done: limit == Some(0),
         }
     }
 
+    /// As [`GlanceClient::listing`], gathered: for the few images a lookup needs.
+    pub async fn list_images(
+        &self,
+        call: &Call,
+        filters: Vec<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let mut listing = self.listing(call, filters, None, Some(limit));
+        let mut images = Vec::new();
+        while !listing.is_done() {
+            listing.next_page(|image| image.to_value().map(|v| images.push(v))).await.map_err(|e| match e {
+                ListError::Upstream(e) => e,
+                ListError::Visit(e) => UpstreamError::BadAnswer(e.to_string()),
+            })?;
+        }
+        Ok(images)
+    }
+
     pub async fn get_image(&self, call: &Call, id: &str) -> Result<Value, UpstreamError> {
-        let image = self.json(call, Outgoing::new(Method::GET, &["images", id])).await?;
-        image_id(&image)?;
-        Ok(image)
+        self.image(call, Outgoing::new(Method::GET, &["images", id])).await
     }
 
     /// Creates an image record (`POST /v2/images`).
@@ -196,9 +289,7 @@ impl GlanceClient {
         let body = serde_json::to_vec(body).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
         let mut out = Outgoing::new(Method::POST, &["images"]);
         out.body = Some(("application/json", body.into()));
-        let image = self.json(call, out).await?;
-        image_id(&image)?;
-        Ok(image)
+        self.image(call, out).await
     }
 
     /// Starts Glance's `web-download` import of `uri` into an image (v1's `copy_from`).
@@ -219,103 +310,114 @@ impl GlanceClient {
         let body = serde_json::to_vec(ops).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
         let mut out = Outgoing::new(Method::PATCH, &["images", id]);
         out.body = Some((PATCH_MEDIA_TYPE, body.into()));
-        let image = self.json(call, out).await?;
-        image_id(&image)?;
-        Ok(image)
+        self.image(call, out).await
     }
 
     /// Glance's base (core) image properties, read once from its image schema.
     pub async fn base_properties(&self, call: &Call) -> Result<Arc<PropertyNames>, UpstreamError> {
         self.base_properties
             .get_or_try_init(|| async {
-                let schema = self.json(call, Outgoing::new(Method::GET, &["schemas", "image"])).await?;
-                base_properties(&schema).map(Arc::new)
+                let out = Outgoing::new(Method::GET, &["schemas", "image"]);
+                self.json(call, out, |schema| base_properties(&schema).map(Arc::new)).await
             })
             .await
             .cloned()
     }
 
-    /// Whether Glance answers at all (for readiness).
-    pub async fn ping(&self) -> Result<(), UpstreamError> {
-        let out = Outgoing { path: "/versions".into(), ..Outgoing::new(Method::GET, &[]) };
-        self.send(&Call::default(), &out).await.map(|_| ())
+    /// Sends a request for one image.
+    async fn image(&self, call: &Call, out: Outgoing) -> Result<Value, UpstreamError> {
+        self.json(call, out, |image| image_id(&image).map(drop).map(|()| image)).await
     }
 
-    /// Sends a request and decodes its JSON answer.
-    async fn json(&self, call: &Call, out: Outgoing) -> Result<Value, UpstreamError> {
-        let body = self.exchange(call, out).await?;
-        serde_json::from_slice(&body).map_err(|e| UpstreamError::BadAnswer(format!("not JSON: {e}")))
+    /// Sends a request and decodes its JSON answer with `decode`; an answer that does not
+    /// decode is Glance's failure.
+    async fn json<T>(
+        &self,
+        call: &Call,
+        out: Outgoing,
+        decode: impl FnOnce(Value) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        let (status, body, permit) = self.send(call, &out).await?;
+        let decoded = checked(status, body).and_then(|body| {
+            let value =
+                serde_json::from_slice(&body).map_err(|e| UpstreamError::BadAnswer(format!("not JSON: {e}")))?;
+            decode(value)
+        });
+        settle(permit, decoded)
     }
 
     /// Sends a request; error statuses become [`UpstreamError::Status`].
     async fn exchange(&self, call: &Call, out: Outgoing) -> Result<Bytes, UpstreamError> {
-        let (status, body) = self.send(call, &out).await?;
-        if !status.is_success() {
-            return Err(UpstreamError::Status { status, message: error_message(&body) });
-        }
-        Ok(body)
+        let (status, body, permit) = self.send(call, &out).await?;
+        settle(permit, checked(status, body))
     }
 
-    async fn send(&self, call: &Call, out: &Outgoing) -> Result<(StatusCode, Bytes), UpstreamError> {
-        if let Err(left) = self.breaker.admit() {
-            return Err(UpstreamError::Unreachable(format!(
-                "Glance has been failing: not trying again for {:.1} s",
-                left.as_secs_f64()
-            )));
-        }
+    /// Sends a request through the breaker, within `glance.timeout_secs`. A transport failure
+    /// is decided here; an answer comes with its permit, for the caller to decide once it
+    /// knows whether the answer is usable.
+    async fn send(&self, call: &Call, out: &Outgoing) -> Result<(StatusCode, Bytes, Permit), UpstreamError> {
+        let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
         let started = Instant::now();
-        let result = match &self.transport {
-            Transport::Http { client, base } => self.send_http(client, base, call, out).await,
-            Transport::Embedded(router) => send_embedded(router, call, out).await,
+        let sent = match &self.transport {
+            Transport::Http { client, base } => {
+                tokio::time::timeout(self.timeout, send_http(client, base, call, out)).await
+            }
+            Transport::Embedded(router) => tokio::time::timeout(self.timeout, send_embedded(router, call, out)).await,
         };
-        call.upstream_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.breaker.record(match &result {
-            Ok((status, _)) => status.is_server_error(),
-            Err(_) => true,
-        });
-        result
-    }
-
-    async fn send_http(
-        &self,
-        client: &reqwest::Client,
-        base: &Url,
-        call: &Call,
-        out: &Outgoing,
-    ) -> Result<(StatusCode, Bytes), UpstreamError> {
-        let mut url = base.clone();
-        url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), out.path));
-        if !out.query.is_empty() {
-            url.query_pairs_mut().extend_pairs(&out.query);
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        call.0.upstream_nanos.fetch_add(elapsed, Ordering::Relaxed);
+        match sent.unwrap_or(Err(UpstreamError::Timeout(self.timeout))) {
+            Ok((status, body)) => Ok((status, body, permit)),
+            Err(e) => settle(permit, Err(e)),
         }
-        // A pooled connection the server already closed fails at once; an idempotent call
-        // gets one more try on a fresh connection. Writes are never repeated.
-        let attempts = if out.method == Method::GET { 2 } else { 1 };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut request = client
-                .request(out.method.clone(), url.clone())
-                .headers(call.headers.clone())
-                .header(http::header::ACCEPT, "application/json")
-                .timeout(self.timeout);
-            if let Some((content_type, body)) = &out.body {
-                request = request.header(http::header::CONTENT_TYPE, *content_type).body(body.clone());
-            }
-            let outcome = async {
-                let response = request.send().await?;
-                let status = response.status();
-                let bytes = read_limited(response).await?;
-                Ok::<_, reqwest::Error>((status, bytes))
-            }
-            .await;
-            match outcome {
-                Ok(done) => return Ok(done),
-                Err(e) if e.is_timeout() => return Err(UpstreamError::Timeout(self.timeout)),
-                Err(e) if attempt < attempts && (e.is_connect() || e.is_request()) => continue,
-                Err(e) if e.is_connect() || e.is_request() => return Err(UpstreamError::Unreachable(error_chain(&e))),
-                Err(e) => return Err(UpstreamError::BadAnswer(error_chain(&e))),
-            }
+    }
+}
+
+/// The body of a successful answer; an error status becomes [`UpstreamError::Status`].
+fn checked(status: StatusCode, body: Bytes) -> Result<Bytes, UpstreamError> {
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(UpstreamError::Status { status, message: error_message(&body) })
+    }
+}
+
+async fn send_http(
+    client: &reqwest::Client,
+    base: &Url,
+    call: &Call,
+    out: &Outgoing,
+) -> Result<(StatusCode, Bytes), UpstreamError> {
+    let mut url = base.clone();
+    url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), out.path));
+    if !out.query.is_empty() {
+        url.query_pairs_mut().extend_pairs(&out.query);
+    }
+    // A pooled connection the server already closed fails at once; an idempotent call
+    // gets one more try on a fresh connection. Writes are never repeated.
+    let attempts = if out.method == Method::GET { 2 } else { 1 };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut request = client
+            .request(out.method.clone(), url.clone())
+            .headers(call.0.headers.clone())
+            .header(http::header::ACCEPT, "application/json");
+        if let Some((content_type, body)) = &out.body {
+            request = request.header(http::header::CONTENT_TYPE, *content_type).body(body.clone());
+        }
+        let outcome = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let bytes = read_limited(response).await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        }
+        .await;
+        match outcome {
+            Ok(done) => return Ok(done),
+            Err(e) if attempt < attempts && (e.is_connect() || e.is_request()) => continue,
+            Err(e) if e.is_connect() || e.is_request() => return Err(UpstreamError::Unreachable(error_chain(&e))),
+            Err(e) => return Err(UpstreamError::BadAnswer(error_chain(&e))),
         }
     }
 }
@@ -359,7 +461,7 @@ async fn send_embedded(
         .uri(uri)
         .body(body)
         .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-    *request.headers_mut() = call.headers.clone();
+    *request.headers_mut() = call.0.headers.clone();
     request.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
     if let Some((content_type, _)) = &out.body {
         request.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -12,8 +12,26 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// One upstream's health, as its circuit breaker keeps it.
+#[derive(Clone, Debug)]
+pub struct UpstreamMetrics {
+    pub up: IntGauge,
+    pub state: IntGauge,
+    pub opened: IntCounter,
+    pub refused: IntCounter,
+}
+
+/// The admission limit's series.
+#[derive(Clone, Debug)]
+pub struct HeavyMetrics {
+    pub in_flight: IntGauge,
+    /// By dialect.
+    pub refused: IntCounterVec,
+}
 
 /// Which dialect and route served a response.
 #[derive(Clone, Debug)]
@@ -36,6 +54,12 @@ pub struct Metrics {
     own: HistogramVec,
     in_flight: IntGauge,
     reloads: IntCounterVec,
+    upstream_up: IntGaugeVec,
+    breaker_state: IntGaugeVec,
+    breaker_opened: IntCounterVec,
+    breaker_refused: IntCounterVec,
+    heavy_in_flight: IntGauge,
+    heavy_refused: IntCounterVec,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
     /// compares every label and allocates the status text on each call. Hashed with foldhash,
     /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
@@ -84,13 +108,84 @@ impl Metrics {
         let in_flight =
             IntGauge::new("image_gateway_requests_in_flight", "Requests being served.").expect("valid gauge");
         registry.register(Box::new(in_flight.clone())).expect("unique metric");
-        let reloads = IntCounterVec::new(
-            Opts::new("image_gateway_config_reloads_total", "Configuration reloads (SIGHUP), by result."),
-            &["result"],
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let reloads =
+            counters("image_gateway_config_reloads_total", "Configuration reloads (SIGHUP), by result.", &["result"]);
+        let upstream_up = gauges(
+            "image_gateway_upstream_up",
+            "1 when the upstream's last call succeeded and its circuit is closed, else 0.",
+            &["upstream"],
+        );
+        let breaker_state = gauges(
+            "image_gateway_circuit_breaker_state",
+            "The upstream's circuit: 0 closed, 1 open (calls refused at once), 2 half-open (one trial call).",
+            &["upstream"],
+        );
+        let breaker_opened = counters(
+            "image_gateway_circuit_breaker_opened_total",
+            "Times the upstream's circuit opened.",
+            &["upstream"],
+        );
+        let breaker_refused = counters(
+            "image_gateway_circuit_breaker_refused_total",
+            "Calls answered 503 at once because the upstream's circuit was open.",
+            &["upstream"],
+        );
+        let heavy_in_flight = IntGauge::new(
+            "image_gateway_heavy_requests_in_flight",
+            "Heavy requests (translated lists) being served, against limits.max_heavy_in_flight.",
         )
-        .expect("valid counter");
-        registry.register(Box::new(reloads.clone())).expect("unique metric");
-        Metrics { registry, requests, duration, upstream, own, in_flight, reloads, series: RwLock::default() }
+        .expect("valid gauge");
+        registry.register(Box::new(heavy_in_flight.clone())).expect("unique metric");
+        let heavy_refused = counters(
+            "image_gateway_heavy_requests_refused_total",
+            "Heavy requests answered 503 with Retry-After at once: limits.max_heavy_in_flight were in flight.",
+            &["dialect"],
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream,
+            own,
+            in_flight,
+            reloads,
+            upstream_up,
+            breaker_state,
+            breaker_opened,
+            breaker_refused,
+            heavy_in_flight,
+            heavy_refused,
+            series: RwLock::default(),
+        }
+    }
+
+    /// The series of one upstream (`glance`, `glance/<namespace>`).
+    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+        let up = self.upstream_up.with_label_values(&[name]);
+        let state = self.breaker_state.with_label_values(&[name]);
+        up.set(1);
+        state.set(0);
+        UpstreamMetrics {
+            up,
+            state,
+            opened: self.breaker_opened.with_label_values(&[name]),
+            refused: self.breaker_refused.with_label_values(&[name]),
+        }
+    }
+
+    /// The series of the admission limit.
+    pub fn heavy(&self) -> HeavyMetrics {
+        HeavyMetrics { in_flight: self.heavy_in_flight.clone(), refused: self.heavy_refused.clone() }
     }
 
     pub fn record_reload(&self, ok: bool) {

@@ -13,6 +13,7 @@
 //!
 //! See `mappings/nova.toml` for a complete, commented example.
 
+pub mod doc;
 pub mod path;
 pub mod query;
 pub mod request;
@@ -25,6 +26,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use doc::{for_each_object, Node, PageError, PageSummary, RawObject};
 pub use path::PathExpr;
 pub use query::{ParamRule, ParamTransform, QueryMap};
 pub use request::{RequestError, RequestSchema};
@@ -219,7 +221,7 @@ impl Mapping {
                     method: r.method,
                     template,
                     action: r.action,
-                    view: r.view,
+                    view: r.view.map(Into::into),
                     query: r.query,
                     request: r.request,
                     max_version,

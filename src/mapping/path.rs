@@ -6,13 +6,14 @@
 //! descendants) is evaluated by jsonpath-rust. The crate stays behind this one type so it can be
 //! swapped without touching the rest of the engine.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
+
+use super::doc::Node;
 
 /// A compiled JSONPath expression.
 #[derive(Clone, Debug)]
@@ -58,32 +59,22 @@ impl PathExpr {
     /// Evaluates the expression. A singular path yields the value it names (or `None`); any
     /// other path yields an array of every match, so a field's shape never depends on the data.
     pub fn eval(&self, root: &Value) -> Option<Value> {
-        self.eval_ref(root).map(Cow::into_owned)
+        self.eval_node(Node::Tree(root)).map(|node| node.to_value().into_owned())
     }
 
-    /// As [`PathExpr::eval`], borrowing what a singular path names instead of cloning it: a
+    /// As [`PathExpr::eval`], borrowing what a singular path names instead of copying it: a
     /// view that only reads a value (a table key, a transform's input, `$` for the whole image)
-    /// then copies nothing it does not output.
-    pub fn eval_ref<'v>(&self, root: &'v Value) -> Option<Cow<'v, Value>> {
+    /// then copies nothing it does not output, and a raw document stays raw.
+    pub fn eval_node<'a>(&self, root: Node<'a>) -> Option<Node<'a>> {
         match &self.kind {
-            Kind::Singular(steps) => steps
-                .iter()
-                .try_fold(root, |node, step| match step {
-                    Step::Key(key) => node.get(key.as_str()),
-                    Step::Index(i) => {
-                        let items = node.as_array()?;
-                        let idx = if *i < 0 {
-                            items.len().checked_sub(i.unsigned_abs() as usize)?
-                        } else {
-                            usize::try_from(*i).ok()?
-                        };
-                        items.get(idx)
-                    }
-                })
-                .map(Cow::Borrowed),
+            Kind::Singular(steps) => steps.iter().try_fold(root, |node, step| match step {
+                Step::Key(key) => node.get(key),
+                Step::Index(i) => node.index(*i),
+            }),
             Kind::Query(query) => {
-                let found = js_path_process(query, root).ok()?;
-                Some(Cow::Owned(Value::Array(found.into_iter().map(|r| r.val.clone()).collect())))
+                let tree = root.to_value();
+                let found = js_path_process(query, tree.as_ref()).ok()?;
+                Some(Node::Owned(Value::Array(found.into_iter().map(|r| r.val.clone()).collect())))
             }
         }
     }

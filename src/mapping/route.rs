@@ -147,7 +147,7 @@ pub struct Route {
     /// The handler the dialect runs for this route.
     pub action: String,
     /// The view that shapes the response, if the action renders images.
-    pub view: Option<String>,
+    pub view: Option<std::sync::Arc<str>>,
     /// The query map that translates list filters, if the action lists.
     pub query: Option<String>,
     /// The schema of the request body, if the action reads one.

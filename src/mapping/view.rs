@@ -12,11 +12,12 @@ use std::fmt;
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
+use super::doc::{Members, Node, RawObject};
 use super::path::PathExpr;
 
 /// Where links point, decided per request by the dialect (it knows the public address and the
@@ -52,9 +53,10 @@ pub struct Table {
 }
 
 impl Table {
-    fn apply<'a>(&'a self, value: &'a Value) -> &'a Value {
-        let mapped = value.as_str().and_then(|key| self.values.get(key));
-        mapped.or(self.default.as_ref()).unwrap_or(value)
+    /// The value `value` maps to; `None`: it passes unchanged.
+    fn apply(&self, value: &Node<'_>) -> Option<&Value> {
+        let mapped = value.as_str().and_then(|key| self.values.get(key.as_ref()));
+        mapped.or(self.default.as_ref())
     }
 }
 
@@ -95,46 +97,56 @@ impl Transform {
 
     /// Links and property maps are not built here: they borrow the image and the context and
     /// are written out when the answer is serialized.
-    fn apply<'a>(self, value: &'a Value, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
+    fn apply<'a>(self, value: Node<'a>, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
         Ok(match self {
             Transform::NovaDate => {
-                let raw = expect_str(value, "a date")?;
+                let raw = expect_str(&value, "a date")?;
                 // Glance writes its times as Nova does: those need no reformatting.
-                if is_nova_time(raw) {
-                    Out::Value(Cow::Borrowed(value))
+                if is_nova_time(&raw) {
+                    drop(raw);
+                    Out::Node(value)
                 } else {
-                    Out::owned(Value::String(nova_date(raw)?))
+                    Out::owned(Value::String(nova_date(&raw)?))
                 }
             }
             Transform::AutoManual => {
-                let text = expect_str(value, "a string")?;
+                let text = expect_str(&value, "a string")?;
                 let truthy = ["1", "t", "true", "on", "y", "yes"].iter().any(|yes| text.eq_ignore_ascii_case(yes));
                 Out::Text(if truthy { "AUTO" } else { "MANUAL" })
             }
             Transform::NovaLinks => Out::Links(Links {
                 bases: ctx.links,
                 collection: "images",
-                id: expect_str(value, "an image id")?,
+                id: expect_doc_str(&value, "an image id")?,
                 alternate: true,
             }),
             Transform::NovaServer => Out::Server(Links {
                 bases: ctx.links,
                 collection: "servers",
-                id: expect_str(value, "a server id")?,
+                id: expect_doc_str(&value, "a server id")?,
                 alternate: false,
             }),
-            Transform::CustomProperties | Transform::NovaMetadata => Out::Properties(Properties {
-                image: value.as_object().ok_or("expected an image object")?,
-                base: ctx.base_properties,
-                nova: self == Transform::NovaMetadata,
-            }),
-            Transform::Lowercase => Out::owned(Value::from(expect_str(value, "a string")?.to_lowercase())),
+            Transform::CustomProperties | Transform::NovaMetadata => {
+                if value.members_in_doc().is_none() {
+                    return Err("expected an image object".into());
+                }
+                Out::Properties(Properties {
+                    image: value,
+                    base: ctx.base_properties,
+                    nova: self == Transform::NovaMetadata,
+                })
+            }
+            Transform::Lowercase => Out::owned(Value::from(expect_str(&value, "a string")?.to_lowercase())),
         })
     }
 }
 
-fn expect_str<'v>(value: &'v Value, what: &str) -> Result<&'v str, String> {
-    value.as_str().ok_or_else(|| format!("expected {what} string, found {value}"))
+fn expect_str<'v>(value: &'v Node<'_>, what: &str) -> Result<Cow<'v, str>, String> {
+    value.as_str().ok_or_else(|| format!("expected {what} string, found {}", value.to_value()))
+}
+
+fn expect_doc_str<'a>(value: &Node<'a>, what: &str) -> Result<Cow<'a, str>, String> {
+    value.str_in_doc().ok_or_else(|| format!("expected {what} string, found {}", value.to_value()))
 }
 
 /// Formats a Glance timestamp the way Nova's `isotime` does.
@@ -211,7 +223,7 @@ pub struct Rendered<'a> {
 /// One output value.
 #[derive(Debug)]
 enum Out<'a> {
-    Value(Cow<'a, Value>),
+    Node(Node<'a>),
     Text(&'static str),
     Links(Links<'a>),
     /// `{"id": ..., "links": [...]}`.
@@ -221,63 +233,66 @@ enum Out<'a> {
 
 impl Out<'_> {
     fn owned(value: Value) -> Out<'static> {
-        Out::Value(Cow::Owned(value))
+        Out::Node(Node::Owned(value))
     }
 }
 
 /// Nova's link list for one resource.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Links<'a> {
     bases: &'a LinkBases,
     collection: &'static str,
-    id: &'a str,
+    id: Cow<'a, str>,
     alternate: bool,
 }
 
-/// The custom properties of an image, chosen and decoded as it is written out.
-#[derive(Clone, Copy, Debug)]
+/// The custom properties of an image, chosen and decoded as they are written out.
+#[derive(Clone, Debug)]
 struct Properties<'a> {
-    image: &'a Map<String, Value>,
+    /// An object whose members are the document's ([`Node::members_in_doc`]).
+    image: Node<'a>,
     base: &'a PropertyNames,
     nova: bool,
 }
 
 impl<'a> Properties<'a> {
-    fn iter(self) -> impl Iterator<Item = (&'a String, Cow<'a, Value>)> {
-        self.image
-            .iter()
-            .filter(move |(k, _)| !self.base.contains(k.as_str()) && (self.nova || !k.starts_with("os_glance_")))
-            .map(move |(k, v)| match v {
+    fn iter(&self) -> impl Iterator<Item = (&'a str, Node<'a>)> + '_ {
+        let members = self.image.members_in_doc().unwrap_or(Members::Raw([].iter()));
+        members.filter(move |(k, _)| !self.base.contains(*k) && (self.nova || !k.starts_with("os_glance_"))).map(
+            move |(k, v)| {
                 // Nova hands these two back decoded when they hold JSON.
-                Value::String(s) if self.nova && (k == "block_device_mapping" || k == "mappings") => {
-                    (k, serde_json::from_str(s).map_or(Cow::Borrowed(v), Cow::Owned))
+                if self.nova && (k == "block_device_mapping" || k == "mappings") {
+                    if let Some(decoded) = v.as_str().and_then(|s| serde_json::from_str(&s).ok()) {
+                        return (k, Node::Owned(decoded));
+                    }
                 }
-                _ => (k, Cow::Borrowed(v)),
-            })
+                (k, v)
+            },
+        )
     }
 }
 
 impl View {
     /// Renders one image into a JSON value, for answers that are edited before they are sent.
     pub fn render(&self, image: &Value, ctx: &ViewContext<'_>) -> Result<Value, RenderError> {
-        let rendered = self.render_ref(image, ctx)?;
+        let rendered = self.render_ref(Node::Tree(image), ctx)?;
         serde_json::to_value(&rendered).map_err(|e| RenderError { field: SPREAD.into(), problem: e.to_string() })
     }
 
     /// Renders one image, borrowing from it: serialize the result to answer.
-    pub fn render_ref<'a>(&'a self, image: &'a Value, ctx: &ViewContext<'a>) -> Result<Rendered<'a>, RenderError> {
+    pub fn render_ref<'a>(&'a self, image: Node<'a>, ctx: &ViewContext<'a>) -> Result<Rendered<'a>, RenderError> {
         let mut fields = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
             let failed = |problem| RenderError { field: field.name.clone(), problem };
-            let out = match field.path.eval_ref(image).filter(|v| !v.is_null()) {
-                Some(Cow::Borrowed(v)) => shape(field, v, ctx).map_err(failed)?,
+            let out = match field.path.eval_node(image.clone()).filter(|v| !v.is_null()) {
                 // A query's matches are a new array: what is made of it cannot borrow from it.
-                Some(Cow::Owned(v)) => {
-                    let out = shape(field, &v, ctx).map_err(failed)?;
+                Some(Node::Owned(v)) => {
+                    let out = shape(field, Node::Tree(&v), ctx).map_err(failed)?;
                     Out::owned(serde_json::to_value(&out).map_err(|e| failed(e.to_string()))?)
                 }
+                Some(node) => shape(field, node, ctx).map_err(failed)?,
                 None => match &field.default {
-                    Some(default) => Out::Value(Cow::Borrowed(default)),
+                    Some(default) => Out::Node(Node::Tree(default)),
                     None if field.omit_when_missing => continue,
                     None => Out::owned(Value::Null),
                 },
@@ -294,10 +309,10 @@ impl View {
         let named: Vec<&str> = fields.iter().map(|(f, _)| f.name.as_str()).filter(|n| *n != SPREAD).collect();
         let several = fields.iter().filter(|(f, _)| f.name == SPREAD).count() > 1;
         let mut entries: Vec<(Cow<'a, str>, Out<'a>)> = Vec::with_capacity(fields.len() + 8);
-        let add = |key: Cow<'a, str>, value: Cow<'a, Value>, entries: &mut Vec<(Cow<'a, str>, Out<'a>)>| {
+        let add = |key: Cow<'a, str>, value: Node<'a>, entries: &mut Vec<(Cow<'a, str>, Out<'a>)>| {
             let taken = named.contains(&key.as_ref()) || several && entries.iter().any(|(k, _)| *k == key);
             if !taken {
-                entries.push((key, Out::Value(value)));
+                entries.push((key, Out::Node(value)));
             }
         };
         for (field, out) in fields {
@@ -307,13 +322,20 @@ impl View {
             }
             match out {
                 Out::Properties(props) => props.iter().for_each(|(k, v)| add(Cow::Borrowed(k), v, &mut entries)),
-                Out::Value(Cow::Borrowed(Value::Object(map))) => {
-                    map.iter().for_each(|(k, v)| add(Cow::Borrowed(k), Cow::Borrowed(v), &mut entries))
+                Out::Node(Node::Owned(Value::Object(map))) => {
+                    map.into_iter().for_each(|(k, v)| add(Cow::Owned(k), Node::Owned(v), &mut entries))
                 }
-                Out::Value(Cow::Owned(Value::Object(map))) => {
-                    map.into_iter().for_each(|(k, v)| add(Cow::Owned(k), Cow::Owned(v), &mut entries))
+                Out::Node(Node::Owned(Value::Null)) => {}
+                Out::Node(Node::Raw(raw)) if raw.get().starts_with('{') => {
+                    let object = RawObject::parse(raw.get())
+                        .map_err(|e| RenderError { field: field.name.clone(), problem: e.to_string() })?;
+                    object.into_members().for_each(|(k, v)| add(k, Node::Raw(v), &mut entries))
                 }
-                Out::Value(Cow::Owned(Value::Null)) => {}
+                Out::Node(node) if node.members_in_doc().is_some() => node
+                    .members_in_doc()
+                    .into_iter()
+                    .flatten()
+                    .for_each(|(k, v)| add(Cow::Borrowed(k), v, &mut entries)),
                 other => {
                     let found = serde_json::to_value(&other).unwrap_or_default();
                     let problem = format!("`*` needs an object, found {found}");
@@ -325,20 +347,44 @@ impl View {
     }
 }
 
+impl View {
+    /// Renders `image` as the next element of a JSON array being written onto `out`, of which
+    /// `written` elements are out already: how list answers are written, image by image.
+    pub fn append_to(
+        &self,
+        image: Node<'_>,
+        ctx: &ViewContext<'_>,
+        out: &mut Vec<u8>,
+        written: &mut usize,
+    ) -> Result<(), RenderError> {
+        let rendered = self.render_ref(image, ctx)?;
+        if *written > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, &rendered)
+            .map_err(|e| RenderError { field: SPREAD.into(), problem: e.to_string() })?;
+        *written += 1;
+        Ok(())
+    }
+}
+
 /// A present value through the field's table, then its transform.
-fn shape<'a>(field: &'a Field, value: &'a Value, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
-    let mapped = field.table.as_ref().map_or(value, |table| table.apply(value));
+fn shape<'a>(field: &'a Field, value: Node<'a>, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
+    let mapped = match field.table.as_ref().and_then(|table| table.apply(&value)) {
+        Some(mapped) => Node::Tree(mapped),
+        None => value,
+    };
     match field.transform {
         Some(t) => t.apply(mapped, ctx),
-        None => Ok(Out::Value(Cow::Borrowed(mapped))),
+        None => Ok(Out::Node(mapped)),
     }
 }
 
 impl Rendered<'_> {
-    /// A plain value the view put out under `key` (not a link list or property map).
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    /// The string the view put out under `key`, if it put out a plain string there.
+    pub fn get_str(&self, key: &str) -> Option<Cow<'_, str>> {
         self.entries.iter().find(|(k, _)| k == key).and_then(|(_, out)| match out {
-            Out::Value(value) => Some(value.as_ref()),
+            Out::Node(node) => node.as_str(),
             _ => None,
         })
     }
@@ -357,12 +403,12 @@ impl Serialize for Rendered<'_> {
 impl Serialize for Out<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Out::Value(value) => value.serialize(serializer),
+            Out::Node(node) => node.serialize(serializer),
             Out::Text(text) => serializer.serialize_str(text),
             Out::Links(links) => links.serialize(serializer),
             Out::Server(links) => {
                 let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("id", links.id)?;
+                map.serialize_entry("id", &links.id)?;
                 map.serialize_entry("links", links)?;
                 map.end()
             }
@@ -442,7 +488,7 @@ mod tests {
     fn apply(t: Transform, v: Value) -> Result<Value, String> {
         let base: PropertyNames = ["id", "name"].iter().map(|s| s.to_string()).collect();
         let links = bases();
-        let out = t.apply(&v, &ViewContext { links: &links, base_properties: &base })?;
+        let out = t.apply(Node::Tree(&v), &ViewContext { links: &links, base_properties: &base })?;
         Ok(serde_json::to_value(&out).expect("a rendered value is JSON"))
     }
 
@@ -554,10 +600,13 @@ mod tests {
             values: [("active".to_string(), json!("ACTIVE"))].into_iter().collect(),
             default: Some(json!("UNKNOWN")),
         };
-        assert_eq!(table.apply(&json!("active")), &json!("ACTIVE"));
-        assert_eq!(table.apply(&json!("importing")), &json!("UNKNOWN"));
-        assert_eq!(table.apply(&json!(7)), &json!("UNKNOWN"));
+        let apply = |table: &Table, v: Value| table.apply(&Node::Owned(v)).cloned();
+        assert_eq!(apply(&table, json!("active")), Some(json!("ACTIVE")));
+        assert_eq!(apply(&table, json!("importing")), Some(json!("UNKNOWN")));
+        assert_eq!(apply(&table, json!(7)), Some(json!("UNKNOWN")));
+        let raw = RawObject::parse(r#"{"s": "active"}"#).unwrap();
+        assert_eq!(table.apply(&Node::Object(&raw).get("s").unwrap()), Some(&json!("ACTIVE")));
         let open = Table { default: None, ..table };
-        assert_eq!(open.apply(&json!("importing")), &json!("importing"));
+        assert_eq!(apply(&open, json!("importing")), None, "unlisted values pass unchanged");
     }
 }

@@ -7,6 +7,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
+use crate::admission::Busy;
 use crate::glance::UpstreamError;
 use crate::mapping::RenderError;
 
@@ -72,6 +73,9 @@ pub enum NovaError {
     /// The declared body is larger than `limits.body_limit_bytes`; it is never read.
     #[error("Request is too large: the limit is {0} bytes.")]
     BodyTooLarge(u64),
+    /// `limits.max_heavy_in_flight` lists are being served: 503 with `Retry-After`.
+    #[error(transparent)]
+    Busy(#[from] Busy),
 }
 
 impl NovaError {
@@ -85,7 +89,7 @@ impl NovaError {
             NovaError::NotFound(_) | NovaError::NoRoute(_) => StatusCode::NOT_FOUND,
             NovaError::Version(VersionError::Unsupported(..)) => StatusCode::NOT_ACCEPTABLE,
             NovaError::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -99,6 +103,16 @@ impl NovaError {
             NovaError::Render(_) => StatusCode::BAD_GATEWAY,
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             NovaError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            NovaError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// When a client should try again, for the answers that say so.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            NovaError::Busy(busy) => Some(busy.retry_after),
+            NovaError::Upstream(UpstreamError::CircuitOpen(left)) => Some(*left),
+            _ => None,
         }
     }
 }
@@ -126,7 +140,9 @@ impl IntoResponse for NovaError {
         if let NovaError::NoRoute(format) = self {
             return not_found_page(format);
         }
-        if status.is_server_error() {
+        let retry_after = self.retry_after();
+        // Refusals at once (busy, circuit open) are counted in metrics: a burst would flood the log.
+        if status.is_server_error() && retry_after.is_none() {
             tracing::warn!(error = %self, status = status.as_u16(), "nova call failed");
         }
         let message = match &self {
@@ -138,6 +154,9 @@ impl IntoResponse for NovaError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
+        if let Some(after) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, crate::admission::retry_after_header(after));
+        }
         response
     }
 }

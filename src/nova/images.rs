@@ -1,11 +1,12 @@
 //! The image read calls: `GET /images`, `GET /images/detail`, `GET /images/{id}`.
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::glance::UpstreamError;
-use crate::mapping::{Rendered, View, ViewContext};
+use crate::glance::{ListError, UpstreamError};
+use crate::list;
+use crate::mapping::{View, ViewContext};
 
 use super::fault::NovaError;
 use super::{NovaApi, NovaCall};
@@ -15,7 +16,7 @@ const PAGINATION_INTEGERS: [&str; 3] = ["limit", "page_size", "offset"];
 /// Pagination parameters the gateway itself sends to Glance; filters may not set them.
 const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
 
-/// `GET /images` and `GET /images/detail`.
+/// `GET /images` and `GET /images/detail`, written page by page ([`crate::list`]).
 pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaError> {
     let query_map =
         call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
@@ -31,31 +32,31 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaEr
         .into_iter()
         .filter(|(k, _)| !GLANCE_PAGINATION.contains(&k.as_str()))
         .collect();
-
-    let listed = api.glance.list_images(&call.glance, &filters, marker, limit).await.map_err(list_error)?;
-    let base = api.glance.base_properties(&call.glance).await?;
-    let view = view(api, call)?;
-    let ctx = ViewContext { links: &call.links, base_properties: &base };
-    let images = listed.images.iter().map(|image| view.render_ref(image, &ctx)).collect::<Result<Vec<_>, _>>()?;
+    let view = call.route.view.clone().ok_or_else(|| missing("view"))?;
+    let ticket = api.admission.try_admit(super::DIALECT)?;
+    let base_properties = api.glance.base_properties(&call.glance).await?;
 
     // Nova adds a next link whenever the page is exactly as long as the page size it would
     // use (`limit` capped by `max_limit`), even if nothing follows.
     let max_items = limit.unwrap_or(usize::MAX).min(api.settings.max_limit);
-    let next = (max_items > 0 && images.len() == max_items)
-        .then(|| {
-            images.last().and_then(|i| i.get("id")).and_then(Value::as_str).map(|id| next_link(call, query_map, id))
-        })
-        .flatten();
-    let images_links = next.map(|href| [Link { rel: "next", href }]);
-    Ok(axum::Json(ImageList { images, images_links }).into_response())
-}
-
-/// A list answer, serialized straight from the borrowed images.
-#[derive(Serialize)]
-struct ImageList<'a> {
-    images: Vec<Rendered<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    images_links: Option<[Link; 1]>,
+    let next_base = next_link_base(call, query_map);
+    let tail: list::Tail = Box::new(move |progress, out| {
+        if max_items == 0 || progress.count != max_items {
+            return;
+        }
+        if let Some(id) = &progress.last_id {
+            let href = format!("{next_base}{}", quote_plus(id));
+            out.extend_from_slice(br#","images_links":"#);
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, &[Link { rel: "next", href }]);
+        }
+    });
+    let shape = list::Shape { mapping: api.mapping.clone(), view, links: call.links.clone(), base_properties, tail };
+    let listing = api.glance.listing(&call.glance, filters, marker, limit);
+    list::respond(listing, shape, ticket).await.map_err(|e| match e {
+        ListError::Upstream(e) => list_error(e),
+        ListError::Visit(e) => NovaError::Render(e),
+    })
 }
 
 #[derive(Serialize)]
@@ -153,9 +154,9 @@ fn validate_positive_integer(key: &str, value: &str) -> Result<(), NovaError> {
     }
 }
 
-/// The `next` href: the request's own query, sorted, without parameters Nova's schema strips,
-/// then `marker` set to the last image, last (as Nova 34 writes it).
-fn next_link(call: &NovaCall<'_>, query_map: &crate::mapping::QueryMap, last_id: &str) -> String {
+/// The `next` href up to the marker's value: the request's own query, sorted, without
+/// parameters Nova's schema strips, then `marker=`, last (as Nova 34 writes it).
+fn next_link_base(call: &NovaCall<'_>, query_map: &crate::mapping::QueryMap) -> String {
     let mut pairs: Vec<(&str, &str)> = call
         .query
         .iter()
@@ -164,16 +165,19 @@ fn next_link(call: &NovaCall<'_>, query_map: &crate::mapping::QueryMap, last_id:
         .collect();
     pairs.sort();
     // Python's OrderedDict(sorted(items)): one entry per key, holding its last (largest) value.
-    let mut params: Vec<(&str, &str)> = Vec::with_capacity(pairs.len() + 1);
+    let mut params: Vec<(&str, &str)> = Vec::with_capacity(pairs.len());
     for (k, v) in pairs {
         match params.iter_mut().find(|(pk, _)| *pk == k) {
             Some(slot) => slot.1 = v,
             None => params.push((k, v)),
         }
     }
-    params.push(("marker", last_id));
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", quote_plus(k), quote_plus(v))).collect();
-    format!("{}/{}?{}", call.links.versioned, call.collection, query.join("&"))
+    let mut href = format!("{}/{}?", call.links.versioned, call.collection);
+    for (k, v) in params {
+        href.push_str(&format!("{}={}&", quote_plus(k), quote_plus(v)));
+    }
+    href.push_str("marker=");
+    href
 }
 
 /// Python's `urllib.parse.quote_plus`.

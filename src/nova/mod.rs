@@ -90,6 +90,8 @@ pub struct NovaApi {
     pub token_validator: Option<Arc<Keystone>>,
     /// How the links' origin is decided.
     pub origin: Arc<OriginPolicy>,
+    /// The limit on lists in flight.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// One Nova call being served.

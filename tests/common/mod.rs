@@ -59,9 +59,9 @@ impl Harness {
         config.glance.url = Some(self.glance_url.parse().unwrap());
         tweak(&mut config);
         config.validate("test").unwrap();
-        let app = Arc::new(App::load(config).unwrap());
         let metrics = Arc::new(Metrics::new());
-        let router = image_gateway::server::router(app, metrics.clone(), Default::default());
+        let app = Arc::new(App::load(config, metrics.clone(), None).unwrap());
+        let router = image_gateway::server::router(app, Default::default());
         let addr = self.block_on(serve_router(router));
         Gateway { base: format!("http://{addr}"), metrics }
     }
@@ -138,6 +138,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub text: String,
+    /// Why the body could not be read whole (a streamed answer cut short); `text` is then empty.
+    pub cut: Option<String>,
 }
 
 impl Answer {
@@ -154,8 +156,11 @@ pub async fn send(req: reqwest::RequestBuilder) -> Answer {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
-    let text = res.text().await.unwrap();
-    Answer { status, headers, text }
+    let (text, cut) = match res.text().await {
+        Ok(text) => (text, None),
+        Err(e) => (String::new(), Some(format!("{e:?}"))),
+    };
+    Answer { status, headers, text, cut }
 }
 
 /// Direct Glance calls for fixtures.
