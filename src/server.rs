@@ -29,6 +29,9 @@ use crate::passthrough::Upstream;
 use crate::public_url::{self, OriginPolicy};
 use crate::{alliance, nova};
 
+/// Longest request target served: longer ones get 414, as from Nova's own (eventlet) server
+/// and nginx's default buffers.
+const MAX_REQUEST_TARGET: usize = 8192;
 /// The embedded store keeps uploads in memory; this bounds one upload.
 const EMBEDDED_BODY_LIMIT: usize = 512 << 20;
 
@@ -95,7 +98,7 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { metrics: metrics.clone(), lifecycle });
-    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts))
+    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts, MAX_REQUEST_TARGET))
 }
 
 /// What the Glance passthrough needs, made once: handlers' state is cloned for every request.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -138,13 +138,19 @@ async fn forwarded_headers_decide_links_only_from_trusted_proxies() {
 const PIECE: usize = 1000;
 const PIECES: usize = 8;
 
-/// A gateway whose Glance is [`slow_upstream`], with an idle timeout of 0.5 s.
-async fn behind_slow_upstream() -> Gateway {
+/// The idle timeout of the gateways in front of [`slow_upstream`].
+const IDLE: Duration = Duration::from_millis(500);
+
+/// A gateway whose Glance is [`slow_upstream`], run in-process on the test's own runtime, so
+/// that on a paused clock its timers, the upstream's and the test's all keep one time.
+async fn behind_slow_upstream() -> Router {
     let upstream = slow_upstream().await;
-    Harness::get().gateway(|c| {
-        c.glance.url = Some(upstream.parse().unwrap());
-        c.glance.timeout_secs = 0.5;
-    })
+    let mut config = image_gateway::config::Config::default();
+    config.glance.url = Some(upstream.parse().unwrap());
+    config.glance.timeout_secs = IDLE.as_secs_f64();
+    let metrics = std::sync::Arc::new(image_gateway::layers::metrics::Metrics::new());
+    let app = image_gateway::app::App::load(config, metrics, None).unwrap();
+    image_gateway::server::router(std::sync::Arc::new(app), Default::default())
 }
 
 /// A raw upstream that misbehaves in time, by path: `/hang` never answers; `/stall` sends a
@@ -188,39 +194,49 @@ async fn slow_upstream() -> String {
                     }
                     _ => {}
                 }
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                std::future::pending::<()>().await;
             });
         }
     });
     url
 }
 
-#[tokio::test]
-async fn a_stalled_upstream_times_out_but_a_slow_one_streams() {
-    let gw = behind_slow_upstream().await;
-    let get = |path: &str| client().get(format!("{}/image{path}", gw.base)).timeout(Duration::from_secs(20));
-
-    // No head within the idle timeout: 504, as Glance's own errors are shaped.
-    let started = Instant::now();
-    let a = send(get("/hang")).await;
-    assert_eq!(a.status, 504, "{}", a.text);
-    assert_eq!(a.json()["code"], "504 Gateway Timeout");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-
-    // A head, then silence: the body ends in an error once idle, not at the client's deadline.
-    let started = Instant::now();
-    let res = get("/stall").send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.bytes().await.is_err(), "a body cut short must not look complete");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-
-    // 1.2 s in all, longer than the idle timeout, but never idle for it: all of it arrives.
-    let res = get("/trickle").send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.bytes().await.unwrap().len(), PIECE * PIECES);
+/// Sends `request` through `gateway`; the answer's status, and its body or why it broke off,
+/// with the time each took.
+async fn through(gateway: &Router, request: http::Request<axum::body::Body>) -> (u16, Result<Bytes, String>, Duration) {
+    let started = tokio::time::Instant::now();
+    let response = tower::ServiceExt::oneshot(gateway.clone(), request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(|e| e.to_string());
+    (status, body, started.elapsed())
 }
 
-#[tokio::test]
+fn get(path: &str) -> http::Request<axum::body::Body> {
+    http::Request::get(format!("/image{path}")).body(axum::body::Body::empty()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_upstream_times_out_but_a_slow_one_streams() {
+    let gw = behind_slow_upstream().await;
+
+    // No head within the idle timeout: 504, as Glance's own errors are shaped, at the timeout.
+    let (status, body, took) = through(&gw, get("/hang")).await;
+    assert_eq!((status, took), (504, IDLE));
+    assert_eq!(serde_json::from_slice::<Value>(&body.unwrap()).unwrap()["code"], "504 Gateway Timeout");
+
+    // A head, then silence: the body ends in an error once idle for the timeout.
+    let (status, body, took) = through(&gw, get("/stall")).await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "a body cut short must not look complete");
+    assert_eq!(took, IDLE);
+
+    // 1.2 s in all, longer than the idle timeout, but never idle for it: all of it arrives.
+    let (status, body, took) = through(&gw, get("/trickle")).await;
+    assert_eq!((status, body.map(|b| b.len())), (200, Ok(PIECE * PIECES)));
+    assert_eq!(took, Duration::from_millis(150) * PIECES as u32);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_upload_may_take_longer_than_the_idle_timeout_while_it_moves() {
     let gw = behind_slow_upstream().await;
     // Pieces 150 ms apart, `then` more: 1.2 s in all, or one piece and then silence.
@@ -236,19 +252,15 @@ async fn an_upload_may_take_longer_than_the_idle_timeout_while_it_moves() {
                 _ => None,
             }
         });
-        client()
-            .put(format!("{}/image/upload", gw.base))
-            .body(reqwest::Body::wrap_stream(pieces))
-            .timeout(Duration::from_secs(20))
+        http::Request::put("/image/upload").body(axum::body::Body::from_stream(pieces)).unwrap()
     };
-    let done = send(upload(true)).await;
-    assert_eq!(done.status, 201, "{}", done.text);
+    let (status, _, took) = through(&gw, upload(true)).await;
+    assert_eq!((status, took), (201, Duration::from_millis(150) * (PIECES as u32 - 1)));
 
-    // A stalled upload is given up within twice the idle timeout, not at the client's deadline.
-    let started = Instant::now();
-    let stalled = upload(false).send().await;
-    assert!(stalled.as_ref().map_or(true, |r| r.status() == 504), "{stalled:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // A stalled upload is given up once it has not moved for the idle timeout: within twice it.
+    let (status, _, took) = through(&gw, upload(false)).await;
+    assert_eq!(status, 504);
+    assert!(took > IDLE && took <= 2 * IDLE, "{took:?}");
 }
 
 #[tokio::test]

@@ -13,6 +13,8 @@ use super::{AllianceApi, AllianceCall, AllianceError};
 
 /// Glance pagination parameters the gateway sets itself; filters may not.
 const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
+/// Glance's longest image name.
+const MAX_NAME: usize = 255;
 /// Stored on the image so that later reads can echo it, as the seed's list does.
 const COPY_FROM: &str = "copy_from";
 /// Alliance bodies carry no links.
@@ -144,6 +146,10 @@ async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, All
             Some(403 | 404) => AllianceError::NotFound(format!("No image with id {id_or_name}")),
             _ => AllianceError::Upstream(e),
         });
+    }
+    // Glance names are at most 255 characters: a longer one names nothing, and is not asked for.
+    if id_or_name.chars().count() > MAX_NAME {
+        return Err(AllianceError::NotFound(format!("No image named {id_or_name}")));
     }
     let filters = [("name".to_owned(), format!("eq:{id_or_name}")), ("owner".to_owned(), call.environment.clone())];
     let mut found = glance.list_images(&call.glance, filters.to_vec(), 2).await?;

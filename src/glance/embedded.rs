@@ -512,16 +512,11 @@ fn schema_error(schema: &Value, v: &Value) -> Option<String> {
     if schema["maxLength"].as_u64().is_some_and(|max| text.chars().count() as u64 > max) {
         return Some(format!("{repr} is too long"));
     }
-    if let Some(pattern) = schema["pattern"].as_str().filter(|_| v.is_string() && !is_uuid(text)) {
+    if let Some(pattern) = schema["pattern"].as_str().filter(|_| v.is_string() && !crate::glance::is_image_id(text)) {
         return Some(format!("{repr} does not match '{pattern}'"));
     }
     let mut items = v.as_array().into_iter().flatten();
     items.find_map(|item| schema_error(&schema["items"], item))
-}
-
-fn is_uuid(s: &str) -> bool {
-    let lengths: Vec<usize> = s.split('-').map(str::len).collect();
-    lengths == [8, 4, 4, 4, 12] && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
 }
 
 /// Python's `repr`, which Glance's messages embed.
@@ -1072,7 +1067,10 @@ fn import(store: &Store, rq: &Req, id: &str) -> Result<Response> {
     }
     let (store, id) = (store.clone(), id.to_owned());
     tokio::spawn(async move {
-        let fetched = async { reqwest::get(uri).await?.error_for_status()?.bytes().await }.await;
+        let fetched = web_download(uri).await;
+        if let Err(e) = &fetched {
+            tracing::warn!(image = %id, error = %e, "in-memory store: web-download failed; the image is queued again");
+        }
         let mut images = store.lock();
         if let Some(image) = images.get_mut(&id).filter(|i| i.status == "importing") {
             match fetched {
@@ -1086,6 +1084,30 @@ fn import(store: &Store, rq: &Req, id: &str) -> Result<Response> {
         }
     });
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Largest image a web-download brings into the in-memory store.
+const MAX_DOWNLOAD: usize = 512 << 20;
+
+/// Fetches a web-download's data: within a deadline, without a proxy, at most [`MAX_DOWNLOAD`].
+async fn web_download(uri: url::Url) -> std::result::Result<bytes::Bytes, String> {
+    // The store may run without any other HTTP client having set up TLS.
+    crate::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut response = client.get(uri).send().await.and_then(|r| r.error_for_status()).map_err(|e| e.to_string())?;
+    let mut data = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if data.len() + chunk.len() > MAX_DOWNLOAD {
+            return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data.into())
 }
 
 fn download(store: &Store, rq: &Req, id: &str) -> Result<Response> {
@@ -1262,7 +1284,7 @@ mod tests {
         let reply = send(&app, "POST", "/v2/images", &headers, &body).await;
         let image = reply.json();
         let id = image["id"].as_str().unwrap();
-        assert!(is_uuid(id));
+        assert!(crate::glance::is_image_id(id));
         assert_eq!((reply.status, reply.header("x-openstack-request-id")), (StatusCode::CREATED, "req-abc"));
         assert_eq!(reply.header("location"), format!("http://g:9292/v2/images/{id}"));
         let keys: Vec<&str> = image.as_object().unwrap().keys().map(String::as_str).collect();

@@ -281,7 +281,7 @@ impl GlanceClient {
     }
 
     pub async fn get_image(&self, call: &Call, id: &str) -> Result<Value, UpstreamError> {
-        self.image(call, Outgoing::new(Method::GET, &["images", id])).await
+        self.image(call, Outgoing::image(Method::GET, id, None)?).await
     }
 
     /// Creates an image record (`POST /v2/images`).
@@ -295,20 +295,20 @@ impl GlanceClient {
     /// Starts Glance's `web-download` import of `uri` into an image (v1's `copy_from`).
     pub async fn import_web_download(&self, call: &Call, id: &str, uri: &str) -> Result<(), UpstreamError> {
         let body = serde_json::json!({"method": {"name": "web-download", "uri": uri}});
-        let mut out = Outgoing::new(Method::POST, &["images", id, "import"]);
+        let mut out = Outgoing::image(Method::POST, id, Some("import"))?;
         out.body = Some(("application/json", body.to_string().into()));
         self.exchange(call, out).await.map(drop)
     }
 
     pub async fn delete_image(&self, call: &Call, id: &str) -> Result<(), UpstreamError> {
-        self.exchange(call, Outgoing::new(Method::DELETE, &["images", id])).await.map(|_| ())
+        self.exchange(call, Outgoing::image(Method::DELETE, id, None)?).await.map(|_| ())
     }
 
     /// Applies JSON-patch operations (`add`, `replace`, `remove`) in one Glance `PATCH` and
     /// returns the image as Glance has it afterwards.
     pub async fn patch_image(&self, call: &Call, id: &str, ops: &[Value]) -> Result<Value, UpstreamError> {
         let body = serde_json::to_vec(ops).map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-        let mut out = Outgoing::new(Method::PATCH, &["images", id]);
+        let mut out = Outgoing::image(Method::PATCH, id, None)?;
         out.body = Some((PATCH_MEDIA_TYPE, body.into()));
         self.image(call, out).await
     }
@@ -490,6 +490,30 @@ impl Outgoing {
         }
         Outgoing { method, path, query: Vec::new(), body: None }
     }
+
+    /// A request for `/v2/images/<id>[/<then>]`. An id that cannot name a Glance image is
+    /// answered here as Glance answers it, 404, without asking Glance: such a request says
+    /// nothing of Glance's health, and a hostile one (a 20,000-character id) could make a
+    /// Glance drop the connection and count against it.
+    fn image(method: Method, id: &str, then: Option<&str>) -> Result<Self, UpstreamError> {
+        if !is_image_id(id) {
+            let message = format!("No image found with ID {id}");
+            return Err(UpstreamError::Status { status: StatusCode::NOT_FOUND, message });
+        }
+        Ok(match then {
+            Some(then) => Outgoing::new(method, &["images", id, then]),
+            None => Outgoing::new(method, &["images", id]),
+        })
+    }
+}
+
+/// Whether `id` can name a Glance image: Glance's image schema admits only hyphenated UUIDs.
+pub fn is_image_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
 }
 
 /// Glance accepts image PATCHes only in its own JSON-patch media type.
@@ -537,6 +561,50 @@ mod tests {
         let body = br#"{"message": "No image found with ID bogus<br /><br />\n\n\n", "code": "400 Bad Request", "title": "Bad Request"}"#;
         assert_eq!(error_message(body), "No image found with ID bogus");
         assert_eq!(error_message(b"400 Bad Request\n\nbad thing\n\n   "), "400 Bad Request bad thing");
+    }
+
+    #[test]
+    fn image_ids_are_hyphenated_uuids() {
+        for id in ["0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5c", "0B7E3A5C-1F2D-4E6A-8B9C-0D1E2F3A4B5C"] {
+            assert!(is_image_id(id), "{id}");
+        }
+        for id in [
+            "",
+            "-1",
+            "detail",
+            "0b7e3a5c1f2d4e6a8b9c0d1e2f3a4b5c",
+            "0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5",
+            "0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5c0",
+            "0b7e3a5c-1f2d-4e6a-8b9c_0d1e2f3a4b5c",
+            "0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5g",
+            "{0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5}",
+            "0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4bé",
+        ] {
+            assert!(!is_image_id(id), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_that_name_no_image_are_404s_without_a_call() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = calls.clone();
+        let router = axum::Router::new().fallback(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::INTERNAL_SERVER_ERROR }
+        });
+        let config = crate::config::Config::default().glance;
+        let glance = GlanceClient::embedded("glance", &config, router, &Metrics::new());
+        let call = Call::default();
+        let long = "x".repeat(20_000);
+        for id in ["detail", "-1", long.as_str()] {
+            let e = glance.get_image(&call, id).await.unwrap_err();
+            assert_eq!(e.status(), Some(StatusCode::NOT_FOUND), "{id}");
+            assert_eq!(glance.delete_image(&call, id).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+            assert_eq!(glance.patch_image(&call, id, &[]).await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+            let import = glance.import_web_download(&call, id, "http://127.0.0.1/x").await.unwrap_err();
+            assert_eq!(import.status(), Some(StatusCode::NOT_FOUND));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "Glance was never asked");
     }
 
     #[test]

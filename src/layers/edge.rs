@@ -1,6 +1,7 @@
 //! What the gateway does to every request around its routes, as one layer.
 //!
-//! In order: oversized headers are refused before anything reads, logs or forwards them;
+//! In order: an over-long request target (414) and oversized headers (431, or Nova's 400) are
+//! refused before anything reads, logs or forwards them;
 //! tokens are marked sensitive (no log prints them); the request gets its id
 //! ([`request_id`]) and a tracing span; the routes run, a panic among them becoming a 500; the
 //! response is counted and logged ([`metrics`]) and carries the request id back.
@@ -47,13 +48,15 @@ pub struct EdgeLayer {
 #[derive(Debug)]
 struct Shared {
     metrics: Arc<Metrics>,
-    /// Where oversized headers get Nova's 400 rather than a 431.
+    /// Where refusals are Nova faults.
     nova_mounts: [String; 2],
+    /// Longest request target (path and query) served.
+    max_target: usize,
 }
 
 impl EdgeLayer {
-    pub fn new(metrics: Arc<Metrics>, nova_mounts: [String; 2]) -> Self {
-        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts }) }
+    pub fn new(metrics: Arc<Metrics>, nova_mounts: [String; 2], max_target: usize) -> Self {
+        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts, max_target }) }
     }
 }
 
@@ -86,8 +89,7 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        if let Some(name) = crate::body::oversized_header(req.headers()) {
-            let refused = refuse_oversized(&self.shared.nova_mounts, req.uri().path(), &name);
+        if let Some(refused) = self.refuse(&req) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
         mark_sensitive(req.headers_mut());
@@ -127,6 +129,34 @@ where
     }
 }
 
+impl<S> Edge<S> {
+    /// The gateway's own answer to a request it will not pass on: a request target longer than
+    /// `max_target` (414; such a request could only fail upstream, and count against it), or
+    /// oversized headers (Nova's 400 under the Nova mounts, as Nova's own server; 431 elsewhere).
+    fn refuse(&self, req: &Request) -> Option<Response> {
+        let path = req.uri().path();
+        let under_nova =
+            |m: &String| path.strip_prefix(m.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        let nova = self.shared.nova_mounts.iter().any(under_nova);
+        let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        let (status, message) = if target > self.shared.max_target {
+            let message = format!("Request-URI Too Long: {target} bytes, the limit is {}", self.shared.max_target);
+            (StatusCode::URI_TOO_LONG, message)
+        } else {
+            let name = crate::body::oversized_header(req.headers())?;
+            let status = if nova { StatusCode::BAD_REQUEST } else { StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE };
+            (status, format!("Request header field too large: {name}"))
+        };
+        self.shared.metrics.record_refusal(status);
+        if nova {
+            return Some(crate::nova::fault::NovaError::Refused(status, message).into_response());
+        }
+        let title = status.canonical_reason().unwrap_or("");
+        let body = serde_json::json!({"error": {"code": status.as_u16(), "title": title, "message": message}});
+        Some((status, axum::Json(body)).into_response())
+    }
+}
+
 /// Marks every value of the [`SENSITIVE`] headers; one pass over a request's few headers
 /// rather than a lookup per name.
 fn mark_sensitive(headers: &mut HeaderMap) {
@@ -156,20 +186,6 @@ fn trace_response(status: StatusCode, latency: Duration) {
     }
 }
 
-/// Refuses a request whose headers are too large: Nova's 400 fault under the Nova mounts (as
-/// Nova's own server), a 431 elsewhere.
-fn refuse_oversized(nova_mounts: &[String; 2], path: &str, name: &str) -> Response {
-    let message = format!("Request header field too large: {name}");
-    let under = |m: &String| path.strip_prefix(m.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if nova_mounts.iter().any(under) {
-        let body = serde_json::json!({"badRequest": {"code": 400, "message": message}});
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    }
-    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    let body = serde_json::json!({"error": {"code": 431, "title": status.canonical_reason(), "message": message}});
-    (status, axum::Json(body)).into_response()
-}
-
 /// A panic is a gateway bug; the client still gets a well-formed 500 (in Nova's shape, the
 /// only dialect whose clients get 500s from us) and the gateway keeps serving.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -192,7 +208,7 @@ mod tests {
 
     fn edge(metrics: &Arc<Metrics>) -> impl Service<Request, Response = Response, Error = Infallible> + Clone {
         let mounts = ["/v2.1".to_owned(), "/v2".to_owned()];
-        EdgeLayer::new(metrics.clone(), mounts).layer(service_fn(|req: Request| async move {
+        EdgeLayer::new(metrics.clone(), mounts, 8192).layer(service_fn(|req: Request| async move {
             match req.uri().path() {
                 "/panic" => panic!("a bug"),
                 "/glance" => Ok::<_, Infallible>(([(request_id::HEADER, "req-from-glance")], "").into_response()),
@@ -241,6 +257,23 @@ mod tests {
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(request_id::is_valid(&res.headers()[request_id::HEADER]));
         assert!(text(res).await.contains("computeFault"));
+    }
+
+    #[tokio::test]
+    async fn over_long_targets_are_414s_before_anything_else() {
+        let metrics = Arc::new(Metrics::new());
+        let long = format!("/v2.1/images/{}", "x".repeat(8192));
+        let query = format!("/images?name={}", "x".repeat(8192));
+        for (target, shape) in [(long.as_str(), "computeFault"), (query.as_str(), "error")] {
+            let res = send(edge(&metrics), Request::get(target).body(Default::default()).unwrap()).await;
+            assert_eq!(res.status(), StatusCode::URI_TOO_LONG, "{target}");
+            let body: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
+            assert_eq!(body[shape]["code"], 414, "{body}");
+        }
+        let just = format!("/v2.1/{}", "x".repeat(8192 - 6));
+        let res = send(edge(&metrics), Request::get(just.as_str()).body(Default::default()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::OK, "at the limit exactly");
+        assert!(metrics.render().contains(r#"image_gateway_refused_total{status="414"} 2"#), "{}", metrics.render());
     }
 
     #[tokio::test]

@@ -60,6 +60,7 @@ pub struct Metrics {
     breaker_refused: IntCounterVec,
     heavy_in_flight: IntGauge,
     heavy_refused: IntCounterVec,
+    refused: IntCounterVec,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
     /// compares every label and allocates the status text on each call. Hashed with foldhash,
     /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
@@ -151,7 +152,13 @@ impl Metrics {
             "Heavy requests answered 503 with Retry-After at once: limits.max_heavy_in_flight were in flight.",
             &["dialect"],
         );
+        let refused = counters(
+            "image_gateway_refused_total",
+            "Requests the gateway refused before routing them: over-long targets (414), oversized headers (431, or Nova's 400).",
+            &["status"],
+        );
         Metrics {
+            refused,
             registry,
             requests,
             duration,
@@ -181,6 +188,11 @@ impl Metrics {
             opened: self.breaker_opened.with_label_values(&[name]),
             refused: self.breaker_refused.with_label_values(&[name]),
         }
+    }
+
+    /// A request refused at the edge, with `status`.
+    pub fn record_refusal(&self, status: http::StatusCode) {
+        self.refused.with_label_values(&[status.as_str()]).inc();
     }
 
     /// The series of the admission limit.

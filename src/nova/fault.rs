@@ -76,6 +76,10 @@ pub enum NovaError {
     /// `limits.max_heavy_in_flight` lists are being served: 503 with `Retry-After`.
     #[error(transparent)]
     Busy(#[from] Busy),
+    /// Refused by the gateway before it read the request (an over-long target, oversized
+    /// headers), with the status Nova's own server gives.
+    #[error("{1}")]
+    Refused(StatusCode, String),
 }
 
 impl NovaError {
@@ -104,6 +108,7 @@ impl NovaError {
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             NovaError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             NovaError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NovaError::Refused(status, _) => *status,
         }
     }
 
