@@ -51,6 +51,7 @@ impl AllianceError {
                 BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 BodyError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+                BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             },
             AllianceError::Upstream(e) => match e {
                 UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -125,6 +126,12 @@ mod tests {
                 "boom",
             ),
             (AllianceError::Upstream(UpstreamError::Unreachable("refused".into())), 503, "Service Unavailable", ""),
+            (
+                AllianceError::BodyUnusable(BodyError::Stalled(std::time::Duration::from_secs(30))),
+                408,
+                "Request Timeout",
+                "nothing of its request body for 30s",
+            ),
         ];
         for (error, code, title, message) in cases {
             let res = error.into_response();

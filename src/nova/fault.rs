@@ -72,6 +72,9 @@ pub enum NovaError {
     /// The declared body is larger than `limits.body_limit_bytes`; it is never read.
     #[error("Request is too large: the limit is {0} bytes.")]
     BodyTooLarge(u64),
+    /// The client stopped sending its body (`server.body_idle_timeout_secs`).
+    #[error("The request body stopped arriving: nothing came for {0:?}.")]
+    BodyStalled(std::time::Duration),
 }
 
 impl NovaError {
@@ -99,6 +102,7 @@ impl NovaError {
             NovaError::Render(_) => StatusCode::BAD_GATEWAY,
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             NovaError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            NovaError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -186,6 +190,9 @@ mod tests {
         assert_eq!((s.as_u16(), body["serviceUnavailable"]["code"].as_u64()), (503, Some(503)));
         let (s, _) = render(NovaError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1)))).await;
         assert_eq!(s, 504);
+        // Nova names no fault for a 408: its catch-all.
+        let (s, body) = render(NovaError::BodyStalled(std::time::Duration::from_secs(30))).await;
+        assert_eq!((s.as_u16(), body["computeFault"]["code"].as_u64()), (408, Some(408)));
     }
 
     #[tokio::test]
