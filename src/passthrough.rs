@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::glance::UpstreamError;
-use crate::idle::IdleTimeout;
+use crate::idle::{IdleError, IdleTimeout};
 
 /// Probes for a dead peer on a pooled connection, as reqwest's default did.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -163,6 +163,10 @@ impl Inner {
     }
 
     fn error(&self, e: &hyper_util::client::legacy::Error) -> UpstreamError {
+        // The upload failed on the client's side, not the upstream's.
+        if let Some(idle) = IdleError::stalled_in(e) {
+            return UpstreamError::ClientStalled(idle);
+        }
         let causes = std::iter::successors(e.source(), |c| (*c).source());
         let message = causes.clone().fold(e.to_string(), |m, c| format!("{m}: {c}"));
         let timed_out = causes

@@ -136,6 +136,7 @@ async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axu
         let status = match e {
             UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         };
         let title = status.canonical_reason().unwrap_or("");

@@ -220,34 +220,52 @@ async fn a_stalled_upstream_times_out_but_a_slow_one_streams() {
     assert_eq!(res.bytes().await.unwrap().len(), PIECE * PIECES);
 }
 
+/// A PUT to [`slow_upstream`]'s `/upload` through `gw`: pieces 150 ms apart, `then` more (1.2 s
+/// in all), or one piece and then silence.
+fn upload(gw: &Gateway, then: bool) -> reqwest::RequestBuilder {
+    let pieces = futures_util::stream::unfold(0, move |sent| async move {
+        match sent {
+            0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; PIECE])), 1)),
+            n if n < PIECES && then => {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Some((Ok(Bytes::from_static(&[b'x'; PIECE])), n + 1))
+            }
+            n if n < PIECES => std::future::pending().await,
+            _ => None,
+        }
+    });
+    client()
+        .put(format!("{}/image/upload", gw.base))
+        .body(reqwest::Body::wrap_stream(pieces))
+        .timeout(Duration::from_secs(20))
+}
+
 #[tokio::test]
 async fn an_upload_may_take_longer_than_the_idle_timeout_while_it_moves() {
     let gw = behind_slow_upstream().await;
-    // Pieces 150 ms apart, `then` more: 1.2 s in all, or one piece and then silence.
-    let upload = |then: bool| {
-        let pieces = futures_util::stream::unfold(0, move |sent| async move {
-            match sent {
-                0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; PIECE])), 1)),
-                n if n < PIECES && then => {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    Some((Ok(Bytes::from_static(&[b'x'; PIECE])), n + 1))
-                }
-                n if n < PIECES => std::future::pending().await,
-                _ => None,
-            }
-        });
-        client()
-            .put(format!("{}/image/upload", gw.base))
-            .body(reqwest::Body::wrap_stream(pieces))
-            .timeout(Duration::from_secs(20))
-    };
-    let done = send(upload(true)).await;
+    let done = send(upload(&gw, true)).await;
     assert_eq!(done.status, 201, "{}", done.text);
 
     // A stalled upload is given up within twice the idle timeout, not at the client's deadline.
     let started = Instant::now();
-    let stalled = upload(false).send().await;
+    let stalled = upload(&gw, false).send().await;
     assert!(stalled.as_ref().map_or(true, |r| r.status() == 504), "{stalled:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// The client's stall, seen first by the server's body idle deadline, is the client's: a 408.
+#[tokio::test]
+async fn an_upload_the_client_stops_sending_is_a_408() {
+    let upstream = slow_upstream().await;
+    let gw = Harness::get().gateway(|c| {
+        c.glance.url = Some(upstream.parse().unwrap());
+        c.glance.timeout_secs = 10.0;
+        c.server.body_idle_timeout_secs = 0.5;
+    });
+    let started = Instant::now();
+    let a = send(upload(&gw, false)).await;
+    assert_eq!(a.status, 408, "{}", a.text);
+    assert_eq!(a.json()["code"], "408 Request Timeout", "{}", a.text);
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 

@@ -57,6 +57,7 @@ impl AllianceError {
                 UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
                 // Glance's refusals of the client's request keep their meaning.
                 UpstreamError::Status { status, .. }
                     if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) =>

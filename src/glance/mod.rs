@@ -40,6 +40,9 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("Glance sent an unusable answer: {0}")]
     BadAnswer(String),
+    /// The client stopped sending the body being passed on (`server.body_idle_timeout_secs`).
+    #[error("the client sent nothing of its request body for {0:?}")]
+    ClientStalled(Duration),
 }
 
 impl UpstreamError {

@@ -91,6 +91,7 @@ impl NovaError {
                 UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
                 UpstreamError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -134,6 +135,7 @@ impl IntoResponse for NovaError {
             tracing::warn!(error = %self, status = status.as_u16(), "nova call failed");
         }
         let message = match &self {
+            NovaError::Upstream(e @ UpstreamError::ClientStalled(_)) => e.to_string(),
             NovaError::Upstream(e) => format!("Unexpected API Error. {e}"),
             other => other.to_string(),
         };
