@@ -2,11 +2,15 @@
 //! when the declared length is already too large, and decoded as JSON only when the client
 //! says (or leaves unsaid) that it is JSON.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderMap};
 use http_body_util::BodyExt;
 use serde_json::Value;
+
+use crate::idle::IdleError;
 
 /// Why a body could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -15,28 +19,23 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("the request body could not be read: {0}")]
     Unreadable(String),
+    /// The client stopped sending its body (`server.body_idle_timeout_secs`).
+    #[error("the client sent nothing of its request body for {0:?}")]
+    Stalled(Duration),
     #[error("the Content-Type is not JSON")]
     NotJson,
     #[error("the request body is not valid JSON")]
     Malformed,
 }
 
-/// Longest header value accepted, as Nova's own server (`max_header_line`).
+/// Longest header value accepted, as Nova's own server (`max_header_line`). The whole head is
+/// bounded before this by hyper (`server.max_header_bytes`, a 431).
 pub const MAX_HEADER_VALUE: usize = 16 * 1024;
-/// Most header bytes accepted in all.
-pub const MAX_HEADER_TOTAL: usize = 64 * 1024;
 
 /// Refuses oversized headers, so that none is forwarded, logged or parsed: the name of the
-/// first header that is too long, or `*` when they are too long together.
+/// first header that is too long.
 pub fn oversized_header(headers: &HeaderMap) -> Option<String> {
-    let mut total = 0;
-    for (name, value) in headers {
-        if value.len() > MAX_HEADER_VALUE {
-            return Some(name.to_string());
-        }
-        total += name.as_str().len() + value.len();
-    }
-    (total > MAX_HEADER_TOTAL).then(|| "*".to_owned())
+    headers.iter().find(|(_, value)| value.len() > MAX_HEADER_VALUE).map(|(name, _)| name.to_string())
 }
 
 /// The body's declared length, if it declares one.
@@ -54,7 +53,10 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, 
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limit)),
-        Err(e) => Err(BodyError::Unreadable(e.to_string())),
+        Err(e) => match IdleError::stalled_in(&*e) {
+            Some(idle) => Err(BodyError::Stalled(idle)),
+            None => Err(BodyError::Unreadable(e.to_string())),
+        },
     }
 }
 

@@ -45,6 +45,7 @@ pub struct Config {
     /// Directory holding `nova.toml` (and later dialects). Without it the mapping files built
     /// into the binary are used.
     pub mappings_dir: Option<PathBuf>,
+    pub server: ServerConfig,
     pub limits: Limits,
     pub glance: GlanceConfig,
     pub nova: NovaConfig,
@@ -137,6 +138,33 @@ pub struct ShutdownConfig {
     pub grace_period_secs: f64,
 }
 
+/// What the gateway's HTTP server tolerates from a client connection (docs/operations.md,
+/// "Server limits"). Fixed at start: a reload does not change them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request's whole head must arrive within this, counted from the connection's accept
+    /// or from the first byte of a later request; else the connection is closed.
+    pub header_read_timeout_secs: f64,
+    /// A kept-alive connection waiting for its next request is closed after this.
+    pub keepalive_timeout_secs: f64,
+    /// A request body that sends nothing for this long fails (408 from the dialects).
+    pub body_idle_timeout_secs: f64,
+    /// Largest request head (request line and headers), in bytes; above it, hyper's 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; above it, hyper's 431.
+    pub max_headers: usize,
+    /// Longest request target (path and query), in bytes; above it, 414 (as Nova's own server
+    /// and nginx's default buffers): such a request could only fail upstream.
+    pub max_request_target_bytes: usize,
+    /// Most client connections open at once; at the limit the gateway stops accepting.
+    pub max_connections: usize,
+    /// After answering a request whose body was left unread, how long to keep reading (and
+    /// dropping) what the client still sends, so that it reads the answer rather than a reset.
+    /// 0: close at once.
+    pub lingering_close_secs: f64,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -220,6 +248,16 @@ impl Default for Config {
             public_url: None,
             trusted_proxies: Vec::new(),
             mappings_dir: None,
+            server: ServerConfig {
+                header_read_timeout_secs: 10.0,
+                keepalive_timeout_secs: 90.0,
+                body_idle_timeout_secs: 30.0,
+                max_header_bytes: 64 << 10,
+                max_headers: 100,
+                max_request_target_bytes: 8192,
+                max_connections: 1024,
+                lingering_close_secs: 5.0,
+            },
             limits: Limits {
                 request_timeout_secs: 60.0,
                 body_limit_bytes: 1 << 20,
@@ -289,6 +327,9 @@ impl Config {
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let invalid = |key, problem: String| Err(ConfigError::Invalid { file: file.to_owned(), key, problem });
         for (key, secs) in [
+            ("server.header_read_timeout_secs", self.server.header_read_timeout_secs),
+            ("server.keepalive_timeout_secs", self.server.keepalive_timeout_secs),
+            ("server.body_idle_timeout_secs", self.server.body_idle_timeout_secs),
             ("limits.request_timeout_secs", self.limits.request_timeout_secs),
             ("glance.connect_timeout_secs", self.glance.connect_timeout_secs),
             ("glance.timeout_secs", self.glance.timeout_secs),
@@ -305,6 +346,30 @@ impl Config {
         ] {
             if !(secs.is_finite() && (0.0..=3600.0).contains(&secs)) {
                 return invalid(key, format!("{secs} is not a number of seconds between 0 and 3600"));
+            }
+        }
+        let linger = self.server.lingering_close_secs;
+        if !(linger.is_finite() && (0.0..=60.0).contains(&linger)) {
+            return invalid(
+                "server.lingering_close_secs",
+                format!("{linger} is not a number of seconds between 0 and 60"),
+            );
+        }
+        for (key, value, range) in [
+            // hyper reads 8 KiB at a time, so a lower limit saves nothing and only refuses
+            // clients; above 1 MiB, a connection's read buffer would grow as far.
+            ("server.max_header_bytes", self.server.max_header_bytes, 8192..=1 << 20),
+            ("server.max_headers", self.server.max_headers, 16..=10_000),
+            // Within the head's limit: a target longer than the whole head cannot arrive.
+            (
+                "server.max_request_target_bytes",
+                self.server.max_request_target_bytes,
+                256..=self.server.max_header_bytes,
+            ),
+            ("server.max_connections", self.server.max_connections, 1..=1_000_000),
+        ] {
+            if !range.contains(&value) {
+                return invalid(key, format!("{value} is not between {} and {}", range.start(), range.end()));
             }
         }
         if let Some(problem) = self.trusted_proxies.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
@@ -487,6 +552,13 @@ mod tests {
                 ("[nova]\nmount = \"v2.1\"\n", "nova.mount"),
                 ("[nova]\nmax_microversion = \"2.x\"\n", "nova.max_microversion"),
                 ("[glance]\nforward_headers = [\"bad header\"]\n", "glance.forward_headers"),
+                ("[server]\nmax_connections = 0\n", "server.max_connections"),
+                ("[server]\nmax_header_bytes = 4096\n", "server.max_header_bytes"),
+                ("[server]\nmax_headers = 0\n", "server.max_headers"),
+                ("[server]\nheader_read_timeout_secs = 0\n", "server.header_read_timeout_secs"),
+                ("[server]\nkeepalive_timeout_secs = -1\n", "server.keepalive_timeout_secs"),
+                ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
+                ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
             ] {
                 let e = load_in(jail, file).unwrap_err();
                 assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");

@@ -15,6 +15,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod glance;
+pub mod idle;
 pub mod keystone;
 pub mod layers;
 pub mod list;

@@ -93,13 +93,8 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
             ),
         }
         tracing::info!(listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()), "image-gateway listening");
-        match image_gateway::server::serve(Arc::new(app), listener, source).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("server failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        image_gateway::server::serve(Arc::new(app), listener, source).await;
+        ExitCode::SUCCESS
     })
 }
 

@@ -11,7 +11,6 @@
 //! as they are, each watched by an idle timer.
 
 use std::error::Error as _;
-use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +25,15 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::glance::UpstreamError;
+use crate::idle::{IdleError, IdleTimeout};
 
 /// Probes for a dead peer on a pooled connection, as reqwest's default did.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -140,7 +139,8 @@ impl Upstream {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         rewrite_location(&mut headers, &up.base, public_base);
-        let mut response = Response::new(Body::new(IdleTimeout { body, timer, idle: up.idle_timeout }));
+        // The answer's body gets the same timer, set afresh: its idleness counts from the head.
+        let mut response = Response::new(Body::new(IdleTimeout::with_timer(body, up.idle_timeout, timer)));
         *response.status_mut() = parts.status;
         *response.headers_mut() = headers;
         Ok(response)
@@ -163,6 +163,10 @@ impl Inner {
     }
 
     fn error(&self, e: &hyper_util::client::legacy::Error) -> UpstreamError {
+        // The upload failed on the client's side, not the upstream's.
+        if let Some(idle) = IdleError::stalled_in(e) {
+            return UpstreamError::ClientStalled(idle);
+        }
         let causes = std::iter::successors(e.source(), |c| (*c).source());
         let message = causes.clone().fold(e.to_string(), |m, c| format!("{m}: {c}"));
         let timed_out = causes
@@ -307,47 +311,6 @@ impl http_body::Body for Upload {
             self.moved.store(true, Ordering::Relaxed);
         }
         Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Why an answer's body ended early.
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error("the upstream sent nothing for {0:?}")]
-    Idle(Duration),
-    #[error(transparent)]
-    Upstream(#[from] hyper::Error),
-}
-
-/// An answer's body that fails once no frame has come for `idle`: a stalled upstream must not
-/// hold a client for ever, but an image streams for as long as it keeps moving.
-struct IdleTimeout {
-    body: Incoming,
-    timer: Pin<Box<Sleep>>,
-    idle: Duration,
-}
-
-impl http_body::Body for IdleTimeout {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            // Moving the deadline later is an atomic store; tokio re-files the timer only if it fires.
-            this.timer.as_mut().reset(Instant::now() + this.idle);
-            return Poll::Ready(frame.map(|f| f.map_err(BodyError::from)));
-        }
-        ready!(this.timer.as_mut().poll(cx));
-        Poll::Ready(Some(Err(BodyError::Idle(this.idle))))
     }
 
     fn is_end_stream(&self) -> bool {

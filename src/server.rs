@@ -1,12 +1,16 @@
 //! Server assembly: the routes, the operational endpoints, and the serve loop.
 //!
+//! The connections themselves, and the limits set on them, are [`listener`]'s.
+//!
 //! Around every route, the edge layer ([`crate::layers::edge`]): oversized headers refused,
 //! tokens marked sensitive, request ids checked, made and echoed, a tracing span, panics
 //! caught, metrics and the access log. The routes: `/healthz`, `/readyz`, `/metrics`, the Nova
 //! mounts, the Alliance dialect and Glance's own API (passed through, or without a Glance the
 //! embedded store's).
 
-use std::future::IntoFuture;
+mod conn;
+pub mod listener;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -15,7 +19,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Router, ServiceExt as _};
+use axum::Router;
 use http::{header, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tower::Service as _;
@@ -29,9 +33,6 @@ use crate::passthrough::Upstream;
 use crate::public_url::{self, OriginPolicy};
 use crate::{alliance, nova};
 
-/// Longest request target served: longer ones get 414, as from Nova's own (eventlet) server
-/// and nginx's default buffers.
-const MAX_REQUEST_TARGET: usize = 8192;
 /// The embedded store keeps uploads in memory; this bounds one upload.
 const EMBEDDED_BODY_LIMIT: usize = 512 << 20;
 
@@ -46,6 +47,7 @@ struct Ops {
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
+    at_connection_limit: AtomicBool,
 }
 
 impl Lifecycle {
@@ -56,6 +58,16 @@ impl Lifecycle {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+
+    /// Whether all `server.max_connections` are taken and the gateway waits for one to close
+    /// before it accepts another: an overloaded replica.
+    pub fn at_connection_limit(&self) -> bool {
+        self.at_connection_limit.load(Ordering::Relaxed)
+    }
+
+    fn set_at_connection_limit(&self, at_limit: bool) {
+        self.at_connection_limit.store(at_limit, Ordering::Relaxed);
+    }
 }
 
 /// The whole gateway as one service.
@@ -63,6 +75,7 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
     let metrics = app.metrics.clone();
     let nova_cfg = &app.config.nova;
     let nova_mounts = [nova_cfg.mount.clone(), nova_cfg.legacy_mount.clone()];
+    let max_target = app.config.server.max_request_target_bytes;
     let mut routes = Router::new()
         .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
         .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true));
@@ -98,7 +111,7 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { metrics: metrics.clone(), lifecycle });
-    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts, MAX_REQUEST_TARGET))
+    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts, max_target))
 }
 
 /// What the Glance passthrough needs, made once: handlers' state is cloned for every request.
@@ -122,6 +135,7 @@ async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axu
         let status = match e {
             UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         };
         let title = status.canonical_reason().unwrap_or("");
@@ -137,13 +151,18 @@ fn nova_mount(app: &Arc<App>, path: &str, legacy: bool) -> Router {
 }
 
 /// Whether this replica can take traffic: its configuration is loaded (it is, or it would not
-/// be serving) and it is not draining. Upstreams are deliberately not asked: an outage of
-/// Glance is answered by each dialect's 503 and shown in `image_gateway_upstream_up` and the
-/// breaker's metrics; failing readiness for it would take every replica, and every
-/// passthrough route with it (Nova's `/servers` included), out of the Service at once.
+/// be serving), it is not draining, and it is not at `server.max_connections` (the probe's own
+/// connection took the last place: no client could connect after it). Upstreams are
+/// deliberately not asked: an outage of Glance is answered by each dialect's 503 and shown in
+/// `image_gateway_upstream_up` and the breaker's metrics; failing readiness for it would take
+/// every replica, and every passthrough route with it (Nova's `/servers` included), out of the
+/// Service at once.
 async fn readyz(State(ops): State<Ops>) -> Response {
     if ops.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
+    }
+    if ops.lifecycle.at_connection_limit() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: at server.max_connections\n").into_response();
     }
     (StatusCode::OK, "ready\n").into_response()
 }
@@ -168,7 +187,7 @@ pub struct ConfigSource {
 /// served for `drain_delay_secs` (so Kubernetes or a load balancer stops routing here), then
 /// the listener closes and requests in flight get `grace_period_secs` to finish. SIGHUP
 /// reloads the configuration and mapping files (see [`reload_on_sighup`]).
-pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -> std::io::Result<()> {
+pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) {
     let metrics = app.metrics.clone();
     let lifecycle = Arc::new(Lifecycle::default());
     let drain = Duration::from_secs_f64(app.config.shutdown.drain_delay_secs);
@@ -189,15 +208,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -
         }
     };
     let current = Arc::new(RwLock::new(router(app.clone(), lifecycle.clone())));
-    let reload = Reload { source, listen: app.config.listen, store: app.embedded_store(), current: current.clone() };
-    tokio::spawn(reload_on_sighup(reload, metrics, lifecycle));
+    let reload = Reload {
+        source,
+        listen: app.config.listen,
+        server: app.config.server.clone(),
+        store: app.embedded_store(),
+        current: current.clone(),
+    };
+    tokio::spawn(reload_on_sighup(reload, metrics.clone(), lifecycle.clone()));
     // Each request runs on the router current when it arrived, even if a reload swaps it meanwhile.
     let dispatch = tower::service_fn(move |req: axum::extract::Request| {
         let mut router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         router.call(req)
     });
-    let service = dispatch.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(drained).into_future();
+    let server = listener::serve(listener, dispatch, &app.config.server, metrics, lifecycle, drained);
     let deadline = async {
         // Starts counting only once the listener is closing.
         if closing_rx.await.is_ok() {
@@ -207,11 +231,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -
         }
     };
     tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!("grace period over: dropping requests still in flight");
-            Ok(())
-        }
+        () = server => {},
+        () = deadline => tracing::warn!("grace period over: dropping requests still in flight"),
     }
 }
 
@@ -219,6 +240,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) -
 struct Reload {
     source: ConfigSource,
     listen: std::net::SocketAddr,
+    server: crate::config::ServerConfig,
     /// The in-memory store, kept across reloads.
     store: Option<Router>,
     current: Arc<RwLock<Router>>,
@@ -226,9 +248,10 @@ struct Reload {
 
 /// On each SIGHUP: read the configuration and every mapping file again, build a new gateway,
 /// and swap it in; a set that does not load is logged with its reason, counted, and the
-/// running set keeps serving. (The listen address cannot change without a restart.)
+/// running set keeps serving. (The listen address and the server limits cannot change without
+/// a restart.)
 async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) {
-    let Reload { source, listen, store, current } = reload;
+    let Reload { source, listen, server, store, current } = reload;
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: reloading is off");
         return;
@@ -241,6 +264,9 @@ async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<
             Ok(app) => {
                 if app.config.listen != listen {
                     tracing::warn!(listen = %app.config.listen, "a new listen address takes a restart; still on {listen}");
+                }
+                if app.config.server != server {
+                    tracing::warn!("new [server] limits take a restart; the running ones stay");
                 }
                 let next = router(Arc::new(app), lifecycle.clone());
                 *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;

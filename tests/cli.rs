@@ -1,6 +1,8 @@
 //! The `image-gateway` command as a user runs it.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -58,6 +60,8 @@ fn check_names_file_key_and_problem() {
         ),
         ("config/gateway.toml", "[glance]", "[glance]\nurl = \"not a url\"", "glance.url"),
         ("config/gateway.toml", "[nova]", "[nova]\nmystery = 1", "mystery"),
+        ("config/gateway.toml", "max_connections = 1024", "max_connections = 0", "server.max_connections"),
+        ("config/gateway.toml", "max_header_bytes = 65536", "max_header_bytes = 4096", "server.max_header_bytes"),
         (
             "mappings/alliance.toml",
             "type = \"integer\", min = 0 }",
@@ -333,4 +337,41 @@ fn sighup_reloads_and_rejects_a_broken_mapping() {
     });
     assert!(text.contains(r#"image_gateway_config_reloads_total{result="failure"} 1"#), "{text}");
     assert!(text.contains(r#"image_gateway_config_reloads_total{result="success"} 1"#), "{text}");
+}
+
+/// The server limits are wired from the configuration: a head cut at a 1 s header deadline
+/// (well before the 10 s default), and a client over the body limit reading its 413 whole.
+#[test]
+fn server_limits_act_in_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        dir.path(),
+        &[],
+        &[("IMAGE_GATEWAY_SERVER__HEADER_READ_TIMEOUT_SECS", "1"), ("IMAGE_GATEWAY_LIMITS__BODY_LIMIT_BYTES", "1024")],
+    );
+    let addr = served.base.trim_start_matches("http://").to_owned();
+
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    slow.write_all(b"GET /v2.1/images HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(matches!(closed, Ok(0)), "{closed:?} {rest:?}");
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
+
+    let upload = common::upload_while_reading(
+        &addr,
+        "/v2.1/images/6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f/metadata",
+        false,
+        50_000_000,
+    );
+    upload.assert_answered(413, "overLimit");
+
+    let metrics = served.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        client.get(format!("{}/metrics", served.base)).send().await.unwrap().text().await.unwrap()
+    });
+    assert!(metrics.contains(r#"image_gateway_connections_closed_total{reason="header_timeout"} 1"#), "{metrics}");
 }

@@ -236,24 +236,25 @@ async fn a_stalled_upstream_times_out_but_a_slow_one_streams() {
     assert_eq!(took, Duration::from_millis(150) * PIECES as u32);
 }
 
+/// An upload's pieces, 150 ms apart, `then` more (1.2 s in all), or one piece and then silence.
+fn pieces(then: bool) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold(0, move |sent| async move {
+        match sent {
+            0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; PIECE])), 1)),
+            n if n < PIECES && then => {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Some((Ok(Bytes::from_static(&[b'x'; PIECE])), n + 1))
+            }
+            n if n < PIECES => std::future::pending().await,
+            _ => None,
+        }
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_upload_may_take_longer_than_the_idle_timeout_while_it_moves() {
     let gw = behind_slow_upstream().await;
-    // Pieces 150 ms apart, `then` more: 1.2 s in all, or one piece and then silence.
-    let upload = |then: bool| {
-        let pieces = futures_util::stream::unfold(0, move |sent| async move {
-            match sent {
-                0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; PIECE])), 1)),
-                n if n < PIECES && then => {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    Some((Ok(Bytes::from_static(&[b'x'; PIECE])), n + 1))
-                }
-                n if n < PIECES => std::future::pending().await,
-                _ => None,
-            }
-        });
-        http::Request::put("/image/upload").body(axum::body::Body::from_stream(pieces)).unwrap()
-    };
+    let upload = |then| http::Request::put("/image/upload").body(axum::body::Body::from_stream(pieces(then))).unwrap();
     let (status, _, took) = through(&gw, upload(true)).await;
     assert_eq!((status, took), (201, Duration::from_millis(150) * (PIECES as u32 - 1)));
 
@@ -261,6 +262,25 @@ async fn an_upload_may_take_longer_than_the_idle_timeout_while_it_moves() {
     let (status, _, took) = through(&gw, upload(false)).await;
     assert_eq!(status, 504);
     assert!(took > IDLE && took <= 2 * IDLE, "{took:?}");
+}
+
+/// The client's stall, seen first by the server's body idle deadline, is the client's: a 408,
+/// at that deadline (the gateway's own server, on this test's paused clock).
+#[tokio::test(start_paused = true)]
+async fn an_upload_the_client_stops_sending_is_a_408() {
+    let upstream = slow_upstream().await;
+    let served = common::serve_here(|c| {
+        c.glance.url = Some(upstream.parse().unwrap());
+        c.glance.timeout_secs = 10.0;
+        c.server.body_idle_timeout_secs = 0.5;
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let url = format!("http://{}/image/upload", served.addr);
+    let a = send(client().put(url).body(reqwest::Body::wrap_stream(pieces(false)))).await;
+    assert_eq!(a.status, 408, "{}", a.text);
+    assert_eq!(a.json()["code"], "408 Request Timeout", "{}", a.text);
+    assert_eq!(started.elapsed(), Duration::from_millis(500));
 }
 
 #[tokio::test]

@@ -55,11 +55,13 @@ impl AllianceError {
                 BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 BodyError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+                BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             },
             AllianceError::Upstream(e) => match e {
                 UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
                 // Glance's refusals of the client's request keep their meaning.
                 UpstreamError::Status { status, .. }
                     if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) =>
@@ -145,6 +147,12 @@ mod tests {
                 "boom",
             ),
             (AllianceError::Upstream(UpstreamError::Unreachable("refused".into())), 503, "Service Unavailable", ""),
+            (
+                AllianceError::BodyUnusable(BodyError::Stalled(std::time::Duration::from_secs(30))),
+                408,
+                "Request Timeout",
+                "nothing of its request body for 30s",
+            ),
         ];
         for (error, code, title, message) in cases {
             let res = error.into_response();

@@ -46,6 +46,9 @@ pub enum UpstreamError {
     /// The circuit breaker is open: Glance has been failing, and is not tried for this long.
     #[error("Glance has been failing: not trying again for {:.1} s", .0.as_secs_f64())]
     CircuitOpen(Duration),
+    /// The client stopped sending the body being passed on (`server.body_idle_timeout_secs`).
+    #[error("the client sent nothing of its request body for {0:?}")]
+    ClientStalled(Duration),
 }
 
 impl UpstreamError {
@@ -66,7 +69,9 @@ impl UpstreamError {
             {
                 Outcome::Failed
             }
-            UpstreamError::Status { .. } | UpstreamError::CircuitOpen(_) => Outcome::Healthy,
+            UpstreamError::Status { .. } | UpstreamError::CircuitOpen(_) | UpstreamError::ClientStalled(_) => {
+                Outcome::Healthy
+            }
             UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) | UpstreamError::BadAnswer(_) => Outcome::Failed,
         }
     }

@@ -5,6 +5,9 @@
 //! it with the response. Dialect handlers say which route they served by putting a
 //! [`RouteLabel`] (and, when they called Glance, an [`UpstreamTime`]) into the response
 //! extensions; labels are route ids, never raw paths or image ids, so series stay few.
+//!
+//! The server's connection metrics are here too ([`Metrics::connection_opened`]), for the
+//! same registry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
@@ -44,6 +47,41 @@ pub struct RouteLabel {
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamTime(pub Duration);
 
+/// Why the gateway closed a client connection, when one of its server limits did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// A request head did not arrive within `server.header_read_timeout_secs`.
+    HeaderTimeout,
+    /// A kept-alive connection waited `server.keepalive_timeout_secs` for a request.
+    IdleTimeout,
+    /// A request body sent nothing for `server.body_idle_timeout_secs`.
+    BodyIdleTimeout,
+    /// A head over `server.max_header_bytes` or `server.max_headers`: hyper's 431.
+    HeadersTooLarge,
+    /// Answered with its request body unread (a 413, say): closed after a lingering close.
+    LingeringClose,
+}
+
+impl ConnectionClose {
+    const ALL: [ConnectionClose; 5] = [
+        ConnectionClose::HeaderTimeout,
+        ConnectionClose::IdleTimeout,
+        ConnectionClose::BodyIdleTimeout,
+        ConnectionClose::HeadersTooLarge,
+        ConnectionClose::LingeringClose,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionClose::HeaderTimeout => "header_timeout",
+            ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::BodyIdleTimeout => "body_idle_timeout",
+            ConnectionClose::HeadersTooLarge => "headers_too_large",
+            ConnectionClose::LingeringClose => "lingering_close",
+        }
+    }
+}
+
 /// The gateway's metric families, in a registry of their own (so tests do not share state).
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,6 +99,11 @@ pub struct Metrics {
     heavy_in_flight: IntGauge,
     heavy_refused: IntCounterVec,
     refused: IntCounterVec,
+    connections_open: IntGauge,
+    /// One series per [`ConnectionClose`], in its order, made at start so each reads 0 until it acts.
+    connections_closed: [IntCounter; 5],
+    connection_limit_reached: IntCounter,
+    accept_errors: IntCounter,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
     /// compares every label and allocates the status text on each call. Hashed with foldhash,
     /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
@@ -157,6 +200,30 @@ impl Metrics {
             "Requests the gateway refused before routing them: over-long targets (414), oversized headers (431, or Nova's 400).",
             &["status"],
         );
+        let connections_open =
+            IntGauge::new("image_gateway_connections_open", "Client connections open.").expect("valid gauge");
+        registry.register(Box::new(connections_open.clone())).expect("unique metric");
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "image_gateway_connections_closed_total",
+                "Client connections the gateway closed because a server limit acted, by limit.",
+            ),
+            &["reason"],
+        )
+        .expect("valid counter");
+        registry.register(Box::new(closed.clone())).expect("unique metric");
+        let connections_closed = ConnectionClose::ALL.map(|reason| closed.with_label_values(&[reason.label()]));
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let connection_limit_reached = counter(
+            "image_gateway_connection_limit_reached_total",
+            "Times the gateway reached server.max_connections and stopped accepting.",
+        );
+        let accept_errors =
+            counter("image_gateway_accept_errors_total", "Failed accepts of client connections (EMFILE, ...).");
         Metrics {
             refused,
             registry,
@@ -172,6 +239,10 @@ impl Metrics {
             breaker_refused,
             heavy_in_flight,
             heavy_refused,
+            connections_open,
+            connections_closed,
+            connection_limit_reached,
+            accept_errors,
             series: RwLock::default(),
         }
     }
@@ -198,6 +269,24 @@ impl Metrics {
     /// The series of the admission limit.
     pub fn heavy(&self) -> HeavyMetrics {
         HeavyMetrics { in_flight: self.heavy_in_flight.clone(), refused: self.heavy_refused.clone() }
+    }
+
+    /// Counts a client connection open until the returned guard is dropped.
+    pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.connections_open.inc();
+        OpenConnection(Arc::clone(self))
+    }
+
+    pub fn connection_closed(&self, reason: ConnectionClose) {
+        self.connections_closed[reason as usize].inc();
+    }
+
+    pub fn connection_limit_reached(&self) {
+        self.connection_limit_reached.inc();
+    }
+
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     pub fn record_reload(&self, ok: bool) {
@@ -319,6 +408,16 @@ impl Drop for Exchange {
     }
 }
 
+/// A client connection counted open; dropping it counts it closed.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -369,6 +468,22 @@ mod tests {
             text.contains(r#"image_gateway_own_duration_seconds_count{dialect="glance",route="glance.passthrough"} 1"#)
         );
         assert!(!text.contains("image_gateway_upstream_duration_seconds_count"), "{text}");
+    }
+
+    #[test]
+    fn connections_are_counted_open_and_closed_by_reason() {
+        let metrics = Arc::new(Metrics::new());
+        let text = metrics.render();
+        for reason in ConnectionClose::ALL {
+            let series = format!("image_gateway_connections_closed_total{{reason=\"{}\"}} 0", reason.label());
+            assert!(text.contains(&series), "{series} missing before any close: {text}");
+        }
+        let open = metrics.connection_opened();
+        assert_eq!(metrics.connections_open.get(), 1);
+        metrics.connection_closed(ConnectionClose::IdleTimeout);
+        drop(open);
+        assert_eq!(metrics.connections_open.get(), 0);
+        assert!(metrics.render().contains(r#"image_gateway_connections_closed_total{reason="idle_timeout"} 1"#));
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub enum NovaError {
     /// headers), with the status Nova's own server gives.
     #[error("{1}")]
     Refused(StatusCode, String),
+    /// The client stopped sending its body (`server.body_idle_timeout_secs`).
+    #[error("The request body stopped arriving: nothing came for {0:?}.")]
+    BodyStalled(std::time::Duration),
 }
 
 impl NovaError {
@@ -96,6 +99,7 @@ impl NovaError {
                 UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
                 UpstreamError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -108,6 +112,7 @@ impl NovaError {
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             NovaError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             NovaError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NovaError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
             NovaError::Refused(status, _) => *status,
         }
     }
@@ -151,6 +156,7 @@ impl IntoResponse for NovaError {
             tracing::warn!(error = %self, status = status.as_u16(), "nova call failed");
         }
         let message = match &self {
+            NovaError::Upstream(e @ UpstreamError::ClientStalled(_)) => e.to_string(),
             NovaError::Upstream(e) => format!("Unexpected API Error. {e}"),
             other => other.to_string(),
         };
@@ -210,6 +216,9 @@ mod tests {
         assert_eq!((s.as_u16(), body["serviceUnavailable"]["code"].as_u64()), (503, Some(503)));
         let (s, _) = render(NovaError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(1)))).await;
         assert_eq!(s, 504);
+        // Nova names no fault for a 408: its catch-all.
+        let (s, body) = render(NovaError::BodyStalled(std::time::Duration::from_secs(30))).await;
+        assert_eq!((s.as_u16(), body["computeFault"]["code"].as_u64()), (408, Some(408)));
     }
 
     #[tokio::test]

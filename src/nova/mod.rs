@@ -294,6 +294,7 @@ fn nova_body_error(e: BodyError) -> NovaError {
         BodyError::NotJson => NovaError::UnsupportedMediaType,
         BodyError::Malformed => NovaError::BadRequest("Malformed request body".into()),
         BodyError::Unreadable(e) => NovaError::BadRequest(e),
+        BodyError::Stalled(idle) => NovaError::BodyStalled(idle),
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use image_gateway::app::App;
 use image_gateway::config::Config;
 use image_gateway::layers::metrics::Metrics;
+use image_gateway::server::{listener, Lifecycle};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 
@@ -59,10 +60,21 @@ impl Harness {
         config.glance.url = Some(self.glance_url.parse().unwrap());
         tweak(&mut config);
         config.validate("test").unwrap();
+        let server = config.server.clone();
         let metrics = Arc::new(Metrics::new());
         let app = Arc::new(App::load(config, metrics.clone(), None).unwrap());
-        let router = image_gateway::server::router(app, Default::default());
-        let addr = self.block_on(serve_router(router));
+        let lifecycle = Arc::new(Lifecycle::default());
+        let router = image_gateway::server::router(app, lifecycle.clone());
+        // The gateway's own server, with its limits, as the binary runs it.
+        let served = metrics.clone();
+        let addr = self.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                listener::serve(listener, router, &server, served, lifecycle, std::future::pending()).await;
+            });
+            addr
+        });
         Gateway { base: format!("http://{addr}"), metrics }
     }
 
@@ -94,6 +106,56 @@ impl Harness {
     }
 }
 
+/// A gateway served by its own accept loop (`server::listener`, with its limits) on the
+/// calling test's runtime, in front of the embedded store unless `tweak` sets `glance.url`: on
+/// a paused clock its deadlines and the test's keep one time.
+pub struct Served {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub stopped: tokio::task::JoinHandle<()>,
+}
+
+pub async fn serve_here(tweak: impl FnOnce(&mut Config)) -> Served {
+    let mut config = Config::default();
+    tweak(&mut config);
+    config.validate("test").unwrap();
+    let limits = config.server.clone();
+    let metrics = Arc::new(Metrics::new());
+    let app = Arc::new(App::load(config, metrics.clone(), None).unwrap());
+    let lifecycle = Arc::new(Lifecycle::default());
+    let router = image_gateway::server::router(app, lifecycle.clone());
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (m, l) = (metrics.clone(), lifecycle.clone());
+    let stopped = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        listener::serve(tcp, router, &limits, m, l, shutdown).await;
+    });
+    Served { addr, metrics, lifecycle, stop: Some(stop), stopped }
+}
+
+impl Served {
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.addr).await.unwrap()
+    }
+
+    /// The value of one series of the gateway's metrics.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics.render();
+        let line = text.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    pub fn closed(&self, reason: &str) -> f64 {
+        self.metric(&format!("image_gateway_connections_closed_total{{reason=\"{reason}\"}}"))
+    }
+}
+
 /// Runs `f` on the shared runtime from any context, a test's own runtime included (where a
 /// direct `block_on` would panic).
 fn block_on<F: std::future::Future + Send>(runtime: &tokio::runtime::Runtime, f: F) -> F::Output
@@ -103,6 +165,7 @@ where
     std::thread::scope(|s| s.spawn(|| runtime.block_on(f)).join().expect("harness task panicked"))
 }
 
+/// Serves a stand-in for another service (the embedded Glance) as axum serves it.
 async fn serve_router(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -258,3 +321,78 @@ pub const GLANCE_BASE_PROPERTIES: &[&str] = &[
     "schema",
     "locations",
 ];
+
+/// What a client uploading a large body saw: the answer it read, and how reading and writing
+/// ended.
+#[derive(Debug)]
+pub struct Upload {
+    pub answer: Vec<u8>,
+    pub read_error: Option<std::io::Error>,
+    pub write_error: Option<std::io::Error>,
+    pub sent: usize,
+}
+
+impl Upload {
+    /// The client sent its whole body and read a whole answer of `status`, in the fault shape
+    /// `fault`, then the end of the connection: never a reset. (A client that sends its whole
+    /// body before it reads, as most do, gives up at the first failed write.)
+    pub fn assert_answered(&self, status: u16, fault: &str) {
+        let text = String::from_utf8_lossy(&self.answer);
+        let summary = format!(
+            "sent {} bytes, write: {:?}, read: {:?}, answer: {text}",
+            self.sent, self.write_error, self.read_error
+        );
+        assert!(self.write_error.is_none(), "the body could not be sent whole: {summary}");
+        assert!(self.read_error.is_none(), "the answer could not be read whole: {summary}");
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{summary}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no whole head: {summary}"));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no length: {summary}"));
+        assert_eq!(body.len(), length, "{summary}");
+        let fault_body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(fault_body[fault]["code"], status, "{summary}");
+    }
+}
+
+/// POSTs a `total`-byte JSON body to `path` (declared, or chunked) in 64 KiB pieces while
+/// another thread reads the answer: a client uploading an image. Blocking, so that it runs the
+/// same against the binary and in a test's `spawn_blocking`.
+pub fn upload_while_reading(addr: &str, path: &str, chunked: bool, total: usize) -> Upload {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let framing = if chunked { "Transfer-Encoding: chunked".to_owned() } else { format!("Content-Length: {total}") };
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let read = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let error = reader.read_to_end(&mut answer).err();
+        (answer, error)
+    });
+    let piece = vec![b' '; 64 << 10];
+    let (mut sent, mut write_error) = (0, None);
+    while sent < total && write_error.is_none() {
+        let n = piece.len().min(total - sent);
+        let written = if chunked {
+            stream
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .and_then(|()| stream.write_all(&piece[..n]))
+                .and_then(|()| stream.write_all(b"\r\n"))
+        } else {
+            stream.write_all(&piece[..n])
+        };
+        match written {
+            Ok(()) => sent += n,
+            Err(e) => write_error = Some(e),
+        }
+    }
+    if chunked && write_error.is_none() {
+        write_error = stream.write_all(b"0\r\n\r\n").err();
+    }
+    let (answer, read_error) = read.join().unwrap();
+    Upload { answer, read_error, write_error, sent }
+}
