@@ -14,6 +14,27 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs whenever a runtime thread runs out of work. mimalloc keeps the pages a thread freed
+/// for its next allocations and purges freed memory only from within allocator calls, so a
+/// gateway that goes idle after a burst would keep the burst's peak resident for ever
+/// (measured: 61 of 89 MiB still resident 35 s after a burst of 256 list clients; with this,
+/// the idle figure, 12 MiB). A forced collection costs about 15 µs, so a thread collects at
+/// most once a millisecond: under load threads rarely park, and at low load the cost is a
+/// percent of a core at most.
+fn release_freed_memory() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    if LAST.get().is_some_and(|last| now.duration_since(last) < std::time::Duration::from_millis(1)) {
+        return;
+    }
+    LAST.set(Some(now));
+    // SAFETY: `mi_collect` has no preconditions: it frees what the calling thread's heap holds
+    // unused and returns the free memory of the process's arenas to the operating system.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "image-gateway",
@@ -68,7 +89,9 @@ fn main() -> ExitCode {
 
 fn serve(app: App, source: ConfigSource) -> ExitCode {
     init_logging(&app.config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.on_thread_park(release_freed_memory);
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("image-gateway: cannot start the runtime: {e}");

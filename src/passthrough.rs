@@ -85,8 +85,12 @@ impl Upstream {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client =
-            Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(https);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(crate::glance::POOL_IDLE)
+            .pool_max_idle_per_host(crate::glance::POOL_MAX_IDLE)
+            .build(https);
         Ok(Upstream(Arc::new(Inner {
             client,
             scheme,
