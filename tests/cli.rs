@@ -2,9 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::process::Process;
+
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_image-gateway");
@@ -103,75 +105,6 @@ fn environment_overrides_and_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 }
 
-/// A running `image-gateway serve`, killed when dropped.
-struct Served {
-    child: std::process::Child,
-    base: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Served {
-    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(args)
-            .current_dir(dir)
-            .env("IMAGE_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let started = rx.recv_timeout(Duration::from_secs(20)).is_ok();
-        let served = Served { child, base: format!("http://127.0.0.1:{port}"), log };
-        assert!(started, "gateway did not start: {}", served.log());
-        served
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The log as soon as `ready` holds for it, or after 5 s.
-    fn log_once(&self, ready: impl Fn(&str) -> bool) -> String {
-        for _ in 0..100 {
-            let log = self.log();
-            if ready(&log) {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log()
-    }
-
-    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const PROJECT: &str = "0123456789abcdef";
 
 async fn create_and_list(base: &str) -> (u16, serde_json::Value) {
@@ -203,7 +136,7 @@ async fn create_and_list(base: &str) -> (u16, serde_json::Value) {
 #[test]
 fn serve_out_of_the_box() {
     let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(dir.path(), &[], &[("RUST_LOG", "debug")]);
+    let served = Process::start(dir.path(), &[], &[("RUST_LOG", "debug")]);
     let (status, body) = served.block_on(create_and_list(&served.base));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["images"][0]["name"], "demo");
@@ -225,7 +158,7 @@ fn mapping_files_change_answers_without_recompiling() {
         text.replacen("\nminRam = {", "\nminimumRam = {", 1).replacen("queued = \"SAVING\"", "queued = \"QUEUED\"", 1);
     assert_ne!(edited, text);
     std::fs::write(&mapping, edited).unwrap();
-    let served = Served::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
+    let served = Process::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
     let (status, body) = served.block_on(create_and_list(&served.base));
     assert_eq!(status, 200, "{body}");
     let image = &body["images"][0];
@@ -239,7 +172,7 @@ fn mapping_files_change_answers_without_recompiling() {
 #[test]
 fn sigterm_drains_then_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let mut served = Served::start(
+    let mut served = Process::start(
         dir.path(),
         &[],
         &[("IMAGE_GATEWAY_SHUTDOWN__DRAIN_DELAY_SECS", "1.5"), ("IMAGE_GATEWAY_SHUTDOWN__GRACE_PERIOD_SECS", "2")],
@@ -278,7 +211,7 @@ fn sighup_reloads_and_rejects_a_broken_mapping() {
     let dir = scratch();
     let mapping = dir.path().join("mappings/nova.toml");
     let original = std::fs::read_to_string(&mapping).unwrap();
-    let served = Served::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
+    let served = Process::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
     let hup =
         || assert!(Command::new("kill").arg("-HUP").arg(served.child.id().to_string()).status().unwrap().success());
     let get = |path: &str| {
@@ -344,7 +277,7 @@ fn sighup_reloads_and_rejects_a_broken_mapping() {
 #[test]
 fn server_limits_act_in_the_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let served = Served::start(
+    let served = Process::start(
         dir.path(),
         &[],
         &[("IMAGE_GATEWAY_SERVER__HEADER_READ_TIMEOUT_SECS", "1"), ("IMAGE_GATEWAY_LIMITS__BODY_LIMIT_BYTES", "1024")],

@@ -8,6 +8,8 @@
 //! has a runtime of its own, and a server spawned on one would die with it.
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
