@@ -12,7 +12,11 @@
 #       (g) the gateway translating from that same real Glance;
 #   (f) the same Nova in front of the static upstream, next to (d);
 # and a 1 GiB upload + download through the gateway's image mount (real Glance, and a
-# download from the static upstream), watching the gateway's resident memory.
+# download from the static upstream), watching the gateway's resident memory; a burst of
+# BENCH_BURST_CLIENTS clients each asking for the 1000-image detail list again as soon as
+# answered (after Retry-After for a 503), with the shipped admission limit and without one,
+# watching resident memory idle, at its peak and 10 s after; and the mapping engine's CPU
+# against a plain serde_json parse + serialize of the same page (cargo bench --bench mapping).
 # For every row: req/s at fixed concurrency (wrk), p50/p99 at a fixed rate below saturation
 # (oha -q, open loop with latency correction; wrk at 1 connection if oha is unavailable), CPU
 # time of the proxy process per request (/proc/<pid>/stat utime+stime), peak RSS (VmHWM).
@@ -33,6 +37,9 @@
 #   BENCH_OHA=1              build/use oha for fixed-rate latency (0: wrk -c1 latency instead)
 #   BENCH_REAL=1             run the real Glance/Nova part (0: static rows only)
 #   BENCH_PERF=0             1: perf record the gateway during d25/d1000 (top symbols in the log)
+#   BENCH_BURST_CLIENTS=256  clients of the burst (0: skip it)
+#   BENCH_BURST_SECS=20      seconds of burst
+#   BENCH_ENGINE=1           run the engine benchmark (0: skip)
 #   BENCH_MAX_REPEAT=2       closed-loop runs per row at most: a run during which other processes
 #   BENCH_CLEAN_PCT=10         used more than this % of a core is repeated; the cleanest is kept
 #   BENCH_QUIET_WAIT=10      before each run, wait at most this long for the machine to be idle
@@ -61,6 +68,9 @@ PORT="${BENCH_PORT_BASE:-19400}"
 USE_OHA="${BENCH_OHA:-1}"
 REAL="${BENCH_REAL:-1}"
 PERF="${BENCH_PERF:-0}"
+BURST_CLIENTS="${BENCH_BURST_CLIENTS:-256}"
+BURST_SECS="${BENCH_BURST_SECS:-20}"
+ENGINE="${BENCH_ENGINE:-1}"
 MAX_REPEAT="${BENCH_MAX_REPEAT:-2}"
 CLEAN_PCT="${BENCH_CLEAN_PCT:-10}"
 QUIET_WAIT="${BENCH_QUIET_WAIT:-10}"
@@ -136,9 +146,12 @@ if [ "$USE_OHA" = 1 ]; then
   fi
 fi
 
-log "building the gateway (release)"
+log "building the gateway and the burst load generator (release)"
 cargo build --release --quiet 2>&1 | tail -n 20 >&2 || true
 [ -x "$gw" ] || die "no $gw after cargo build --release"
+burst_bin=$(cargo bench --bench burst --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("target", {}).get("name") == "burst" and m.get("executable")))') \
+  || die "cannot build benches/burst.rs"
 
 rm -rf "$run"; mkdir -p "$run" "$state" "$bodies"
 : >"$results"
@@ -316,16 +329,18 @@ start_nginx() {
   taskset -c "$3" "$NGINX" -p "$run" -e "$run/$1-error.log" -c "$2" >>"$run/$1.log" 2>&1 &
   LAST=$!; pids+=("$LAST")
 }
-# start_gateway NAME PORT GLANCE_URL: sets LAST to its pid (a fresh process on the proxy core)
+# start_gateway NAME PORT GLANCE_URL [VAR=VALUE...]: sets LAST to its pid (a fresh process on
+# the proxy core; the extra variables configure it further)
 start_gateway() {
-  ( unset RUST_LOG && exec taskset -c "$PCPU" env \
-      IMAGE_GATEWAY_MAPPINGS_DIR="$repo/mappings" IMAGE_GATEWAY_LISTEN="127.0.0.1:$2" IMAGE_GATEWAY_GLANCE__URL="$3" \
+  local name="$1" port="$2" upstream="$3"; shift 3
+  ( unset RUST_LOG && exec taskset -c "$PCPU" env "$@" \
+      IMAGE_GATEWAY_MAPPINGS_DIR="$repo/mappings" IMAGE_GATEWAY_LISTEN="127.0.0.1:$port" IMAGE_GATEWAY_GLANCE__URL="$upstream" \
       IMAGE_GATEWAY_LOG__FILTER=warn IMAGE_GATEWAY_GLANCE__PAGE_SIZE="$PAGE_SIZE" \
       IMAGE_GATEWAY_LIMITS__REQUEST_TIMEOUT_SECS=600 IMAGE_GATEWAY_GLANCE__TIMEOUT_SECS=120 \
       IMAGE_GATEWAY_SHUTDOWN__DRAIN_DELAY_SECS=0 IMAGE_GATEWAY_SHUTDOWN__GRACE_PERIOD_SECS=2 \
-      "$gw" serve --config "$repo/config/gateway.toml" ) >>"$run/$1.log" 2>&1 &
+      "$gw" serve --config "$repo/config/gateway.toml" ) >>"$run/$name.log" 2>&1 &
   LAST=$!; pids+=("$LAST")
-  wait_http "http://127.0.0.1:$2/healthz"
+  wait_http "http://127.0.0.1:$port/healthz"
 }
 stop_pid() {
   kill -TERM "$1" 2>/dev/null || true
@@ -463,6 +478,40 @@ note "d1000: the gateway makes 2 Glance calls per request (limit=$PAGE_SIZE, the
 for p in "$PX1" "$PX25" "$PX1000" "$GWC1" "$GWC25" "$GWC1000" "$GWD25" "$GWD1000"; do stop_pid "$p"; done
 
 # ---------------------------------------------------------------------------------------
+# 2b. A burst: BURST_CLIENTS clients on the 1000-image detail list, with the admission limit
+# the gateway ships with and with none, each in a fresh gateway. Idle RSS is read after a few
+# requests and 10 s of rest, the peak is VmHWM, and "after" is read 10 s after the burst.
+# burst KEY LABEL PORT [VAR=VALUE...]
+burst() {
+  local key="$1" label="$2" port="$3"; shift 3
+  start_gateway "gw-$key" "$port" "$S1000" "$@"; local pid=$LAST url="http://127.0.0.1:$port/v2.1/images/detail"
+  mapfile -t hdr < <(ident "$P1000")
+  for _ in 1 2 3 4 5; do curl -sS -o /dev/null "${hdr[@]}" "$url"; done
+  sleep 10
+  local idle; idle=$(status_kib "$pid" VmRSS)
+  wait_quiet
+  local c0; c0=$(cpu_ticks "$pid")
+  taskset -c "$LCPU" "$burst_bin" "$url" "$BURST_CLIENTS" "$BURST_SECS" \
+    "X-Auth-Token: gw:$P1000:$U:$ROLES" "X-User-Id: $U" "X-Project-Id: $P1000" "X-Roles: $ROLES" \
+    >"$run/$key.json" 2>"$run/$key.err" || die "burst $key (see $run/$key.err)"
+  local c1; c1=$(cpu_ticks "$pid")
+  local hwm; hwm=$(status_kib "$pid" VmHWM)
+  sleep 10
+  local after; after=$(status_kib "$pid" VmRSS)
+  stop_pid "$pid"
+  order=$((order + 1))
+  row "$key" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d.update(kind="burst", label=sys.argv[2], order=int(sys.argv[3]), idle_kib=int(sys.argv[4]), hwm_kib=int(sys.argv[5]), after_kib=int(sys.argv[6]), cpu_s=(int(sys.argv[8]) - int(sys.argv[7])) / int(sys.argv[9])); print(json.dumps(d))' \
+    "$run/$key.json" "$label" "$order" "$idle" "$hwm" "$after" "$c0" "$c1" "$HZ")"
+  log "  $key: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print({k: v["count"] for k, v in d["statuses"].items()}, "errors", sum(d["errors"].values()))' "$run/$key.json"), RSS idle $idle KiB, peak $hwm KiB, 10 s after $after KiB"
+}
+if [ "$BURST_CLIENTS" -gt 0 ]; then
+  log "group 3b: a burst of $BURST_CLIENTS clients on the 1000-image detail list for ${BURST_SECS} s"
+  burst burst "limits.max_heavy_in_flight = 32 (shipped)" $((PORT + 19))
+  burst burst-nolimit "no admission limit (max_heavy_in_flight = 100000)" $((PORT + 20)) \
+    IMAGE_GATEWAY_LIMITS__MAX_HEAVY_IN_FLIGHT=100000
+fi
+
+# ---------------------------------------------------------------------------------------
 # 3. Real Glance: Nova's image proxy vs the gateway, the same listing from the same Glance.
 if [ "$REAL" = 1 ]; then
   log "starting Nova 34 on CPU $PCPU"
@@ -574,6 +623,16 @@ if [ "$STREAM_MIB" -gt 0 ]; then
   stream s-down-static "download GET /image/v2/images/<id>/file" "static nginx" "$GWS2" "${H[@]}" \
     -o /dev/null "$GS2/image/v2/images/$IMG25/file"
   stop_pid "$GWS2"
+fi
+
+# ---------------------------------------------------------------------------------------
+# 5. The mapping engine alone: CPU of a 1000-image translation ÷ a plain serde_json parse +
+# serialize of the same page (median of alternated rounds; see benches/mapping.rs).
+if [ "$ENGINE" = 1 ]; then
+  log "engine: cargo bench --bench mapping"
+  taskset -c "$PCPU" cargo bench --bench mapping -- --warm-up-time 1 --measurement-time 3 >"$run/engine.txt" 2>&1 \
+    || die "cargo bench --bench mapping (see $run/engine.txt)"
+  while IFS= read -r line; do note "engine: $line"; done < <(grep '÷ baseline' "$run/engine.txt")
 fi
 
 # ---------------------------------------------------------------------------------------
