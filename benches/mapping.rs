@@ -24,9 +24,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image_gateway::mapping::{for_each_object, LinkBases, Mapping, Node, View, ViewContext};
 use serde_json::{json, Map, Value};
 
-/// The gateway's allocator, so that both sides are timed as the gateway runs them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NOVA: &str = include_str!("../mappings/nova.toml");
 const ALLIANCE: &str = include_str!("../mappings/alliance.toml");

@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 pub struct Gateway {
     pub base: String,
     pub metrics: Arc<Metrics>,
+    /// Its server runs until this is dropped.
+    _served: Served,
 }
 
 pub struct Harness {
@@ -61,23 +63,9 @@ impl Harness {
         let mut config = Config::default();
         config.glance.url = Some(self.glance_url.parse().unwrap());
         tweak(&mut config);
-        config.validate("test").unwrap();
-        let server = config.server.clone();
-        let metrics = Arc::new(Metrics::new());
-        let app = Arc::new(App::load(config, metrics.clone(), None).unwrap());
-        let lifecycle = Arc::new(Lifecycle::default());
-        let router = image_gateway::server::router(app, lifecycle.clone());
         // The gateway's own server, with its limits, as the binary runs it.
-        let served = metrics.clone();
-        let addr = self.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                listener::serve(listener, router, &server, served, lifecycle, std::future::pending()).await;
-            });
-            addr
-        });
-        Gateway { base: format!("http://{addr}"), metrics }
+        let served = self.block_on(serve_config(config));
+        Gateway { base: format!("http://{}", served.addr), metrics: served.metrics.clone(), _served: served }
     }
 
     pub fn block_on<F: std::future::Future + Send>(&self, f: F) -> F::Output
@@ -122,6 +110,11 @@ pub struct Served {
 pub async fn serve_here(tweak: impl FnOnce(&mut Config)) -> Served {
     let mut config = Config::default();
     tweak(&mut config);
+    serve_config(config).await
+}
+
+/// As [`serve_here`], with a whole configuration.
+pub async fn serve_config(config: Config) -> Served {
     config.validate("test").unwrap();
     let limits = config.server.clone();
     let metrics = Arc::new(Metrics::new());
