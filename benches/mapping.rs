@@ -24,7 +24,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use image_gateway::mapping::{for_each_object, LinkBases, Mapping, Node, View, ViewContext};
 use serde_json::{json, Map, Value};
 
-
 const NOVA: &str = include_str!("../mappings/nova.toml");
 const ALLIANCE: &str = include_str!("../mappings/alliance.toml");
 const IMAGES: usize = 1000;
