@@ -218,6 +218,31 @@ async fn the_circuit_breaker_opens_and_closes_again() {
     assert_eq!(world.metric(r#"image_gateway_circuit_breaker_opened_total{upstream="glance"}"#), "1");
 }
 
+/// Only Glance's own failures count against it: however many requests Glance refuses (404 for
+/// images that do not exist, in every dialect), the circuit stays closed for everyone.
+#[tokio::test(start_paused = true)]
+async fn glance_refusing_requests_never_opens_the_circuit() {
+    let world = World::new(|c| c.glance.circuit_breaker_failures = 2);
+    let id = world.image().await;
+    for _ in 0..10 {
+        let missing = uuid::Uuid::new_v4();
+        world.send("GET", &format!("/v2.1/images/{missing}"), None).await.nova_fault(404, "itemNotFound");
+        world.send("DELETE", &format!("/v2.1/images/{missing}"), None).await.nova_fault(404, "itemNotFound");
+        world.send("GET", &format!("/images/{missing}"), None).await.alliance_error(404);
+        let bad_filter = world.send("GET", "/v2.1/images/detail?changes-since=yesterday", None).await;
+        bad_filter.nova_fault(400, "badRequest");
+    }
+    assert_eq!(world.metric(OPEN), "0");
+    assert_eq!(world.metric(r#"image_gateway_upstream_up{upstream="glance"}"#), "1");
+    assert_eq!(world.send("GET", &format!("/v2.1/images/{id}"), None).await.status, 200);
+    // Two failures of Glance's own, though, and it opens.
+    world.set(Mode::Fail);
+    for _ in 0..2 {
+        world.send("GET", &format!("/v2.1/images/{id}"), None).await.nova_fault(502, "computeFault");
+    }
+    assert_eq!(world.metric(OPEN), "1");
+}
+
 /// The trial call lost before it records its result (here: the whole-request deadline, as a
 /// client hanging up or a probe giving up would) does not keep the circuit open.
 #[tokio::test(start_paused = true)]
