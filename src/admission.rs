@@ -18,8 +18,8 @@ pub struct Admission {
     metrics: HeavyMetrics,
 }
 
-/// A heavy request admitted: counted in flight until dropped. A streamed answer keeps it
-/// until its last byte is sent.
+/// A heavy request admitted: counted in flight until dropped. A list answer keeps it until the
+/// server has taken all but its last frame (`crate::list`).
 #[derive(Debug)]
 pub struct Ticket {
     _permit: OwnedSemaphorePermit,

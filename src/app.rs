@@ -71,14 +71,11 @@ impl App {
         let (glance, image_api) = match &config.glance.url {
             Some(url) => {
                 let passthrough = ImageApi::Glance(Upstream::new(url.clone(), connect, idle)?);
-                (GlanceClient::http(DEFAULT_GLANCE, &config.glance, url.clone(), &metrics)?, passthrough)
+                (GlanceClient::http(DEFAULT_GLANCE, &config, url.clone(), &metrics)?, passthrough)
             }
             None => {
                 let router = store.unwrap_or_else(|| embedded::router(embedded::Store::new()));
-                (
-                    GlanceClient::embedded(DEFAULT_GLANCE, &config.glance, router.clone(), &metrics),
-                    ImageApi::Embedded(router),
-                )
+                (GlanceClient::embedded(DEFAULT_GLANCE, &config, router.clone(), &metrics), ImageApi::Embedded(router))
             }
         };
         let image_service_url =
@@ -144,7 +141,7 @@ fn load_alliance(
     let mut namespaces = HashMap::new();
     for (name, ns) in &config.alliance.namespaces {
         let glance = match &ns.glance_url {
-            Some(url) => GlanceClient::http(&format!("{DEFAULT_GLANCE}/{name}"), &config.glance, url.clone(), metrics)?,
+            Some(url) => GlanceClient::http(&format!("{DEFAULT_GLANCE}/{name}"), config, url.clone(), metrics)?,
             None => default_glance.clone(),
         };
         namespaces.insert(name.clone(), Namespace { glance, identity: ns.identity });

@@ -150,6 +150,8 @@ pub struct ServerConfig {
     pub keepalive_timeout_secs: f64,
     /// A request body that sends nothing for this long fails (408 from the dialects).
     pub body_idle_timeout_secs: f64,
+    /// A client that takes nothing of its answer for this long is disconnected.
+    pub send_timeout_secs: f64,
     /// Largest request head (request line and headers), in bytes; above it, hyper's 431.
     pub max_header_bytes: usize,
     /// Most header fields in a request; above it, hyper's 431.
@@ -252,6 +254,7 @@ impl Default for Config {
                 header_read_timeout_secs: 10.0,
                 keepalive_timeout_secs: 90.0,
                 body_idle_timeout_secs: 30.0,
+                send_timeout_secs: 30.0,
                 max_header_bytes: 64 << 10,
                 max_headers: 100,
                 max_request_target_bytes: 8192,
@@ -330,6 +333,7 @@ impl Config {
             ("server.header_read_timeout_secs", self.server.header_read_timeout_secs),
             ("server.keepalive_timeout_secs", self.server.keepalive_timeout_secs),
             ("server.body_idle_timeout_secs", self.server.body_idle_timeout_secs),
+            ("server.send_timeout_secs", self.server.send_timeout_secs),
             ("limits.request_timeout_secs", self.limits.request_timeout_secs),
             ("glance.connect_timeout_secs", self.glance.connect_timeout_secs),
             ("glance.timeout_secs", self.glance.timeout_secs),

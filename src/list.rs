@@ -6,16 +6,16 @@
 //! in one page (the usual case) is answered whole, with its length. A longer list streams: each
 //! later page is fetched once the client has taken the one before, and a failure then cuts the
 //! answer short, so the client sees an incomplete body, never a complete-looking wrong one.
-//! Whatever the list's length, a request holds one raw page and one page of answer.
+//! Whatever the list's length, a request holds one raw page and one page of answer, and its
+//! admission place until the server has taken all but the last frame of it ([`Framed`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http::{header, HeaderValue};
 use http_body::{Frame, SizeHint};
 
@@ -67,7 +67,7 @@ impl Shape {
 }
 
 /// Answers `{"images": [...] <tail>}` from `listing`. `ticket` (an admission ticket) is kept
-/// until the answer's last byte is sent or the client goes away.
+/// until the answer's last frame is handed to the server (see [`Framed`]) or the client goes.
 pub async fn respond(mut listing: Listing, shape: Shape, ticket: Ticket) -> Result<Response, ListError<RenderError>> {
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(br#"{"images":["#);
@@ -75,11 +75,10 @@ pub async fn respond(mut listing: Listing, shape: Shape, ticket: Ticket) -> Resu
     shape.page(&mut listing, &mut out, &mut progress).await?;
     if listing.is_done() {
         finish(shape, &progress, &mut out);
-        return Ok(json(Body::new(Keep { body: http_body_util::Full::new(Bytes::from(out)), _kept: ticket })));
+        return Ok(json(Framed { rest: Bytes::from(out), more: None, _ticket: ticket }));
     }
-    let first = futures_util::stream::once(std::future::ready(Ok::<_, ListError<RenderError>>(Bytes::from(out))));
-    let rest = futures_util::stream::unfold(Some((listing, shape, progress, ticket)), |state| async move {
-        let (mut listing, shape, mut progress, ticket) = state?;
+    let rest = futures_util::stream::unfold(Some((listing, shape, progress)), |state| async move {
+        let (mut listing, shape, mut progress) = state?;
         let mut out = Vec::new();
         if let Err(e) = shape.page(&mut listing, &mut out, &mut progress).await {
             tracing::warn!(error = %e, images = progress.count, "list answer cut short");
@@ -89,9 +88,9 @@ pub async fn respond(mut listing: Listing, shape: Shape, ticket: Ticket) -> Resu
             finish(shape, &progress, &mut out);
             return Some((Ok(Bytes::from(out)), None));
         }
-        Some((Ok(Bytes::from(out)), Some((listing, shape, progress, ticket))))
+        Some((Ok(Bytes::from(out)), Some((listing, shape, progress))))
     });
-    Ok(json(Body::from_stream(first.chain(rest))))
+    Ok(json(Framed { rest: Bytes::from(out), more: Some(Box::pin(rest)), _ticket: ticket }))
 }
 
 fn finish(shape: Shape, progress: &Progress, out: &mut Vec<u8>) {
@@ -100,29 +99,59 @@ fn finish(shape: Shape, progress: &Progress, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-fn json(body: Body) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+fn json(body: Framed) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::new(body)).into_response()
 }
 
-/// A body that keeps something alive (an admission ticket) until it is sent or dropped.
-struct Keep<B, T> {
-    body: B,
-    _kept: T,
+/// Largest frame a list answer hands the server at a time.
+const FRAME: usize = 64 << 10;
+
+/// Later pages of a streamed answer.
+type Pages = Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, ListError<RenderError>>> + Send>>;
+
+/// A list answer, handed to the server a frame at a time. hyper takes a frame only when its
+/// write buffer has room, and drops the body once it has the last one: the admission ticket
+/// held here then covers all of an answer but its last frame and what hyper buffers (some
+/// 400 KiB), however slowly the client reads (and `server.send_timeout_secs` cuts off one that
+/// stops reading).
+struct Framed {
+    /// What is left of the page being sent.
+    rest: Bytes,
+    /// The pages still to come, for a list longer than one Glance page.
+    more: Option<Pages>,
+    _ticket: Ticket,
 }
 
-impl<B: http_body::Body + Unpin, T: Unpin> http_body::Body for Keep<B, T> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl http_body::Body for Framed {
+    type Data = Bytes;
+    type Error = ListError<RenderError>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            if !self.rest.is_empty() {
+                let take = self.rest.len().min(FRAME);
+                return Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(take)))));
+            }
+            let Some(more) = self.more.as_mut() else { return Poll::Ready(None) };
+            match ready!(more.as_mut().poll_next(cx)) {
+                Some(Ok(page)) => self.rest = page,
+                Some(Err(e)) => {
+                    self.more = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => self.more = None,
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.more.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.more {
+            Some(_) => SizeHint::default(),
+            None => SizeHint::with_exact(self.rest.len() as u64),
+        }
     }
 }

@@ -11,7 +11,7 @@ use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
 use tracing_subscriber::EnvFilter;
 
-// /// How often freed memory is handed back to the system.
+/// How often freed memory is handed back to the system.
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Hands the memory the allocator holds free back to the system, every [`TRIM_EVERY`], from a

@@ -26,7 +26,6 @@ use tower::Service as _;
 
 use crate::app::{App, ImageApi};
 use crate::config::Config;
-use crate::glance::UpstreamError;
 use crate::layers::edge::EdgeLayer;
 use crate::layers::metrics::{Metrics, RouteLabel};
 use crate::passthrough::Upstream;
@@ -111,7 +110,12 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { metrics: metrics.clone(), lifecycle });
-    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(metrics, nova_mounts, max_target))
+    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(
+        metrics,
+        nova_mounts,
+        image_mount.clone(),
+        max_target,
+    ))
 }
 
 /// What the Glance passthrough needs, made once: handlers' state is cloned for every request.
@@ -132,15 +136,7 @@ async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axu
         Err(e) => Err(e),
     };
     let mut response = response.unwrap_or_else(|e| {
-        let status = match e {
-            UpstreamError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        let title = status.canonical_reason().unwrap_or("");
-        let body = serde_json::json!({"code": format!("{} {title}", status.as_u16()), "title": title, "message": e.to_string()});
-        (status, axum::Json(body)).into_response()
+        crate::glance::error_response(e.gateway_status().unwrap_or(StatusCode::BAD_GATEWAY), &e.to_string())
     });
     response.extensions_mut().insert(glance.label.clone());
     response

@@ -6,6 +6,8 @@
 //! deadline: a test of a 30 s timeout takes no time and cannot be flaky, and the times it
 //! asserts are exact.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,9 +125,7 @@ impl World {
     }
 
     fn metric(&self, series: &str) -> String {
-        let text = self.metrics.render();
-        let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
-        line.and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {series} in\n{text}")).to_owned()
+        common::metric(&self.metrics.render(), series)
     }
 }
 
@@ -241,6 +241,25 @@ async fn glance_refusing_requests_never_opens_the_circuit() {
         world.send("GET", &format!("/v2.1/images/{id}"), None).await.nova_fault(502, "computeFault");
     }
     assert_eq!(world.metric(OPEN), "1");
+}
+
+/// A filter that escaping makes longer than `server.max_request_target_bytes` is refused by the
+/// gateway (414), not sent: a Glance front that drops an over-long request line must not count
+/// it against Glance.
+#[tokio::test(start_paused = true)]
+async fn a_filter_too_long_once_escaped_is_a_414_and_never_sent() {
+    let world = World::new(|_| {});
+    world.image().await;
+    let before = world.calls();
+    // 2,800 bytes as sent, 8,400 once Glance's query is form-encoded (`,` becomes `%2C`).
+    let commas = ",".repeat(2800);
+    world.send("GET", &format!("/v2.1/images/detail?name={commas}"), None).await.nova_fault(414, "computeFault");
+    world.send("GET", &format!("/images?name={commas}"), None).await.alliance_error(414);
+    assert_eq!(world.calls(), before, "Glance was never asked");
+    assert_eq!(world.metric(OPEN), "0");
+    // Within the limit once escaped, it is sent.
+    let fewer = ",".repeat(2000);
+    assert_eq!(world.send("GET", &format!("/v2.1/images/detail?name={fewer}"), None).await.status, 200);
 }
 
 /// The trial call lost before it records its result (here: the whole-request deadline, as a

@@ -276,3 +276,58 @@ async fn a_client_over_the_body_limit_reads_its_413() {
         timeout(Duration::from_secs(5), counted).await.expect("the lingering close is not counted");
     }
 }
+
+/// A client that asks for a large list and reads nothing of it is cut off at
+/// `server.send_timeout_secs`, and its admission place comes back: readers that stall cannot
+/// hold the lists, or the memory behind them, of everyone else.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_reads_nothing_of_its_answer_is_cut_off_at_the_send_deadline() {
+    use tower::ServiceExt as _;
+    // Some 8 MiB of list, more than the sockets on the way hold.
+    let store = image_gateway::glance::embedded::router(image_gateway::glance::embedded::Store::new());
+    let project = "0123456789abcdef0123456789abcdef";
+    let filler = "z".repeat(200);
+    for i in 0..2000 {
+        let mut image = serde_json::json!({"name": format!("big-{i}")});
+        for p in 0..20 {
+            image[format!("p{p}")] = serde_json::json!(filler);
+        }
+        let request = http::Request::post("/v2/images")
+            .header("content-type", "application/json")
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", project)
+            .header("x-roles", "member,reader")
+            .body(axum::body::Body::from(image.to_string()))
+            .unwrap();
+        assert_eq!(store.clone().oneshot(request).await.unwrap().status(), 201);
+    }
+    let mut config = image_gateway::config::Config::default();
+    config.limits.max_heavy_in_flight = 1;
+    config.server.send_timeout_secs = 7.0;
+    let served = common::serve_store(config, Some(store)).await;
+    let mut reader = served.connect().await;
+    let request = format!(
+        "GET /v2.1/images/detail HTTP/1.1\r\nHost: x\r\nX-Identity-Status: Confirmed\r\nX-Project-Id: {project}\r\nX-Roles: member,reader\r\n\r\n"
+    );
+    reader.write_all(request.as_bytes()).await.unwrap();
+    let until_full = async {
+        while served.metric("image_gateway_heavy_requests_in_flight") < 1.0 {
+            sleep(Duration::from_millis(1)).await;
+        }
+    };
+    timeout(Duration::from_secs(60), until_full).await.expect("the list never started");
+    // While it is stuck, the next list is refused: its place is taken.
+    let mut other = served.connect().await;
+    other.write_all(request.as_bytes()).await.unwrap();
+    let (head, _) = answer(&mut other).await;
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    let started = Instant::now();
+    let cut = async {
+        while served.closed("send_timeout") < 1.0 {
+            sleep(Duration::from_millis(100)).await;
+        }
+    };
+    timeout(Duration::from_secs(600), cut).await.expect("a reader that reads nothing is never cut off");
+    assert!(started.elapsed() <= Duration::from_secs(8), "{:?}", started.elapsed());
+    assert_eq!(served.metric("image_gateway_heavy_requests_in_flight"), 0.0, "its place came back");
+}

@@ -57,18 +57,13 @@ impl AllianceError {
                 BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
                 BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             },
-            AllianceError::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
-                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            AllianceError::Upstream(e) => match (e.gateway_status(), e.status()) {
+                (Some(status), _) => status,
                 // Glance's refusals of the client's request keep their meaning.
-                UpstreamError::Status { status, .. }
-                    if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) =>
-                {
-                    *status
+                (None, Some(status)) if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) => {
+                    status
                 }
-                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
+                (None, _) => StatusCode::BAD_GATEWAY,
             },
             AllianceError::Keystone(KeystoneError::Unreachable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AllianceError::Keystone(_) => StatusCode::BAD_GATEWAY,
@@ -82,7 +77,7 @@ impl AllianceError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             AllianceError::Busy(busy) => Some(busy.retry_after),
-            AllianceError::Upstream(UpstreamError::CircuitOpen(left)) => Some(*left),
+            AllianceError::Upstream(e) => e.retry_after(),
             _ => None,
         }
     }

@@ -140,7 +140,7 @@ async fn update(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, All
 /// An image by id, or by name among the environment's own images.
 async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, AllianceError> {
     let glance = &call.namespace.glance;
-    if uuid::Uuid::try_parse(id_or_name).is_ok() {
+    if crate::glance::is_image_id(id_or_name) {
         return glance.get_image(&call.glance, id_or_name).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
             // Another environment's image is "not found", never "forbidden": ids do not leak.
             Some(403 | 404) => AllianceError::NotFound(format!("No image with id {id_or_name}")),

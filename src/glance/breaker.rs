@@ -2,7 +2,8 @@
 //!
 //! After `threshold` failures in a row (unreachable, timed out, 5xx, unusable answers: never a
 //! refusal of the client's own request) calls fail at once for `cooldown`; then one trial call
-//! decides whether the upstream is back. A Glance that is down then costs its clients a fast
+//! decides whether the upstream is back (a call admitted before the opening that succeeds
+//! late closes it too: the upstream answered). A Glance that is down then costs its clients a fast
 //! 503, and costs the gateway no pile-up of waiting requests.
 //!
 //! Every admitted call holds a [`Permit`]. The trial's permit is the only way out of the open
@@ -100,15 +101,17 @@ impl Breaker {
         if trial {
             s.probing = false;
         }
-        self.metrics.up.set(i64::from(outcome == Outcome::Healthy && (s.open_until.is_none() || trial)));
         if outcome == Outcome::Healthy {
+            // The trial, or a call admitted before the circuit opened: either way Glance answers.
             if s.open_until.take().is_some() {
                 tracing::info!(upstream = &*self.name, "upstream is answering again: circuit closed");
                 self.metrics.state.set(State::Closed as i64);
             }
             s.failures = 0;
+            self.metrics.up.set(1);
             return;
         }
+        self.metrics.up.set(0);
         s.failures = s.failures.saturating_add(1);
         // A call admitted before the circuit opened may fail after: it keeps the circuit open
         // but does not push the trial further out.
@@ -129,10 +132,14 @@ impl Breaker {
         }
     }
 
-    /// The trial ended without a verdict: the next call after the cooldown may try again.
+    /// The trial ended without a verdict: the next call after the cooldown may try again (if a
+    /// late success closed the circuit meanwhile, it stays closed).
     fn release_trial(&self) {
-        self.lock().probing = false;
-        self.metrics.state.set(State::Open as i64);
+        let mut s = self.lock();
+        s.probing = false;
+        if s.open_until.is_some() {
+            self.metrics.state.set(State::Open as i64);
+        }
     }
 }
 
@@ -237,6 +244,20 @@ mod tests {
         late.record(Failed);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(b.admit().is_ok(), "the cooldown counts from the opening");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_success_closes_the_circuit_and_a_trial_dropped_after_it_leaves_it_closed() {
+        let b = breaker(1);
+        let late = b.admit().unwrap();
+        b.admit().unwrap().record(Failed);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let trial = b.admit().unwrap();
+        late.record(Healthy);
+        assert_eq!((shown(&b).0, shown(&b).1), (CLOSED, 1), "closed and up");
+        drop(trial);
+        assert_eq!(shown(&b).0, CLOSED, "a dropped trial does not show the closed circuit as open");
+        assert!(b.admit().is_ok() && b.admit().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

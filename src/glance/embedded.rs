@@ -1099,9 +1099,11 @@ async fn web_download(uri: url::Url) -> std::result::Result<bytes::Bytes, String
         .read_timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| e.to_string())?;
-    let mut response = client.get(uri).send().await.and_then(|r| r.error_for_status()).map_err(|e| e.to_string())?;
+    // Said without the URL, which may hold credentials or a signed query.
+    let unusable = |e: reqwest::Error| e.without_url().to_string();
+    let mut response = client.get(uri).send().await.and_then(|r| r.error_for_status()).map_err(unusable)?;
     let mut data = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(unusable)? {
         if data.len() + chunk.len() > MAX_DOWNLOAD {
             return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
         }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use url::Url;
 
-use crate::config::GlanceConfig;
+use crate::config::Config;
 use crate::layers::metrics::Metrics;
 use crate::mapping::{for_each_object, PageError, PageSummary, PropertyNames, RawObject};
 use breaker::{Breaker, Outcome, Permit};
@@ -57,12 +57,40 @@ pub enum UpstreamError {
     /// The client stopped sending the body being passed on (`server.body_idle_timeout_secs`).
     #[error("the client sent nothing of its request body for {0:?}")]
     ClientStalled(Duration),
+    /// The request Glance would get is longer than `server.max_request_target_bytes`: not sent.
+    #[error("Request-URI Too Long: the request to Glance would be {target} bytes, the limit is {limit}")]
+    RequestTooLong { target: usize, limit: usize },
+    /// Glance's answer is larger than the gateway reads: a request (a page of images with large
+    /// properties, say) the gateway cannot serve, not a failing Glance.
+    #[error("Glance's answer is larger than the {0} bytes the gateway reads")]
+    TooLarge(usize),
 }
 
 impl UpstreamError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             UpstreamError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// What the gateway answers for a failure that is not Glance's own answer (`None` for
+    /// [`UpstreamError::Status`], which each dialect translates its own way).
+    pub fn gateway_status(&self) -> Option<StatusCode> {
+        Some(match self {
+            UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
+            UpstreamError::Status { .. } => return None,
+        })
+    }
+
+    /// When a client should try again: while the circuit is open.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::CircuitOpen(left) => Some(*left),
             _ => None,
         }
     }
@@ -77,9 +105,11 @@ impl UpstreamError {
             {
                 Outcome::Failed
             }
-            UpstreamError::Status { .. } | UpstreamError::CircuitOpen(_) | UpstreamError::ClientStalled(_) => {
-                Outcome::Healthy
-            }
+            UpstreamError::Status { .. }
+            | UpstreamError::CircuitOpen(_)
+            | UpstreamError::ClientStalled(_)
+            | UpstreamError::RequestTooLong { .. }
+            | UpstreamError::TooLarge(_) => Outcome::Healthy,
             UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) | UpstreamError::BadAnswer(_) => Outcome::Failed,
         }
     }
@@ -195,6 +225,8 @@ enum Transport {
 #[derive(Clone, Debug)]
 pub struct GlanceClient {
     transport: Transport,
+    /// Longest request target sent: what the gateway refuses from clients, it does not send.
+    max_target: usize,
     forward: Arc<Vec<HeaderName>>,
     page_size: u32,
     timeout: Duration,
@@ -204,13 +236,13 @@ pub struct GlanceClient {
 
 impl GlanceClient {
     /// A client of the Glance at `base`, named `name` (`glance`, `glance/<namespace>`) in metrics and logs.
-    pub fn http(name: &str, config: &GlanceConfig, base: Url, metrics: &Metrics) -> Result<Self, reqwest::Error> {
+    pub fn http(name: &str, config: &Config, base: Url, metrics: &Metrics) -> Result<Self, reqwest::Error> {
         crate::install_crypto_provider();
         // Upstreams are reached directly, as the passthrough reaches them: an `HTTPS_PROXY` meant
         // for a pod's egress must not carry Glance's traffic and tokens.
         let client = reqwest::Client::builder()
             .no_proxy()
-            .connect_timeout(Duration::from_secs_f64(config.connect_timeout_secs))
+            .connect_timeout(Duration::from_secs_f64(config.glance.connect_timeout_secs))
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE)
@@ -221,13 +253,15 @@ impl GlanceClient {
     }
 
     /// A client of an in-process embedded store (or of any router that speaks Glance v2).
-    pub fn embedded(name: &str, config: &GlanceConfig, router: axum::Router, metrics: &Metrics) -> Self {
+    pub fn embedded(name: &str, config: &Config, router: axum::Router, metrics: &Metrics) -> Self {
         Self::with(name, Transport::Embedded(router), config, metrics)
     }
 
-    fn with(name: &str, transport: Transport, config: &GlanceConfig, metrics: &Metrics) -> Self {
+    fn with(name: &str, transport: Transport, config: &Config, metrics: &Metrics) -> Self {
+        let (server, config) = (&config.server, &config.glance);
         GlanceClient {
             transport,
+            max_target: server.max_request_target_bytes,
             forward: Arc::new(
                 config.forward_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect(),
             ),
@@ -370,6 +404,12 @@ impl GlanceClient {
     /// is decided here; an answer comes with its permit, for the caller to decide once it
     /// knows whether the answer is usable.
     async fn send(&self, call: &Call, out: &Outgoing) -> Result<(StatusCode, Bytes, Permit), UpstreamError> {
+        // Escaping can make a filter three times longer than the client sent it; a Glance
+        // front that drops an over-long request line must not count that against Glance.
+        let target = out.target_len();
+        if target > self.max_target {
+            return Err(UpstreamError::RequestTooLong { target, limit: self.max_target });
+        }
         let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
         let started = Instant::now();
         let sent = match &self.transport {
@@ -423,17 +463,26 @@ async fn send_http(
         let outcome = async {
             let response = request.send().await?;
             let status = response.status();
-            let bytes = read_limited(response).await?;
+            let bytes = read_limited(response, MAX_JSON_ANSWER).await?;
             Ok::<_, reqwest::Error>((status, bytes))
         }
         .await;
         match outcome {
-            Ok(done) => return Ok(done),
+            Ok((status, Some(body))) => return Ok((status, body)),
+            Ok((_, None)) => return Err(UpstreamError::TooLarge(MAX_JSON_ANSWER)),
             Err(e) if attempt < attempts && (e.is_connect() || e.is_request()) => continue,
             Err(e) if e.is_connect() || e.is_request() => return Err(UpstreamError::Unreachable(error_chain(&e))),
             Err(e) => return Err(UpstreamError::BadAnswer(error_chain(&e))),
         }
     }
+}
+
+/// An error in Glance's own shape, for answers the gateway gives on Glance's mount.
+pub fn error_response(status: StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let title = status.canonical_reason().unwrap_or("");
+    let body = serde_json::json!({"code": format!("{} {title}", status.as_u16()), "title": title, "message": message});
+    (status, axum::Json(body)).into_response()
 }
 
 /// The base properties an image schema declares: a property is base unless the schema marks it
@@ -447,16 +496,16 @@ pub fn base_properties(schema: &Value) -> Result<PropertyNames, UpstreamError> {
     Ok(base.map(|(k, _)| k.clone()).collect())
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
-    let mut buf = Vec::with_capacity(response.content_length().unwrap_or(0).min(MAX_JSON_ANSWER as u64) as usize);
+/// An answer's body, or `None` when it is larger than `limit`.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Option<Bytes>, reqwest::Error> {
+    let mut buf = Vec::with_capacity(response.content_length().unwrap_or(0).min(limit as u64) as usize);
     while let Some(chunk) = response.chunk().await? {
-        if buf.len() + chunk.len() > MAX_JSON_ANSWER {
-            // Keep what we have: the JSON decode then reports it as unusable.
-            break;
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.into())
+    Ok(Some(buf.into()))
 }
 
 async fn send_embedded(
@@ -496,6 +545,15 @@ struct Outgoing {
 
 impl Outgoing {
     /// A request for `/v2/<segments>`, each segment escaped.
+    /// The request target's length as sent: the path, and the query form-encoded.
+    fn target_len(&self) -> usize {
+        if self.query.is_empty() {
+            return self.path.len();
+        }
+        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.query).finish();
+        self.path.len() + 1 + query.len()
+    }
+
     fn new(method: Method, segments: &[&str]) -> Self {
         let mut path = String::from("/v2");
         for seg in segments {
@@ -606,8 +664,7 @@ mod tests {
             seen.fetch_add(1, Ordering::SeqCst);
             async { StatusCode::INTERNAL_SERVER_ERROR }
         });
-        let config = crate::config::Config::default().glance;
-        let glance = GlanceClient::embedded("glance", &config, router, &Metrics::new());
+        let glance = GlanceClient::embedded("glance", &crate::config::Config::default(), router, &Metrics::new());
         let call = Call::default();
         let long = "x".repeat(20_000);
         for id in ["detail", "-1", long.as_str()] {
@@ -619,6 +676,17 @@ mod tests {
             assert_eq!(import.status(), Some(StatusCode::NOT_FOUND));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 0, "Glance was never asked");
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_to_read_is_not_glance_failing() {
+        let answer = |body: &'static str| reqwest::Response::from(http::Response::new(body));
+        assert_eq!(read_limited(answer("0123456789"), 10).await.unwrap().as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(read_limited(answer("0123456789a"), 10).await.unwrap(), None);
+        assert_eq!(UpstreamError::TooLarge(10).outcome(), Outcome::Healthy, "the request's size, not Glance's health");
+        assert_eq!(UpstreamError::TooLarge(10).gateway_status(), Some(StatusCode::BAD_GATEWAY));
+        let long = UpstreamError::RequestTooLong { target: 9000, limit: 8192 };
+        assert_eq!((long.outcome(), long.gateway_status()), (Outcome::Healthy, Some(StatusCode::URI_TOO_LONG)));
     }
 
     #[test]

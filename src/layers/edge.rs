@@ -50,13 +50,15 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Where refusals are Nova faults.
     nova_mounts: [String; 2],
+    /// Where refusals are in Glance's error shape.
+    glance_mount: String,
     /// Longest request target (path and query) served.
     max_target: usize,
 }
 
 impl EdgeLayer {
-    pub fn new(metrics: Arc<Metrics>, nova_mounts: [String; 2], max_target: usize) -> Self {
-        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts, max_target }) }
+    pub fn new(metrics: Arc<Metrics>, nova_mounts: [String; 2], glance_mount: String, max_target: usize) -> Self {
+        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts, glance_mount, max_target }) }
     }
 }
 
@@ -135,9 +137,9 @@ impl<S> Edge<S> {
     /// oversized headers (Nova's 400 under the Nova mounts, as Nova's own server; 431 elsewhere).
     fn refuse(&self, req: &Request) -> Option<Response> {
         let path = req.uri().path();
-        let under_nova =
+        let under =
             |m: &String| path.strip_prefix(m.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        let nova = self.shared.nova_mounts.iter().any(under_nova);
+        let nova = self.shared.nova_mounts.iter().any(under);
         let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         let (status, message) = if target > self.shared.max_target {
             let message = format!("Request-URI Too Long: {target} bytes, the limit is {}", self.shared.max_target);
@@ -150,6 +152,9 @@ impl<S> Edge<S> {
         self.shared.metrics.record_refusal(status);
         if nova {
             return Some(crate::nova::fault::NovaError::Refused(status, message).into_response());
+        }
+        if under(&self.shared.glance_mount) {
+            return Some(crate::glance::error_response(status, &message));
         }
         let title = status.canonical_reason().unwrap_or("");
         let body = serde_json::json!({"error": {"code": status.as_u16(), "title": title, "message": message}});
@@ -208,7 +213,7 @@ mod tests {
 
     fn edge(metrics: &Arc<Metrics>) -> impl Service<Request, Response = Response, Error = Infallible> + Clone {
         let mounts = ["/v2.1".to_owned(), "/v2".to_owned()];
-        EdgeLayer::new(metrics.clone(), mounts, 8192).layer(service_fn(|req: Request| async move {
+        EdgeLayer::new(metrics.clone(), mounts, "/image".into(), 8192).layer(service_fn(|req: Request| async move {
             match req.uri().path() {
                 "/panic" => panic!("a bug"),
                 "/glance" => Ok::<_, Infallible>(([(request_id::HEADER, "req-from-glance")], "").into_response()),
@@ -264,16 +269,20 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let long = format!("/v2.1/images/{}", "x".repeat(8192));
         let query = format!("/images?name={}", "x".repeat(8192));
-        for (target, shape) in [(long.as_str(), "computeFault"), (query.as_str(), "error")] {
+        let glance = format!("/image/v2/images/{}", "x".repeat(8192));
+        for (target, code) in
+            [(long.as_str(), "/computeFault/code"), (query.as_str(), "/error/code"), (glance.as_str(), "/code")]
+        {
             let res = send(edge(&metrics), Request::get(target).body(Default::default()).unwrap()).await;
             assert_eq!(res.status(), StatusCode::URI_TOO_LONG, "{target}");
             let body: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
-            assert_eq!(body[shape]["code"], 414, "{body}");
+            let want = if code == "/code" { serde_json::json!("414 URI Too Long") } else { serde_json::json!(414) };
+            assert_eq!(body.pointer(code), Some(&want), "{body}");
         }
         let just = format!("/v2.1/{}", "x".repeat(8192 - 6));
         let res = send(edge(&metrics), Request::get(just.as_str()).body(Default::default()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::OK, "at the limit exactly");
-        assert!(metrics.render().contains(r#"image_gateway_refused_total{status="414"} 2"#), "{}", metrics.render());
+        assert!(metrics.render().contains(r#"image_gateway_refused_total{status="414"} 3"#), "{}", metrics.render());
     }
 
     #[tokio::test]

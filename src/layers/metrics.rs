@@ -60,15 +60,18 @@ pub enum ConnectionClose {
     HeadersTooLarge,
     /// Answered with its request body unread (a 413, say): closed after a lingering close.
     LingeringClose,
+    /// The client read nothing of its answer for `server.send_timeout_secs`.
+    SendTimeout,
 }
 
 impl ConnectionClose {
-    const ALL: [ConnectionClose; 5] = [
+    const ALL: [ConnectionClose; 6] = [
         ConnectionClose::HeaderTimeout,
         ConnectionClose::IdleTimeout,
         ConnectionClose::BodyIdleTimeout,
         ConnectionClose::HeadersTooLarge,
         ConnectionClose::LingeringClose,
+        ConnectionClose::SendTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -78,6 +81,7 @@ impl ConnectionClose {
             ConnectionClose::BodyIdleTimeout => "body_idle_timeout",
             ConnectionClose::HeadersTooLarge => "headers_too_large",
             ConnectionClose::LingeringClose => "lingering_close",
+            ConnectionClose::SendTimeout => "send_timeout",
         }
     }
 }
@@ -101,7 +105,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     connections_open: IntGauge,
     /// One series per [`ConnectionClose`], in its order, made at start so each reads 0 until it acts.
-    connections_closed: [IntCounter; 5],
+    connections_closed: [IntCounter; 6],
     connection_limit_reached: IntCounter,
     accept_errors: IntCounter,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and

@@ -95,18 +95,13 @@ impl NovaError {
             NovaError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NovaError::NotFound(_) | NovaError::NoRoute(_) => StatusCode::NOT_FOUND,
             NovaError::Version(VersionError::Unsupported(..)) => StatusCode::NOT_ACCEPTABLE,
-            NovaError::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::BadAnswer(_) => StatusCode::BAD_GATEWAY,
-                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-                UpstreamError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+            NovaError::Upstream(e) => match (e.gateway_status(), e.status()) {
+                (Some(status), _) => status,
+                (None, Some(StatusCode::SERVICE_UNAVAILABLE)) => StatusCode::SERVICE_UNAVAILABLE,
                 // A Glance 4xx the route did not expect: Nova answers these 500 too.
-                UpstreamError::Status { status, .. } if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
+                (None, Some(status)) if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
                 // 5xx, or a 1xx/3xx that no Glance sends (glance.url pointing elsewhere).
-                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
+                (None, _) => StatusCode::BAD_GATEWAY,
             },
             NovaError::Render(_) => StatusCode::BAD_GATEWAY,
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -121,7 +116,7 @@ impl NovaError {
     fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             NovaError::Busy(busy) => Some(busy.retry_after),
-            NovaError::Upstream(UpstreamError::CircuitOpen(left)) => Some(*left),
+            NovaError::Upstream(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -157,7 +152,7 @@ impl IntoResponse for NovaError {
         }
         let message = match &self {
             NovaError::Upstream(e @ UpstreamError::ClientStalled(_)) => e.to_string(),
-            NovaError::Upstream(e) => format!("Unexpected API Error. {e}"),
+            NovaError::Upstream(e) if status.is_server_error() => format!("Unexpected API Error. {e}"),
             other => other.to_string(),
         };
         let body = serde_json::json!({ fault_name(status): { "code": status.as_u16(), "message": message } });

@@ -45,6 +45,7 @@ pub(super) struct Policy {
     keepalive_timeout: Duration,
     body_idle_timeout: Duration,
     lingering_close: Duration,
+    send_timeout: Duration,
 }
 
 impl Policy {
@@ -78,6 +79,7 @@ impl Policy {
             keepalive_timeout: Duration::from_secs_f64(config.keepalive_timeout_secs),
             body_idle_timeout: Duration::from_secs_f64(config.body_idle_timeout_secs),
             lingering_close: Duration::from_secs_f64(config.lingering_close_secs),
+            send_timeout: Duration::from_secs_f64(config.send_timeout_secs),
         }
     }
 }
@@ -117,7 +119,7 @@ pub(super) async fn serve<S>(
     let state = Arc::new(ConnState::default());
     let mut http = policy.http.clone();
     http.timer(deadline::HeadTimer::new(state.clone(), policy.header_read_timeout, policy.keepalive_timeout));
-    let io = TokioIo::new(linger::ClientIo::new(stream, state.clone(), policy.lingering_close));
+    let io = TokioIo::new(linger::ClientIo::new(stream, state.clone(), policy.lingering_close, policy.send_timeout));
     let service = ConnService { service, peer, state: state.clone(), body_idle_timeout: policy.body_idle_timeout };
     let ended = watcher.watch(http.serve_connection(io, service)).await;
     let reason = match &ended {

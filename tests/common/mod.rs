@@ -115,10 +115,16 @@ pub async fn serve_here(tweak: impl FnOnce(&mut Config)) -> Served {
 
 /// As [`serve_here`], with a whole configuration.
 pub async fn serve_config(config: Config) -> Served {
+    serve_store(config, None).await
+}
+
+/// As [`serve_config`], in front of `store` (an embedded store's router) when `glance.url` is
+/// unset.
+pub async fn serve_store(config: Config, store: Option<axum::Router>) -> Served {
     config.validate("test").unwrap();
     let limits = config.server.clone();
     let metrics = Arc::new(Metrics::new());
-    let app = Arc::new(App::load(config, metrics.clone(), None).unwrap());
+    let app = Arc::new(App::load(config, metrics.clone(), store).unwrap());
     let lifecycle = Arc::new(Lifecycle::default());
     let router = image_gateway::server::router(app, lifecycle.clone());
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -141,14 +147,18 @@ impl Served {
 
     /// The value of one series of the gateway's metrics.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = self.metrics.render();
-        let line = text.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
-        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        metric(&self.metrics.render(), series).parse().unwrap()
     }
 
     pub fn closed(&self, reason: &str) -> f64 {
         self.metric(&format!("image_gateway_connections_closed_total{{reason=\"{reason}\"}}"))
     }
+}
+
+/// The value of one series (`name{labels}`) in a Prometheus text page.
+pub fn metric(text: &str, series: &str) -> String {
+    let line = text.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+    line.and_then(|l| l.rsplit(' ').next()).unwrap_or_else(|| panic!("no {series} in:\n{text}")).to_owned()
 }
 
 /// Runs `f` on the shared runtime from any context, a test's own runtime included (where a

@@ -12,6 +12,10 @@
 //!
 //! It lingers only when the client may still be sending: the last request's body was left
 //! unread, or input is waiting. An idle connection closed at shutdown closes at once.
+//!
+//! Writes have a deadline too: a client that takes nothing of its answer for
+//! `server.send_timeout_secs` is cut off, so that a reader that stalls (or never reads) cannot
+//! hold an answer, and the memory and admission place behind it, for ever.
 
 use std::future::Future as _;
 use std::io;
@@ -31,7 +35,8 @@ use crate::layers::metrics::ConnectionClose;
 /// Read and dropped at a time while lingering.
 const DISCARD: usize = 16 * 1024;
 
-/// The socket, counting reads that bring bytes (for [`super::deadline`]) and lingering on shutdown.
+/// The socket, counting reads that bring bytes (for [`super::deadline`]), cutting a client off
+/// that takes nothing of its answer for a while, and lingering on shutdown.
 #[derive(Debug)]
 pub(super) struct ClientIo {
     stream: TcpStream,
@@ -39,11 +44,28 @@ pub(super) struct ClientIo {
     linger: Duration,
     /// Set once the sending side is shut and the client may still be sending.
     lingering: Option<Pin<Box<Sleep>>>,
+    send_timeout: Duration,
+    /// Set while a write waits for the client to take bytes.
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl ClientIo {
-    pub(super) fn new(stream: TcpStream, state: Arc<ConnState>, linger: Duration) -> Self {
-        ClientIo { stream, state, linger, lingering: None }
+    pub(super) fn new(stream: TcpStream, state: Arc<ConnState>, linger: Duration, send_timeout: Duration) -> Self {
+        ClientIo { stream, state, linger, lingering: None, send_timeout, stalled: None }
+    }
+
+    /// A write's outcome under the send deadline: progress disarms it, a wait arms it, and a
+    /// wait that outlasts it fails the write (hyper then ends the connection).
+    fn sending<T>(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.stalled = None;
+            return written;
+        }
+        let timeout = self.send_timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        self.state.end_by(ConnectionClose::SendTimeout);
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client took nothing of its answer in time")))
     }
 }
 
@@ -83,7 +105,8 @@ impl AsyncRead for ClientIo {
 
 impl AsyncWrite for ClientIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.sending(cx, written)
     }
 
     fn poll_write_vectored(
@@ -91,7 +114,8 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.sending(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
