@@ -149,9 +149,10 @@ fi
 log "building the gateway and the burst load generator (release)"
 cargo build --release --quiet 2>&1 | tail -n 20 >&2 || true
 [ -x "$gw" ] || die "no $gw after cargo build --release"
+cargo bench --bench burst --no-run --quiet 2>&1 | tail -n 20 >&2 || die "cannot build benches/burst.rs"
 burst_bin=$(cargo bench --bench burst --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("target", {}).get("name") == "burst" and m.get("executable")))') \
-  || die "cannot build benches/burst.rs"
+  || die "cannot find the benches/burst.rs binary"
 
 rm -rf "$run"; mkdir -p "$run" "$state" "$bodies"
 : >"$results"
