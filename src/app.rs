@@ -74,7 +74,9 @@ impl App {
                 (GlanceClient::http(DEFAULT_GLANCE, &config, url.clone(), &metrics)?, passthrough)
             }
             None => {
-                let router = store.unwrap_or_else(|| embedded::router(embedded::Store::new()));
+                let router = store.unwrap_or_else(|| {
+                    embedded::router(embedded::Store::with_identity(config.glance.embedded_identity))
+                });
                 (GlanceClient::embedded(DEFAULT_GLANCE, &config, router.clone(), &metrics), ImageApi::Embedded(router))
             }
         };
@@ -144,7 +146,8 @@ fn load_alliance(
             Some(url) => GlanceClient::http(&format!("{DEFAULT_GLANCE}/{name}"), config, url.clone(), metrics)?,
             None => default_glance.clone(),
         };
-        namespaces.insert(name.clone(), Namespace { glance, identity: ns.identity });
+        let trusted_callers = ns.trusted_callers.iter().map(alliance::TrustedCallers::from).collect();
+        namespaces.insert(name.clone(), Namespace { glance, identity: ns.identity, trusted_callers });
     }
     Ok(AllianceApi {
         mapping: Arc::new(mapping),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -42,6 +43,10 @@ pub struct Config {
     /// Peers (IP addresses or networks) whose `X-Forwarded-Proto`, `-Host` and `-Prefix` decide
     /// the links the gateway writes: the ingress controllers or proxies in front of it.
     pub trusted_proxies: Vec<String>,
+    /// Peers (IP addresses or networks) whose identity headers (`X-Roles`, `X-Project-Id`,
+    /// `X-Identity-Status`, ...) are believed and passed on: an auth layer in front that sets
+    /// them itself. Everybody else's are dropped before any route sees them.
+    pub identity_proxies: Vec<String>,
     /// Directory holding `nova.toml` (and later dialects). Without it the mapping files built
     /// into the binary are used.
     pub mappings_dir: Option<PathBuf>,
@@ -66,24 +71,87 @@ pub struct AllianceConfig {
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// This namespace's Glance; unset: `glance.url` (or the in-memory store).
     pub glance_url: Option<Url>,
-    /// How the gateway identifies a caller that sends no token of its own.
+    /// TLS to this namespace's own Glance; unset: `glance.tls`.
+    pub tls: Option<UpstreamTls>,
+    /// How callers prove who they are.
+    #[serde(default)]
     pub identity: IdentityMode,
+    /// Callers allowed to act without a token of their own (`identity` other than `token`).
+    #[serde(default)]
+    pub trusted_callers: Vec<TrustedCaller>,
 }
 
-/// How calls reach a namespace's Glance when the client sends no `X-Auth-Token`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+/// Callers trusted to act for environments with the gateway's own credentials: peers in
+/// `networks`, and/or presenting a client certificate that the listener's
+/// `server.tls.client_ca_file` verified (with one of `certificate_names`, when given). Both
+/// must hold when both are given; at least one must be.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedCaller {
+    /// IP addresses or networks.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Whether a verified client certificate is required.
+    #[serde(default)]
+    pub client_certificate: bool,
+    /// The DNS names or common names the certificate must carry one of; empty: any.
+    #[serde(default)]
+    pub certificate_names: Vec<String>,
+    /// The environments (project ids) these callers may act for; empty: all of them.
+    #[serde(default)]
+    pub environments: Vec<String>,
+}
+
+/// TLS to one upstream. Without `ca_file` the system's trust store decides.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM bundle of the CAs trusted for this upstream, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM, with its chain) and key, for an upstream that asks for one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any certificate (a warning at every start): never in production.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// TLS on the listener: HTTPS with ALPN (HTTP/2 and HTTP/1.1). Files renewed on disk are
+/// picked up without a restart.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CAs whose client certificates are verified (mutual TLS); unset: none asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without such a certificate at the handshake (else they are served, as
+    /// callers without a certificate).
+    #[serde(default)]
+    pub require_client_certificate: bool,
+}
+
+/// How a namespace's callers prove who they are. In every mode a caller may send its own
+/// `X-Auth-Token`: Keystone validates it and its project must be the `X-Environment-Id`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityMode {
-    /// A Keystone token the gateway gets with the environment's credentials
-    /// (`keystone.environments`); an environment without credentials is refused (401).
+    /// Only that: a caller without a valid token of the environment's project gets 401.
+    #[default]
     Token,
-    /// Send the environment as `X-Project-Id` with `X-Identity-Status: Confirmed`: only for a
-    /// Glance behind a trusted auth layer that sets those headers itself.
+    /// Also: a `trusted_callers` caller without a token acts with a token the gateway gets
+    /// with the environment's credentials (`keystone.environments`).
+    GatewayCredentials,
+    /// Also: a `trusted_callers` caller without a token is sent as identity headers
+    /// (`X-Project-Id` = the environment, `X-Identity-Status: Confirmed`): only for a Glance
+    /// behind an auth layer that trusts them, or the in-memory store.
     TrustedHeaders,
 }
 
@@ -101,6 +169,9 @@ pub struct KeystoneConfig {
     /// Credentials by environment (Keystone project id). Secrets are best given as
     /// environment variables: IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__<PROJECT_ID>__PASSWORD.
     pub environments: BTreeMap<String, Credentials>,
+    /// TLS to `url`.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
 /// How the gateway authenticates for one environment: a user's password (scoped to the
@@ -117,14 +188,33 @@ pub struct Credentials {
     pub application_credential_secret: Option<Secret>,
 }
 
-/// A secret: it never appears in Debug output, hence never in a log line.
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+/// A password or an application credential's secret. It never prints (`Debug` shows `***`,
+/// so no log line, panic message or `check` output can carry it), never serializes (an error:
+/// no configuration dump can carry it either), and is wiped from memory when dropped.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(SecretString::from(value.into()))
+    }
+
+    /// The value, for the one place that sends it (the Keystone token request).
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("a secret is never serialized"))
     }
 }
 
@@ -165,6 +255,8 @@ pub struct ServerConfig {
     /// dropping) what the client still sends, so that it reads the answer rather than a reset.
     /// 0: close at once.
     pub lingering_close_secs: f64,
+    /// HTTPS on the listener; unset: plain HTTP.
+    pub tls: Option<ListenerTls>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -202,8 +294,24 @@ pub struct GlanceConfig {
     /// ...for this long, before one trial call.
     pub circuit_breaker_cooldown_secs: f64,
     /// Request headers passed on to Glance: the token and, for a Glance that trusts an auth
-    /// layer in front, the identity headers (keystonemiddleware overwrites those anyway).
+    /// layer in front, the identity headers, which only reach this far from `identity_proxies`.
     pub forward_headers: Vec<String>,
+    /// Who a caller is to the in-memory store (without `url`).
+    pub embedded_identity: EmbeddedIdentity,
+    /// TLS to `url`.
+    pub tls: UpstreamTls,
+}
+
+/// How the in-memory store tells callers apart.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddedIdentity {
+    /// Every caller acts in one project, without admin rights.
+    #[default]
+    SingleProject,
+    /// From `X-Project-Id` and `X-Roles` as they reach the store (development): a client's own
+    /// only from `identity_proxies`, else the gateway's (an Alliance `trusted_headers` namespace).
+    Headers,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -225,6 +333,8 @@ pub struct NovaConfig {
     /// The real Nova (`http://nova:8774`): every request under the mounts that is not an image
     /// call (servers, flavors, version documents) is passed to it. Unset: those get Nova's 404.
     pub upstream_url: Option<Url>,
+    /// TLS to `upstream_url`.
+    pub upstream_tls: UpstreamTls,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -249,6 +359,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8774)),
             public_url: None,
             trusted_proxies: Vec::new(),
+            identity_proxies: Vec::new(),
             mappings_dir: None,
             server: ServerConfig {
                 header_read_timeout_secs: 10.0,
@@ -260,6 +371,7 @@ impl Default for Config {
                 max_request_target_bytes: 8192,
                 max_connections: 1024,
                 lingering_close_secs: 5.0,
+                tls: None,
             },
             limits: Limits {
                 request_timeout_secs: 60.0,
@@ -287,6 +399,8 @@ impl Default for Config {
                 ]
                 .map(String::from)
                 .to_vec(),
+                embedded_identity: EmbeddedIdentity::SingleProject,
+                tls: UpstreamTls::default(),
             },
             nova: NovaConfig {
                 mount: "/v2.1".into(),
@@ -296,6 +410,7 @@ impl Default for Config {
                 max_limit: 1000,
                 metadata_items: 128,
                 upstream_url: None,
+                upstream_tls: UpstreamTls::default(),
             },
             alliance: AllianceConfig::default(),
             keystone: KeystoneConfig::default(),
@@ -376,8 +491,12 @@ impl Config {
                 return invalid(key, format!("{value} is not between {} and {}", range.start(), range.end()));
             }
         }
-        if let Some(problem) = self.trusted_proxies.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
-            return invalid("trusted_proxies", problem);
+        for (key, networks) in
+            [("trusted_proxies", &self.trusted_proxies), ("identity_proxies", &self.identity_proxies)]
+        {
+            if let Some(problem) = networks.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
+                return invalid(key, problem);
+            }
         }
         if self.limits.body_limit_bytes == 0 {
             return invalid("limits.body_limit_bytes", "must be at least 1".into());
@@ -444,6 +563,16 @@ impl Config {
                     format!("`{url}` of namespace `{name}` is not http(s)"),
                 );
             }
+            if let Some(problem) = self.trusted_callers_problem(ns) {
+                return invalid("alliance.namespaces.*.trusted_callers", format!("namespace `{name}`: {problem}"));
+            }
+            if ns.identity != IdentityMode::TrustedHeaders && self.keystone.url.is_none() {
+                let problem = format!(
+                    "is needed by namespace `{name}`: its callers' tokens (and the gateway's own, with \
+                     identity = \"gateway_credentials\") are checked with Keystone"
+                );
+                return invalid("keystone.url", problem);
+            }
         }
         if (!self.keystone.environments.is_empty() || self.keystone.validate_nova_tokens) && self.keystone.url.is_none()
         {
@@ -487,6 +616,47 @@ impl Config {
     }
 
     /// How the gateway decides the address its links use.
+    /// What is wrong with a namespace's trusted callers, if anything: they exist exactly when
+    /// the identity mode can use them, and none of them is "anyone".
+    fn trusted_callers_problem(&self, ns: &NamespaceConfig) -> Option<String> {
+        match (ns.identity, ns.trusted_callers.is_empty()) {
+            (IdentityMode::Token, false) => {
+                return Some(
+                    "identity = \"token\" trusts no caller without a token: remove them or \
+                     choose gateway_credentials or trusted_headers"
+                        .into(),
+                )
+            }
+            (IdentityMode::GatewayCredentials | IdentityMode::TrustedHeaders, true) => {
+                return Some(
+                    "name the callers trusted to act without a token (networks and/or client_certificate)".into(),
+                )
+            }
+            _ => {}
+        }
+        for caller in &ns.trusted_callers {
+            if caller.networks.is_empty() && !caller.client_certificate {
+                return Some("an entry trusts anyone: give networks and/or client_certificate = true".into());
+            }
+            if let Some(problem) = caller.networks.iter().find_map(|n| n.parse::<crate::public_url::Cidr>().err()) {
+                return Some(problem);
+            }
+            if !caller.certificate_names.is_empty() && !caller.client_certificate {
+                return Some("certificate_names needs client_certificate = true".into());
+            }
+            let verifies = self.server.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+            if caller.client_certificate && !verifies {
+                return Some("client_certificate needs server.tls.client_ca_file to verify them".into());
+            }
+        }
+        None
+    }
+
+    /// The peers whose identity headers are believed (checked by validate()).
+    pub fn identity_proxies(&self) -> Vec<crate::public_url::Cidr> {
+        self.identity_proxies.iter().filter_map(|p| p.parse().ok()).collect()
+    }
+
     pub fn origin_policy(&self) -> crate::public_url::OriginPolicy {
         crate::public_url::OriginPolicy {
             configured: self.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()),
@@ -590,5 +760,24 @@ mod tests {
         let parsed: Config =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&text)).extract().unwrap();
         parsed.validate("gateway.toml").unwrap();
+    }
+
+    #[test]
+    fn secrets_never_print_nor_serialize() {
+        Jail::expect_with(|jail| {
+            jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P1__PASSWORD", "s3cret-value");
+            let c =
+                load_in(jail, "[keystone]\nurl = \"http://k:5000/v3\"\n[keystone.environments.p1]\nusername = \"u\"\n")
+                    .unwrap();
+            let secret = c.keystone.environments["p1"].password.as_ref().unwrap();
+            assert_eq!(secret.expose(), "s3cret-value");
+            for shown in [format!("{c:?}"), format!("{c:#?}")] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+            }
+            let e = serde_json::to_string(&c).unwrap_err().to_string();
+            assert!(e.contains("never serialized") && !e.contains("s3cret"), "{e}");
+            assert!(toml::to_string(&c).is_err());
+            Ok(())
+        });
     }
 }

@@ -151,13 +151,13 @@ impl Keystone {
             // An application credential is scoped to its own project; asking for a scope is an error.
             (Some(id), Some(secret), _, _) => json!({"auth": {"identity": {
                 "methods": ["application_credential"],
-                "application_credential": {"id": id, "secret": secret.0},
+                "application_credential": {"id": id, "secret": secret.expose()},
             }}}),
             (_, _, Some(user), Some(password)) => json!({"auth": {
                 "identity": {"methods": ["password"], "password": {"user": {
                     "name": user,
                     "domain": {"name": c.user_domain.as_deref().unwrap_or("Default")},
-                    "password": password.0,
+                    "password": password.expose(),
                 }}},
                 "scope": {"project": {"id": environment}},
             }}),

@@ -5,7 +5,7 @@
 //! - [`glance`]: the Glance v2 client and the embedded in-memory store;
 //! - [`nova`]: the Nova image proxy dialect;
 //! - [`list`]: translated list answers, page by page; [`admission`]: the limit on them;
-//! - [`layers`]: the gateway's own middleware;
+//! - [`layers`]: the gateway's own middleware; [`trust`]: whom it believes, about what;
 //! - [`app`] and [`server`]: assembly.
 #![forbid(unsafe_code)]
 
@@ -24,6 +24,8 @@ pub mod nova;
 pub mod passthrough;
 pub mod public_url;
 pub mod server;
+pub mod tls;
+pub mod trust;
 
 /// Makes ring rustls's crypto provider for this process. reqwest is built without one (see
 /// Cargo.toml: aws-lc would cost minutes of C build), so every HTTP client needs this first.

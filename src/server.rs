@@ -115,6 +115,7 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
         nova_mounts,
         image_mount.clone(),
         max_target,
+        app.config.identity_proxies(),
     ))
 }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{client, send, Answer, Gateway, GlanceFixtures, Harness};
-use image_gateway::config::{IdentityMode, NamespaceConfig};
+use image_gateway::config::NamespaceConfig;
 use serde_json::{json, Value};
 
 struct World {
@@ -20,9 +20,10 @@ fn world() -> &'static World {
     WORLD.get_or_init(|| {
         let h = Harness::get();
         let gw = h.gateway(|c| {
-            let ns = |identity| NamespaceConfig { glance_url: None, identity };
-            c.alliance.namespaces.insert("ccsr1".into(), ns(IdentityMode::TrustedHeaders));
-            c.alliance.namespaces.insert("locked".into(), ns(IdentityMode::Token));
+            c.alliance.namespaces.insert("ccsr1".into(), common::trusted_headers_namespace());
+            c.alliance.namespaces.insert("locked".into(), NamespaceConfig::default());
+            // Never reached: the calls here bring no token to check.
+            c.keystone.url = Some("http://127.0.0.1:9/v3".parse().unwrap());
         });
         World { h, gw }
     })
@@ -167,7 +168,7 @@ async fn target_headers_are_never_guessed() {
         (Some("nowhere"), Some("e1"), 400, "no configured namespace: `nowhere`"),
         (Some("ccsr1"), None, 400, "X-Environment-Id is missing"),
         (Some("ccsr1"), Some("not a project!"), 400, "X-Environment-Id must be a project id"),
-        (Some("locked"), Some("e1"), 401, "No credentials for environment e1"),
+        (Some("locked"), Some("e1"), 401, "Send X-Auth-Token"),
     ];
     for (ns, environment, status, message) in cases {
         let mut req = client().get(&url);
@@ -270,6 +271,23 @@ async fn copy_from_imports_the_bytes() {
     assert_eq!(shown["status"], "active", "{shown}");
     assert_eq!(shown["size"], 1024 * 1024);
     assert_eq!(shown["copy_from"], json!(uri), "still echoed");
+    // The seed's update (Example 5) on the imported image: the formats can no longer change,
+    // the rest is applied, and the answer is the image as it now is (Example 6).
+    let update = json!({"image": {"name": "ubuntu_image", "disk_format": "ari", "container_format": "bare", "min_ram": 1, "min_disk": 500}});
+    let updated = w.call(&e, "PUT", &format!("/images/{id}"), Some(update)).await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    let updated = updated.json();
+    assert_eq!(
+        [
+            &updated["name"],
+            &updated["disk_format"],
+            &updated["container_format"],
+            &updated["min_ram"],
+            &updated["min_disk"]
+        ],
+        [&json!("ubuntu_image"), &json!("raw"), &json!("bare"), &json!(1), &json!(500)],
+        "{updated}"
+    );
     let g = GlanceFixtures { h: w.h, http: client() };
     let mut headers = w.h.member();
     headers.insert("x-project-id", e.parse().unwrap());

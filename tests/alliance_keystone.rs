@@ -28,18 +28,23 @@ fn world() -> World {
     let gw = Harness::get().gateway(|c| {
         c.alliance.namespaces.insert(
             "cloud".into(),
-            NamespaceConfig { glance_url: Some(glance.parse().unwrap()), identity: IdentityMode::Token },
+            NamespaceConfig {
+                glance_url: Some(glance.parse().unwrap()),
+                identity: IdentityMode::GatewayCredentials,
+                trusted_callers: common::loopback_callers(),
+                ..Default::default()
+            },
         );
         c.keystone.url = Some(creds["keystone_url"].as_str().unwrap().parse().unwrap());
         // A through an application credential, B through a password.
         let a = Credentials {
             application_credential_id: Some(creds["app_cred_a"]["id"].as_str().unwrap().into()),
-            application_credential_secret: Some(Secret(creds["app_cred_a"]["secret"].as_str().unwrap().into())),
+            application_credential_secret: Some(Secret::new(creds["app_cred_a"]["secret"].as_str().unwrap())),
             ..Default::default()
         };
         let b = Credentials {
             username: Some(creds["user_b"]["username"].as_str().unwrap().into()),
-            password: Some(Secret(creds["user_b"]["password"].as_str().unwrap().into())),
+            password: Some(Secret::new(creds["user_b"]["password"].as_str().unwrap())),
             ..Default::default()
         };
         c.keystone.environments.insert(env_a.clone(), a);

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode};
 use image_gateway::app::App;
-use image_gateway::config::{Config, IdentityMode, NamespaceConfig};
+use image_gateway::config::Config;
 use image_gateway::layers::metrics::Metrics;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -47,7 +47,7 @@ struct World {
 
 impl World {
     fn new(tweak: impl FnOnce(&mut Config)) -> World {
-        let store = image_gateway::glance::embedded::router(image_gateway::glance::embedded::Store::new());
+        let store = image_gateway::glance::embedded::router(common::test_store());
         let mode = Arc::new(Mutex::new(Mode::Serve));
         let calls = Arc::new(AtomicUsize::new(0));
         let (switch, seen) = (mode.clone(), calls.clone());
@@ -65,11 +65,8 @@ impl World {
                 }
             }
         });
-        let mut config = Config::default();
-        config
-            .alliance
-            .namespaces
-            .insert(NS.into(), NamespaceConfig { glance_url: None, identity: IdentityMode::TrustedHeaders });
+        let mut config = common::test_config();
+        config.alliance.namespaces.insert(NS.into(), common::trusted_headers_namespace());
         tweak(&mut config);
         config.validate("test").unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -100,7 +97,7 @@ impl World {
             request = request.header("content-type", "application/json");
         }
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-        let response = self.gateway.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let response = self.gateway.clone().oneshot(from_loopback(request.body(body).unwrap())).await.unwrap();
         let status = response.status().as_u16();
         let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -326,6 +323,14 @@ async fn lists_beyond_the_admission_limit_are_503s_with_retry_after_at_once() {
     assert_eq!(world.send("GET", "/v2.1/images/detail", None).await.status, 200);
 }
 
+/// `request` as the server hands it over from a loopback peer: the test is a trusted caller
+/// and identity proxy (`common::test_config`).
+fn from_loopback(mut request: Request<Body>) -> Request<Body> {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
 /// A streamed list keeps its admission ticket until its last byte: a client that reads slowly
 /// holds a place, and gives it back when it goes away.
 #[tokio::test(start_paused = true)]
@@ -343,7 +348,7 @@ async fn a_streamed_list_holds_its_place_until_sent() {
         .header("x-roles", "member,reader")
         .body(Body::empty())
         .unwrap();
-    let response = world.gateway.clone().oneshot(request).await.unwrap();
+    let response = world.gateway.clone().oneshot(from_loopback(request)).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(world.metric("image_gateway_heavy_requests_in_flight"), "1", "still being written");
     world.send("GET", "/v2.1/images/detail", None).await.nova_fault(503, "serviceUnavailable");

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{client, send, Answer, Failures, Gateway, Harness};
-use image_gateway::config::{Config, IdentityMode, NamespaceConfig};
+use image_gateway::config::Config;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -186,7 +186,7 @@ fn shapes() -> &'static Shapes {
     static SHAPES: OnceLock<Shapes> = OnceLock::new();
     SHAPES.get_or_init(|| {
         Harness::get().block_on(async {
-            let store = image_gateway::glance::embedded::router(image_gateway::glance::embedded::Store::new());
+            let store = image_gateway::glance::embedded::router(common::test_store());
             let call = |req: http::Request<axum::body::Body>| async {
                 let res = store.clone().oneshot(req).await.unwrap();
                 let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
@@ -257,9 +257,7 @@ fn gateway(glance_url: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
     Harness::get().gateway(|c| {
         c.glance.url = Some(glance_url.parse().unwrap());
         c.glance.circuit_breaker_failures = 1_000_000;
-        c.alliance
-            .namespaces
-            .insert(NS.into(), NamespaceConfig { glance_url: None, identity: IdentityMode::TrustedHeaders });
+        c.alliance.namespaces.insert(NS.into(), common::trusted_headers_namespace());
         tweak(c);
     })
 }
@@ -269,9 +267,7 @@ fn healthy() -> &'static Gateway {
     static HEALTHY: OnceLock<Gateway> = OnceLock::new();
     HEALTHY.get_or_init(|| {
         Harness::get().gateway(|c| {
-            c.alliance
-                .namespaces
-                .insert(NS.into(), NamespaceConfig { glance_url: None, identity: IdentityMode::TrustedHeaders });
+            c.alliance.namespaces.insert(NS.into(), common::trusted_headers_namespace());
         })
     })
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{client, send, Answer, Failures, Gateway, GlanceFixtures, Harness};
-use image_gateway::config::{IdentityMode, NamespaceConfig};
+
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
@@ -34,9 +34,7 @@ struct World {
 }
 
 fn with_alliance(c: &mut image_gateway::config::Config) {
-    c.alliance
-        .namespaces
-        .insert(NS.into(), NamespaceConfig { glance_url: None, identity: IdentityMode::TrustedHeaders });
+    c.alliance.namespaces.insert(NS.into(), common::trusted_headers_namespace());
 }
 
 fn world() -> &'static World {

@@ -24,9 +24,22 @@ use tower::ServiceExt;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Runs the binary in a scratch directory with `env` as its configuration.
+/// The binary with `env`, trusting the test (on loopback) as `common::test_config` does: its
+/// identity headers, and acting without a token in the namespaces `env` sets an identity for.
 fn gateway(env: &[(&str, &str)]) -> (Process, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    (Process::start(dir.path(), &[], env), dir)
+    let callers: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|(k, _)| k.strip_suffix("__IDENTITY"))
+        .map(|ns| (format!("{ns}__TRUSTED_CALLERS"), r#"[{networks=["127.0.0.0/8"]}]"#.to_owned()))
+        .collect();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("IMAGE_GATEWAY_IDENTITY_PROXIES", r#"["127.0.0.0/8"]"#),
+        ("IMAGE_GATEWAY_GLANCE__EMBEDDED_IDENTITY", "headers"),
+    ];
+    all.extend(env.iter().copied());
+    all.extend(callers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    (Process::start(dir.path(), &[], &all), dir)
 }
 
 async fn get(url: String, headers: reqwest::header::HeaderMap) -> Answer {
@@ -134,7 +147,7 @@ struct FakeGlance {
 
 impl FakeGlance {
     fn start(gate_open: bool) -> FakeGlance {
-        let store = image_gateway::glance::embedded::router(image_gateway::glance::embedded::Store::new());
+        let store = image_gateway::glance::embedded::router(common::test_store());
         let mode = Arc::new(AtomicU8::new(SERVE));
         let gate = Arc::new(Semaphore::new(if gate_open { Semaphore::MAX_PERMITS } else { 0 }));
         let waiting = Arc::new(AtomicUsize::new(0));

@@ -11,7 +11,6 @@ use common::{serve_here, Served};
 
 use std::time::Duration;
 
-use image_gateway::config::{IdentityMode, NamespaceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
@@ -126,9 +125,7 @@ async fn a_request_after_an_idle_wait_has_the_header_deadline_from_its_first_byt
 #[tokio::test(start_paused = true)]
 async fn a_stalled_body_is_a_408_at_the_body_idle_deadline() {
     let served = serve_here(|c| {
-        c.alliance
-            .namespaces
-            .insert("ns".into(), NamespaceConfig { glance_url: None, identity: IdentityMode::TrustedHeaders });
+        c.alliance.namespaces.insert("ns".into(), common::trusted_headers_namespace());
     })
     .await;
     let requests = [
@@ -284,7 +281,7 @@ async fn a_client_over_the_body_limit_reads_its_413() {
 async fn a_client_that_reads_nothing_of_its_answer_is_cut_off_at_the_send_deadline() {
     use tower::ServiceExt as _;
     // Some 8 MiB of list, more than the sockets on the way hold.
-    let store = image_gateway::glance::embedded::router(image_gateway::glance::embedded::Store::new());
+    let store = image_gateway::glance::embedded::router(common::test_store());
     let project = "0123456789abcdef0123456789abcdef";
     let filler = "z".repeat(200);
     for i in 0..2000 {
@@ -301,7 +298,7 @@ async fn a_client_that_reads_nothing_of_its_answer_is_cut_off_at_the_send_deadli
             .unwrap();
         assert_eq!(store.clone().oneshot(request).await.unwrap().status(), 201);
     }
-    let mut config = image_gateway::config::Config::default();
+    let mut config = common::test_config();
     config.limits.max_heavy_in_flight = 1;
     config.server.send_timeout_secs = 7.0;
     let served = common::serve_store(config, Some(store)).await;

@@ -21,6 +21,8 @@ pub enum AllianceError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -48,6 +50,7 @@ impl AllianceError {
         match self {
             AllianceError::BadRequest(_) | AllianceError::Body(_) => StatusCode::BAD_REQUEST,
             AllianceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AllianceError::Forbidden(_) => StatusCode::FORBIDDEN,
             AllianceError::NotFound(_) | AllianceError::NoRoute(_) => StatusCode::NOT_FOUND,
             AllianceError::Conflict(_) => StatusCode::CONFLICT,
             AllianceError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

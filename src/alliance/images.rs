@@ -117,6 +117,9 @@ fn import_error(uri: &str, e: UpstreamError) -> AllianceError {
     }
 }
 
+/// The fields Glance fixes once an image leaves `queued`.
+const FORMATS: [&str; 2] = ["disk_format", "container_format"];
+
 /// `PATCH` or `PUT /images/{id or name}`: one `replace` per field that changes.
 async fn update(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, AllianceError> {
     let fields = schema(api, call)?.parse(&call.body)?;
@@ -125,11 +128,15 @@ async fn update(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, All
     }
     let image = resolve(call, call.param("image")).await?;
     let id = image["id"].as_str().unwrap_or_default().to_owned();
-    // Unchanged fields are left out, so repeating an update is harmless (Glance refuses any
-    // change of the formats once an image has data, even to the same value).
+    // Glance changes the formats of a queued image only (403 once it has data, even to the
+    // same value); the seed's own update names them on an imported image and expects the rest
+    // applied (docs/alliance.md). So unchanged fields, and the formats of an image past
+    // `queued`, are left out: they stay as they are.
+    let formats_fixed = image["status"] != "queued";
     let ops: Vec<Value> = fields
         .iter()
         .filter(|(k, v)| image.get(k.as_str()) != Some(v))
+        .filter(|(k, _)| !(formats_fixed && FORMATS.contains(&k.as_str())))
         .map(|(k, v)| json!({"op": "replace", "path": format!("/{k}"), "value": v}))
         .collect();
     let updated =

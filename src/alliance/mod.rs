@@ -3,12 +3,11 @@
 //! Two headers say where and for whom a call acts: `X-Target-Ns` picks a configured namespace
 //! (one Glance per cloud or region) and `X-Environment-Id` is the project acted for. Neither is
 //! ever guessed: a missing or unknown one is a 400 unless the configuration names a default
-//! namespace. How the gateway authenticates to the namespace's Glance is the namespace's
-//! `identity`: the client's own `X-Auth-Token` always passes through untouched; without one, a
-//! `trusted_headers` namespace (a Glance behind a trusted auth layer) gets the environment as
-//! identity headers, and a `token` namespace refuses the call.
+//! namespace. Naming an environment proves nothing: [`identity`] decides on what proof a call
+//! acts for it.
 
 mod error;
+mod identity;
 mod images;
 
 use std::collections::HashMap;
@@ -17,18 +16,19 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
 use crate::config::IdentityMode;
 use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
-use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
 use crate::public_url::{self, OriginPolicy};
+use crate::trust::ClientCertificate;
 
 pub use error::AllianceError;
+pub use identity::TrustedCallers;
 
 /// The actions `mappings/alliance.toml` may name.
 pub const ACTIONS: &[ActionSpec] = &[
@@ -43,13 +43,14 @@ const DIALECT: &str = "alliance";
 const UNMATCHED: &str = "alliance.unmatched";
 const TARGET_NS: &str = "x-target-ns";
 const ENVIRONMENT: &str = "x-environment-id";
-const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+pub(crate) const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
-/// One namespace: a Glance and how to authenticate to it.
+/// One namespace: a Glance, and how its callers prove who they are.
 #[derive(Clone, Debug)]
 pub struct Namespace {
     pub glance: GlanceClient,
     pub identity: IdentityMode,
+    pub trusted_callers: Vec<TrustedCallers>,
 }
 
 /// The Alliance dialect as configured.
@@ -108,7 +109,13 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
     };
     let outcome = tokio::time::timeout(api.request_timeout, async {
         let (namespace, environment) = target(&api, &parts.headers)?;
-        let (headers, gateway_token) = upstream_identity(&api, namespace, &environment, &parts.headers).await?;
+        let caller = identity::Caller {
+            peer: public_url::peer(&parts.extensions),
+            certificate: parts.extensions.get::<ClientCertificate>(),
+            token: parts.headers.get(AUTH_TOKEN),
+        };
+        let (headers, gateway_token) =
+            identity::upstream_identity(&api, namespace, &environment, &caller, &parts.headers).await?;
         let origin = api.origin.origin(&parts.headers, public_url::peer(&parts.extensions));
         let mut call = AllianceCall {
             route,
@@ -133,7 +140,8 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
         {
             if e.status() == Some(http::StatusCode::UNAUTHORIZED) {
                 keystone.invalidate(&call.environment, token).await;
-                let (headers, _) = upstream_identity(&api, namespace, &call.environment, &parts.headers).await?;
+                let (headers, _) =
+                    identity::upstream_identity(&api, namespace, &call.environment, &caller, &parts.headers).await?;
                 call.glance = Call::new(headers);
                 response = images::run(&api, &call).await;
                 upstream += call.glance.upstream_time();
@@ -185,46 +193,6 @@ fn target<'a>(api: &'a AllianceApi, headers: &HeaderMap) -> Result<(&'a Namespac
 
 fn valid_environment(env: &str) -> bool {
     (1..=64).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// What Glance is sent to know who is calling, and the token if the gateway got it itself.
-async fn upstream_identity(
-    api: &AllianceApi,
-    ns: &Namespace,
-    environment: &str,
-    incoming: &HeaderMap,
-) -> Result<(HeaderMap, Option<String>), AllianceError> {
-    let mut out = HeaderMap::new();
-    if let Some(id) = incoming.get(request_id::HEADER) {
-        out.insert(request_id::HEADER, id.clone());
-    }
-    if let Some(token) = incoming.get(AUTH_TOKEN) {
-        out.insert(AUTH_TOKEN, token.clone());
-        return Ok((out, None));
-    }
-    let env = HeaderValue::from_str(environment).map_err(|_| AllianceError::BadRequest("bad environment".into()))?;
-    match ns.identity {
-        IdentityMode::TrustedHeaders => {
-            out.insert(HeaderName::from_static("x-identity-status"), HeaderValue::from_static("Confirmed"));
-            out.insert(HeaderName::from_static("x-project-id"), env);
-            out.insert(HeaderName::from_static("x-user-id"), HeaderValue::from_static("image-gateway"));
-            out.insert(HeaderName::from_static("x-roles"), HeaderValue::from_static("member,reader"));
-            Ok((out, None))
-        }
-        IdentityMode::Token => {
-            let token = match &api.keystone {
-                Some(keystone) => keystone.token(environment).await?,
-                None => None,
-            };
-            let token = token.ok_or_else(|| {
-                AllianceError::Unauthorized(format!("No credentials for environment {environment}: send X-Auth-Token"))
-            })?;
-            let mut value = HeaderValue::from_str(&token).map_err(|_| AllianceError::BadRequest("bad token".into()))?;
-            value.set_sensitive(true);
-            out.insert(AUTH_TOKEN, value);
-            Ok((out, Some(token)))
-        }
-    }
 }
 
 fn labelled(mut response: Response, route: Arc<str>) -> Response {

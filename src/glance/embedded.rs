@@ -17,6 +17,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::config::EmbeddedIdentity;
 use crate::mapping::PropertyNames;
 use std::fmt::{Display, Write as _};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -104,11 +105,28 @@ static IMAGE_SCHEMA: LazyLock<Value> = LazyLock::new(|| serde_json::from_str(IMA
 #[derive(Clone, Default)]
 pub struct Store {
     images: Arc<Mutex<HashMap<String, Image>>>,
+    identity: EmbeddedIdentity,
 }
 
+/// The project every caller acts in when the store takes no identity from headers.
+pub const SINGLE_PROJECT: &str = "image-gateway";
+
 impl Store {
+    /// A store where every caller acts in [`SINGLE_PROJECT`], without admin rights.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that takes each caller's project and roles from `X-Project-Id` and `X-Roles`
+    /// (development: whatever reaches it). Says so in the log.
+    pub fn with_identity(identity: EmbeddedIdentity) -> Self {
+        if identity == EmbeddedIdentity::Headers {
+            tracing::warn!(
+                "the in-memory image store takes each caller's project and roles from X-Project-Id and \
+                 X-Roles (glance.embedded_identity = \"headers\"): for development only"
+            );
+        }
+        Store { identity, ..Self::default() }
     }
 
     /// Never held across an `.await`, and handlers do not panic while holding it, so even a
@@ -394,7 +412,10 @@ async fn dispatch(State(store): State<Store>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let mut resp = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(body) => {
-            let ctx = Ctx::from_headers(&parts.headers);
+            let ctx = match store.identity {
+                EmbeddedIdentity::Headers => Ctx::from_headers(&parts.headers),
+                EmbeddedIdentity::SingleProject => Ctx { project: Some(SINGLE_PROJECT.into()), admin: false },
+            };
             let rq = Req { ctx, headers: parts.headers, uri: parts.uri, body };
             route(&store, &parts.method, &rq).unwrap_or_else(IntoResponse::into_response)
         }
@@ -1242,7 +1263,7 @@ mod tests {
 
     #[tokio::test]
     async fn versions_and_routing_errors() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let reply = send(&app, "GET", "/versions", &[("host", "g:9292")], "").await;
         let versions = reply.json()["versions"].as_array().cloned().unwrap();
         let current: Vec<&Value> = versions.iter().filter(|v| v["status"] == "CURRENT").collect();
@@ -1266,7 +1287,8 @@ mod tests {
 
     #[tokio::test]
     async fn schema_marks_only_custom_properties_non_base() {
-        let schema = get(&router(Store::new()), "/v2/schemas/image", P1).await.json();
+        let schema =
+            get(&router(Store::with_identity(EmbeddedIdentity::Headers)), "/v2/schemas/image", P1).await.json();
         let props = schema["properties"].as_object().unwrap();
         let custom: Vec<&str> = props.iter().filter(|(_, p)| p["is_base"] == false).map(|(k, _)| k.as_str()).collect();
         let expected = "kernel_id ramdisk_id instance_uuid architecture os_distro os_version description \
@@ -1280,7 +1302,7 @@ mod tests {
 
     #[tokio::test]
     async fn create_returns_a_glance_shaped_image() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let headers = [P1, &[("host", "g:9292"), ("x-openstack-request-id", "abc")]].concat();
         let body = json!({"name": "cirros", "os_distro": "cirros", "tags": ["a", "a", "b"]}).to_string();
         let reply = send(&app, "POST", "/v2/images", &headers, &body).await;
@@ -1311,7 +1333,7 @@ mod tests {
 
     #[tokio::test]
     async fn create_rejects_like_glance() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         create(&app, P1, json!({"id": "3b7d3c5e-6a7b-4c1f-9e0a-1f2d3c4b5a69"})).await;
         expect_errors(&app, "POST", "/v2/images", P1, r#"
             409 {"id": "3b7d3c5e-6a7b-4c1f-9e0a-1f2d3c4b5a69"} | Image ID 3b7d3c5e-6a7b-4c1f-9e0a-1f2d3c4b5a69 already exists!
@@ -1347,7 +1369,7 @@ mod tests {
 
     #[tokio::test]
     async fn visibility_rules_for_show_and_list() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         create(&app, P1, json!({"name": "mine"})).await;
         let theirs = create(&app, P2, json!({"name": "theirs"})).await;
         let community = create(&app, P2, json!({"name": "community", "visibility": "community"})).await;
@@ -1371,7 +1393,7 @@ mod tests {
 
     #[tokio::test]
     async fn list_filters() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let body = json!({"name": "glass, darkly", "tags": ["x", "y"], "os_distro": "ubuntu", "min_ram": 512,
                           "disk_format": "raw", "container_format": "bare"});
         let glass = create(&app, P1, body).await;
@@ -1416,7 +1438,7 @@ mod tests {
 
     #[tokio::test]
     async fn list_paginates_with_next_and_marker() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         for name in ["c", "a", "b"] {
             create(&app, P1, json!({ "name": name })).await;
         }
@@ -1454,7 +1476,7 @@ mod tests {
 
     #[tokio::test]
     async fn patch_applies_v2_1_semantics() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let id = create(&app, P1, json!({"name": "old", "os_distro": "cirros"})).await;
         let as_json = [P1, &[("content-type", "application/json")]].concat();
         let wrong = send(&app, "PATCH", &format!("/v2/images/{id}"), &as_json, "[]").await;
@@ -1499,7 +1521,7 @@ mod tests {
 
     #[tokio::test]
     async fn patch_bumps_updated_at() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let id = create(&app, P1, json!({})).await;
         let before = get(&app, &format!("/v2/images/{id}"), P1).await.json();
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -1510,7 +1532,7 @@ mod tests {
 
     #[tokio::test]
     async fn delete_respects_protection_and_ownership() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let id = create(&app, P1, json!({"protected": true})).await;
         let uri = format!("/v2/images/{id}");
         expect_errors(&app, "DELETE", &uri, P1, &format!("403  | Image {id} is protected and cannot be deleted."))
@@ -1531,7 +1553,7 @@ mod tests {
 
     #[tokio::test]
     async fn upload_download_and_deactivation() {
-        let app = router(Store::new());
+        let app = router(Store::with_identity(EmbeddedIdentity::Headers));
         let id = create(&app, P1, json!({"disk_format": "raw"})).await;
         let (file, show) = (format!("/v2/images/{id}/file"), format!("/v2/images/{id}"));
         assert_eq!(get(&app, &file, P1).await.status, StatusCode::NO_CONTENT);

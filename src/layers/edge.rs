@@ -2,6 +2,7 @@
 //!
 //! In order: an over-long request target (414) and oversized headers (431, or Nova's 400) are
 //! refused before anything reads, logs or forwards them;
+//! identity headers are dropped unless the peer is one of `identity_proxies` ([`crate::trust`]);
 //! tokens are marked sensitive (no log prints them); the request gets its id
 //! ([`request_id`]) and a tracing span; the routes run, a panic among them becoming a 500; the
 //! response is counted and logged ([`metrics`]) and carries the request id back.
@@ -30,6 +31,8 @@ use tracing::Instrument as _;
 
 use super::metrics::Metrics;
 use super::request_id;
+use crate::public_url::Cidr;
+use crate::trust;
 
 /// Request headers that carry secrets. Marked sensitive, their values print as `Sensitive`.
 const SENSITIVE: [HeaderName; 4] = [
@@ -54,11 +57,19 @@ struct Shared {
     glance_mount: String,
     /// Longest request target (path and query) served.
     max_target: usize,
+    /// Peers whose identity headers are passed on.
+    identity_proxies: Vec<Cidr>,
 }
 
 impl EdgeLayer {
-    pub fn new(metrics: Arc<Metrics>, nova_mounts: [String; 2], glance_mount: String, max_target: usize) -> Self {
-        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts, glance_mount, max_target }) }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        nova_mounts: [String; 2],
+        glance_mount: String,
+        max_target: usize,
+        identity_proxies: Vec<Cidr>,
+    ) -> Self {
+        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts, glance_mount, max_target, identity_proxies }) }
     }
 }
 
@@ -93,6 +104,12 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         if let Some(refused) = self.refuse(&req) {
             return Box::pin(std::future::ready(Ok(refused)));
+        }
+        if !trust::peer_in(&self.shared.identity_proxies, crate::public_url::peer(req.extensions())) {
+            let dropped = trust::strip_identity_headers(req.headers_mut());
+            if dropped > 0 {
+                self.shared.metrics.identity_headers_dropped(dropped);
+            }
         }
         mark_sensitive(req.headers_mut());
         let id = request_id::ensure(req.headers_mut());
@@ -212,10 +229,24 @@ mod tests {
     use tower::{service_fn, ServiceExt};
 
     fn edge(metrics: &Arc<Metrics>) -> impl Service<Request, Response = Response, Error = Infallible> + Clone {
+        edge_trusting(metrics, Vec::new())
+    }
+
+    fn edge_trusting(
+        metrics: &Arc<Metrics>,
+        identity_proxies: Vec<Cidr>,
+    ) -> impl Service<Request, Response = Response, Error = Infallible> + Clone {
         let mounts = ["/v2.1".to_owned(), "/v2".to_owned()];
-        EdgeLayer::new(metrics.clone(), mounts, "/image".into(), 8192).layer(service_fn(|req: Request| async move {
+        let layer = EdgeLayer::new(metrics.clone(), mounts, "/image".into(), 8192, identity_proxies);
+        layer.layer(service_fn(|req: Request| async move {
             match req.uri().path() {
                 "/panic" => panic!("a bug"),
+                // Says which identity headers reached the routes.
+                "/identity" => {
+                    let mut seen: Vec<_> = req.headers().keys().map(|k| k.as_str().to_owned()).collect();
+                    seen.sort();
+                    Ok(seen.join(",").into_response())
+                }
                 "/glance" => Ok::<_, Infallible>(([(request_id::HEADER, "req-from-glance")], "").into_response()),
                 _ => {
                     // Says whether the token reached the routes marked sensitive.
@@ -295,5 +326,28 @@ mod tests {
             assert!(!res.headers().contains_key(request_id::HEADER), "{path}");
             assert!(text(res).await.contains("Request header field too large: x-big"), "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn identity_headers_reach_the_routes_only_from_identity_proxies() {
+        let metrics = Arc::new(Metrics::new());
+        let request = |peer: &str| {
+            let mut req = Request::get("/identity")
+                .header("x-roles", "admin")
+                .header("x-project-id", "someone-else")
+                .header("x-service-roles", "service")
+                .header("x-auth-token", "t")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+            req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+            req
+        };
+        let proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        let untrusted = text(send(edge_trusting(&metrics, proxies.clone()), request("192.0.2.7")).await).await;
+        assert_eq!(untrusted, "x-auth-token,x-openstack-request-id");
+        assert!(metrics.render().contains("image_gateway_identity_headers_dropped_total 3"));
+        let trusted = text(send(edge_trusting(&metrics, proxies), request("10.1.2.3")).await).await;
+        assert_eq!(trusted, "x-auth-token,x-openstack-request-id,x-project-id,x-roles,x-service-roles");
     }
 }

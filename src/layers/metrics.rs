@@ -108,6 +108,7 @@ pub struct Metrics {
     connections_closed: [IntCounter; 6],
     connection_limit_reached: IntCounter,
     accept_errors: IntCounter,
+    identity_headers_dropped: IntCounter,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
     /// compares every label and allocates the status text on each call. Hashed with foldhash,
     /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
@@ -228,6 +229,10 @@ impl Metrics {
         );
         let accept_errors =
             counter("image_gateway_accept_errors_total", "Failed accepts of client connections (EMFILE, ...).");
+        let identity_headers_dropped = counter(
+            "image_gateway_identity_headers_dropped_total",
+            "Identity headers (X-Roles, X-Project-Id, ...) dropped from requests of peers outside identity_proxies.",
+        );
         Metrics {
             refused,
             registry,
@@ -247,6 +252,7 @@ impl Metrics {
             connections_closed,
             connection_limit_reached,
             accept_errors,
+            identity_headers_dropped,
             series: RwLock::default(),
         }
     }
@@ -291,6 +297,10 @@ impl Metrics {
 
     pub fn accept_error(&self) {
         self.accept_errors.inc();
+    }
+
+    pub fn identity_headers_dropped(&self, count: usize) {
+        self.identity_headers_dropped.inc_by(count as u64);
     }
 
     pub fn record_reload(&self, ok: bool) {

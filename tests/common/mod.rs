@@ -8,17 +8,47 @@
 //! has a runtime of its own, and a server spawned on one would die with it.
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod pki;
 pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use image_gateway::app::App;
-use image_gateway::config::Config;
+use image_gateway::config::{Config, EmbeddedIdentity, IdentityMode, NamespaceConfig, TrustedCaller};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::{listener, Lifecycle};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
+
+/// The configuration the tests start from: the defaults, except that the test itself is the
+/// auth layer in front (its identity headers are believed from loopback, and the in-memory
+/// store takes them). The tests of trust itself start from `Config::default()`.
+pub fn test_config() -> Config {
+    let mut config = Config { identity_proxies: vec!["127.0.0.0/8".into()], ..Default::default() };
+    config.glance.embedded_identity = EmbeddedIdentity::Headers;
+    config
+}
+
+/// Callers on loopback (the tests) trusted to act for any environment without a token.
+pub fn loopback_callers() -> Vec<TrustedCaller> {
+    vec![TrustedCaller { networks: vec!["127.0.0.0/8".into()], ..Default::default() }]
+}
+
+/// An Alliance namespace on `glance.url` (or the in-memory store) whose loopback callers act
+/// through identity headers.
+pub fn trusted_headers_namespace() -> NamespaceConfig {
+    NamespaceConfig {
+        identity: IdentityMode::TrustedHeaders,
+        trusted_callers: loopback_callers(),
+        ..Default::default()
+    }
+}
+
+/// An in-memory store that takes identity from headers, as [`test_config`]'s.
+pub fn test_store() -> image_gateway::glance::embedded::Store {
+    image_gateway::glance::embedded::Store::with_identity(EmbeddedIdentity::Headers)
+}
 
 pub struct Gateway {
     pub base: String,
@@ -43,12 +73,7 @@ impl Harness {
             let (glance_url, real_glance) = match std::env::var("IG_TEST_GLANCE_URL") {
                 Ok(url) if !url.is_empty() => (url, true),
                 _ => {
-                    let addr = block_on(
-                        &runtime,
-                        serve_router(image_gateway::glance::embedded::router(
-                            image_gateway::glance::embedded::Store::new(),
-                        )),
-                    );
+                    let addr = block_on(&runtime, serve_router(image_gateway::glance::embedded::router(test_store())));
                     (format!("http://{addr}"), false)
                 }
             };
@@ -60,7 +85,7 @@ impl Harness {
 
     /// Starts a gateway in front of this harness's Glance; `tweak` adjusts its configuration.
     pub fn gateway(&self, tweak: impl FnOnce(&mut Config)) -> Gateway {
-        let mut config = Config::default();
+        let mut config = test_config();
         config.glance.url = Some(self.glance_url.parse().unwrap());
         tweak(&mut config);
         // The gateway's own server, with its limits, as the binary runs it.
@@ -108,7 +133,7 @@ pub struct Served {
 }
 
 pub async fn serve_here(tweak: impl FnOnce(&mut Config)) -> Served {
-    let mut config = Config::default();
+    let mut config = test_config();
     tweak(&mut config);
     serve_config(config).await
 }

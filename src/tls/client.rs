@@ -1,0 +1,1 @@
+//! TLS to the upstreams (Glance, Keystone, the passthrough upstreams).
