@@ -191,9 +191,37 @@ pub struct Credentials {
 /// A password or an application credential's secret. It never prints (`Debug` shows `***`,
 /// so no log line, panic message or `check` output can carry it), never serializes (an error:
 /// no configuration dump can carry it either), and is wiped from memory when dropped.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone)]
 pub struct Secret(SecretString);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Text only; anything else is refused without echoing it (serde's own message would).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a secret as a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret::new(value))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a number"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a number"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a number"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a boolean"))
+            }
+        }
+        deserializer.deserialize_any(Text)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -420,6 +448,12 @@ impl Default for Config {
     }
 }
 
+/// Whether `key` (dotted, as figment spells it) holds a [`Secret`].
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.ends_with(".password") || key.ends_with(".application_credential_secret")
+}
+
 /// Whether a URL carries a user or password: they would go with every client's request.
 fn has_credentials(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
@@ -432,11 +466,16 @@ impl Config {
         if explicit && !path.is_file() {
             return Err(ConfigError::Missing(path.to_owned()));
         }
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+        let env = Env::prefixed(ENV_PREFIX).split("__");
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(Box::new)?;
+            .merge(env.clone().filter(|key| !is_secret_key(key.as_str())));
+        // Secrets from the environment are text exactly as given: figment would read `007` as
+        // the number 7, and `true` as a boolean.
+        for (key, value) in env.iter().filter(|(key, _)| is_secret_key(key.as_str())) {
+            figment = figment.merge(Serialized::default(key.as_str(), value));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
         config.validate(&path.display().to_string())?;
         Ok(config)
     }
@@ -766,17 +805,29 @@ mod tests {
     fn secrets_never_print_nor_serialize() {
         Jail::expect_with(|jail| {
             jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P1__PASSWORD", "s3cret-value");
+            // Digits stay text, leading zeros included.
+            jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P2__APPLICATION_CREDENTIAL_SECRET", "00123");
+            jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P2__APPLICATION_CREDENTIAL_ID", "app");
             let c =
                 load_in(jail, "[keystone]\nurl = \"http://k:5000/v3\"\n[keystone.environments.p1]\nusername = \"u\"\n")
                     .unwrap();
             let secret = c.keystone.environments["p1"].password.as_ref().unwrap();
             assert_eq!(secret.expose(), "s3cret-value");
+            let digits = c.keystone.environments["p2"].application_credential_secret.as_ref().unwrap();
+            assert_eq!(digits.expose(), "00123");
             for shown in [format!("{c:?}"), format!("{c:#?}")] {
                 assert!(!shown.contains("s3cret"), "{shown}");
             }
             let e = serde_json::to_string(&c).unwrap_err().to_string();
             assert!(e.contains("never serialized") && !e.contains("s3cret"), "{e}");
             assert!(toml::to_string(&c).is_err());
+            // A secret of the wrong type is refused without being echoed.
+            let e = load_in(
+                jail,
+                "[keystone]\nurl = \"http://k:5000/v3\"\n[keystone.environments.p3]\nusername = \"u\"\npassword = 987654321\n",
+            )
+            .unwrap_err();
+            assert!(e.contains("password") && !e.contains("987654321"), "{e}");
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use image_gateway::app::App;
-use image_gateway::config::{self, Config, LogFormat};
+use image_gateway::config::{self, Config, EmbeddedIdentity, LogFormat};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
 use tracing_subscriber::EnvFilter;
@@ -133,6 +133,13 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
                 "NO GLANCE CONFIGURED (glance.url is unset): serving from an in-memory Glance v2 store; \
                  every image is lost when the gateway stops. Its native API is at {mount}/v2/images"
             ),
+        }
+        if app.config.glance.url.is_none() && app.config.glance.embedded_identity == EmbeddedIdentity::Headers {
+            tracing::warn!(
+                "the in-memory store takes each caller's project and roles from X-Project-Id and X-Roles \
+                 (glance.embedded_identity = \"headers\"): for development only; clients' own identity \
+                 headers reach it only from identity_proxies"
+            );
         }
         tracing::info!(listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()), "image-gateway listening");
         image_gateway::server::serve(Arc::new(app), listener, source).await;

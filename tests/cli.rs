@@ -146,6 +146,16 @@ fn serve_out_of_the_box() {
     assert!(log.contains("NO GLANCE CONFIGURED"), "{log}");
     assert!(log.contains("access_log") && log.contains("nova.images.detail"), "no access log line: {log}");
     assert!(!log.contains("secret-token-6f1c1bd8"), "a token reached the log: {log}");
+    assert!(!log.contains("for development only"), "{log}");
+}
+
+/// An in-memory store that believes identity headers says so at start.
+#[test]
+fn an_in_memory_store_trusting_headers_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Process::start(dir.path(), &[], &[("IMAGE_GATEWAY_GLANCE__EMBEDDED_IDENTITY", "headers")]);
+    let log = served.log_once(|log| log.contains("for development only"));
+    assert!(log.contains("X-Project-Id and X-Roles"), "{log}");
 }
 
 /// Renaming a field in a mapping file changes the answer, no rebuild involved.
