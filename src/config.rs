@@ -772,6 +772,19 @@ mod tests {
                 ("[server]\nkeepalive_timeout_secs = -1\n", "server.keepalive_timeout_secs"),
                 ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
                 ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
+                ("identity_proxies = [\"nope\"]\n", "identity_proxies"),
+                // Trust is explicit: never "anyone", never where it cannot act.
+                ("[alliance.namespaces.a]\nidentity = \"gateway_credentials\"\n", "trusted_callers"),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{environments = [\"e\"]}]\n",
+                    "trusted_callers",
+                ),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{client_certificate = true}]\n",
+                    "trusted_callers",
+                ),
+                ("[alliance.namespaces.a]\ntrusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n", "trusted_callers"),
+                ("[alliance.namespaces.a]\n", "keystone.url"),
             ] {
                 let e = load_in(jail, file).unwrap_err();
                 assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");

@@ -130,3 +130,41 @@ async fn check_token(api: &AllianceApi, token: &HeaderValue, environment: &str) 
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callers(networks: &[&str], client_certificate: bool, names: &[&str]) -> TrustedCallers {
+        TrustedCallers::from(&TrustedCaller {
+            networks: networks.iter().map(|n| n.to_string()).collect(),
+            client_certificate,
+            certificate_names: names.iter().map(|n| n.to_string()).collect(),
+            environments: vec!["env-a".into()],
+        })
+    }
+
+    fn caller<'a>(peer: &str, certificate: Option<&'a ClientCertificate>) -> Caller<'a> {
+        Caller { peer: Some(peer.parse().unwrap()), certificate, token: None }
+    }
+
+    #[test]
+    fn trusted_callers_match_by_network_certificate_or_both() {
+        let portal = ClientCertificate { names: vec!["portal.example".into(), "Portal CN".into()] };
+        let other = ClientCertificate { names: vec!["other.example".into()] };
+        let by_network = callers(&["10.0.0.0/8"], false, &[]);
+        assert!(by_network.matches(&caller("10.1.2.3", None)));
+        assert!(!by_network.matches(&caller("192.0.2.1", Some(&portal))));
+        let by_certificate = callers(&[], true, &[]);
+        assert!(by_certificate.matches(&caller("192.0.2.1", Some(&other))));
+        assert!(!by_certificate.matches(&caller("10.1.2.3", None)));
+        let by_name = callers(&[], true, &["portal.example"]);
+        assert!(by_name.matches(&caller("192.0.2.1", Some(&portal))));
+        assert!(!by_name.matches(&caller("192.0.2.1", Some(&other))));
+        let both = callers(&["10.0.0.0/8"], true, &[]);
+        assert!(both.matches(&caller("10.1.2.3", Some(&portal))));
+        assert!(!both.matches(&caller("10.1.2.3", None)));
+        assert!(!both.matches(&caller("192.0.2.1", Some(&portal))));
+        assert!(by_network.allows("env-a") && !by_network.allows("env-b"));
+    }
+}
