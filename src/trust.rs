@@ -29,7 +29,8 @@ pub struct ClientCertificate {
 /// auth layer tells OpenStack services who the caller is: keystonemiddleware's user and
 /// service sets (`X-User-*`, `X-Project-*`, `X-Domain-*`, `X-Roles`, `X-Service-*`, ...),
 /// their deprecated forms (`X-Tenant*`, `X-User`, `X-Role`) and oslo.context's extras.
-/// By prefix, so that a variant this list never heard of is dropped too.
+/// By prefix, so that a variant this list never heard of is dropped too; `_` counts as `-`,
+/// since WSGI servers hand `X_Roles` to Python as `HTTP_X_ROLES`, the same as `X-Roles`.
 pub fn is_identity_header(name: &str) -> bool {
     const PREFIXES: [&str; 12] = [
         "x-identity-status",
@@ -45,7 +46,12 @@ pub fn is_identity_header(name: &str) -> bool {
         "x-application-credential",
         "x-auth-project-id",
     ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
+    // Checked for every header of most requests: no allocation.
+    let starts_with = |prefix: &str| {
+        name.len() >= prefix.len()
+            && name.bytes().zip(prefix.bytes()).all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+    };
+    name.starts_with('x') && PREFIXES.iter().any(|p| starts_with(p))
 }
 
 /// Removes every identity header from `headers`; says how many it removed.
@@ -90,6 +96,9 @@ mod tests {
             "x-is-admin-project",
             "x-system-scope",
             "x-auth-project-id",
+            "x_roles",
+            "x_project_id",
+            "x-identity_status",
         ] {
             assert!(is_identity_header(name), "{name}");
         }
