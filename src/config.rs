@@ -190,7 +190,7 @@ pub struct Credentials {
 
 /// A password or an application credential's secret. It never prints (`Debug` shows `***`,
 /// so no log line, panic message or `check` output can carry it), never serializes (an error:
-/// no configuration dump can carry it either), and is wiped from memory when dropped.
+/// no configuration dump can carry it either), and this copy is wiped from memory when dropped.
 #[derive(Clone)]
 pub struct Secret(SecretString);
 
@@ -448,6 +448,16 @@ impl Default for Config {
     }
 }
 
+/// What is wrong with a list of networks trusted with identity, if anything: each must parse,
+/// and none may be every address (that is trusting anyone who names it).
+fn trust_problem(networks: &[String]) -> Option<String> {
+    networks.iter().find_map(|n| match n.parse::<crate::public_url::Cidr>() {
+        Err(problem) => Some(problem),
+        Ok(cidr) if cidr.is_everything() => Some(format!("`{n}` trusts every address: name the peers")),
+        Ok(_) => None,
+    })
+}
+
 /// Whether `key` (dotted, as figment spells it) holds a [`Secret`].
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -530,12 +540,11 @@ impl Config {
                 return invalid(key, format!("{value} is not between {} and {}", range.start(), range.end()));
             }
         }
-        for (key, networks) in
-            [("trusted_proxies", &self.trusted_proxies), ("identity_proxies", &self.identity_proxies)]
-        {
-            if let Some(problem) = networks.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
-                return invalid(key, problem);
-            }
+        if let Some(problem) = self.trusted_proxies.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
+            return invalid("trusted_proxies", problem);
+        }
+        if let Some(problem) = trust_problem(&self.identity_proxies) {
+            return invalid("identity_proxies", problem);
         }
         if self.limits.body_limit_bytes == 0 {
             return invalid("limits.body_limit_bytes", "must be at least 1".into());
@@ -604,6 +613,16 @@ impl Config {
             }
             if let Some(problem) = self.trusted_callers_problem(ns) {
                 return invalid("alliance.namespaces.*.trusted_callers", format!("namespace `{name}`: {problem}"));
+            }
+            let in_memory = ns.glance_url.is_none() && self.glance.url.is_none();
+            let isolated = ns.identity == IdentityMode::TrustedHeaders
+                && self.glance.embedded_identity == EmbeddedIdentity::Headers;
+            if in_memory && !isolated {
+                let problem = format!(
+                    "namespace `{name}` on the in-memory store needs identity = \"trusted_headers\" and \
+                     glance.embedded_identity = \"headers\": else its environments would share one project"
+                );
+                return invalid("alliance.namespaces.*.identity", problem);
             }
             if ns.identity != IdentityMode::TrustedHeaders && self.keystone.url.is_none() {
                 let problem = format!(
@@ -677,7 +696,7 @@ impl Config {
             if caller.networks.is_empty() && !caller.client_certificate {
                 return Some("an entry trusts anyone: give networks and/or client_certificate = true".into());
             }
-            if let Some(problem) = caller.networks.iter().find_map(|n| n.parse::<crate::public_url::Cidr>().err()) {
+            if let Some(problem) = trust_problem(&caller.networks) {
                 return Some(problem);
             }
             if !caller.certificate_names.is_empty() && !caller.client_certificate {
@@ -773,6 +792,15 @@ mod tests {
                 ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
                 ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
                 ("identity_proxies = [\"nope\"]\n", "identity_proxies"),
+                ("identity_proxies = [\"::/0\"]\n", "identity_proxies"),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{networks = [\"0.0.0.0/0\"]}]\n",
+                    "trusted_callers",
+                ),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n",
+                    "alliance.namespaces.*.identity",
+                ),
                 // Trust is explicit: never "anyone", never where it cannot act.
                 ("[alliance.namespaces.a]\nidentity = \"gateway_credentials\"\n", "trusted_callers"),
                 (
@@ -783,8 +811,11 @@ mod tests {
                     "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{client_certificate = true}]\n",
                     "trusted_callers",
                 ),
-                ("[alliance.namespaces.a]\ntrusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n", "trusted_callers"),
-                ("[alliance.namespaces.a]\n", "keystone.url"),
+                (
+                    "[alliance.namespaces.a]\nglance_url = \"http://g:9292\"\ntrusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n",
+                    "trusted_callers",
+                ),
+                ("[alliance.namespaces.a]\nglance_url = \"http://g:9292\"\n", "keystone.url"),
             ] {
                 let e = load_in(jail, file).unwrap_err();
                 assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");

@@ -42,6 +42,9 @@ fn world() -> World {
         let mut listed = c.alliance.namespaces["cloud"].clone();
         listed.trusted_callers[0].environments = vec![env_a.clone()];
         c.alliance.namespaces.insert("listed".into(), listed);
+        let mut afar = c.alliance.namespaces["cloud"].clone();
+        afar.trusted_callers[0].networks = vec!["192.0.2.0/24".into()];
+        c.alliance.namespaces.insert("afar".into(), afar);
         c.keystone.url = Some(creds["keystone_url"].as_str().unwrap().parse().unwrap());
         // A through an application credential, B through a password.
         let a = Credentials {
@@ -123,6 +126,7 @@ async fn no_caller_acts_for_an_environment_without_proof() {
             // Anyone naming A, where only tokens count; and where callers are trusted, from afar
             // (the gateway holds A's credentials, and must not use them for this caller).
             ("strict", None, 401),
+            ("afar", None, 401),
             // B's valid token naming A.
             ("strict", Some(token_b.as_str()), 403),
             ("cloud", Some(token_b.as_str()), 403),

@@ -15,7 +15,7 @@ use image_gateway::config::Config;
 use serde_json::json;
 
 /// Headers a hostile client adds to claim someone else's project, and admin.
-const FORGED: [(&str, &str); 7] = [
+const FORGED: [(&str, &str); 9] = [
     ("x-roles", "admin"),
     ("x-project-id", "victim0project"),
     ("x-tenant-id", "victim0project"),
@@ -23,6 +23,9 @@ const FORGED: [(&str, &str); 7] = [
     ("x-identity-status", "Confirmed"),
     ("x-service-roles", "service"),
     ("x-is-admin-project", "True"),
+    // As a WSGI server reads it, X-Roles; and keystonemiddleware's system scope.
+    ("x_roles", "admin"),
+    ("openstack-system-scope", "all"),
 ];
 
 /// A fake Glance (and Nova) that answers like an empty Glance and keeps every request's headers.
@@ -112,7 +115,8 @@ async fn identity_headers_pass_from_identity_proxies() {
 
 #[tokio::test]
 async fn the_in_memory_store_believes_no_claim_of_admin() {
-    let gw = serve_config(Config::default()).await;
+    // Even from an identity proxy: the store itself takes no identity from headers by default.
+    let gw = serve_config(Config { identity_proxies: vec!["127.0.0.0/8".into()], ..Default::default() }).await;
     let base = format!("http://{}", gw.addr);
     let mut create = client()
         .post(format!("{base}/image/v2/images"))
