@@ -469,6 +469,28 @@ fn has_credentials(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
 }
 
+/// What is wrong with one upstream's TLS, if anything: its files parse, a client certificate
+/// comes with its key, and `insecure` does not contradict a `ca_file`.
+fn upstream_tls_problem(tls: &UpstreamTls) -> Option<String> {
+    if tls.insecure && tls.ca_file.is_some() {
+        return Some("insecure = true trusts any certificate, so ca_file contradicts it: remove one".into());
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => return Some("cert_file needs key_file".into()),
+        (None, Some(_)) => return Some("key_file needs cert_file".into()),
+        _ => {}
+    }
+    for (key, path) in [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file)] {
+        if let Some(Err(e)) = path.as_deref().map(crate::tls::load_certs) {
+            return Some(format!("{key}: {e}"));
+        }
+    }
+    match tls.key_file.as_deref().map(crate::tls::load_key) {
+        Some(Err(e)) => Some(format!("key_file: {e}")),
+        _ => None,
+    }
+}
+
 impl Config {
     /// Loads defaults, then the file, then the environment. `explicit` says whether the path
     /// came from the command line: a missing default file is fine, a missing named one is not.
@@ -568,6 +590,15 @@ impl Config {
                 }
             }
         }
+        for (key, tls) in [
+            ("glance.tls", &self.glance.tls),
+            ("keystone.tls", &self.keystone.tls),
+            ("nova.upstream_tls", &self.nova.upstream_tls),
+        ] {
+            if let Some(problem) = upstream_tls_problem(tls) {
+                return invalid(key, problem);
+            }
+        }
         if self.glance.circuit_breaker_failures == 0 {
             return invalid("glance.circuit_breaker_failures", "must be at least 1".into());
         }
@@ -610,6 +641,15 @@ impl Config {
                     "alliance.namespaces.*.glance_url",
                     format!("`{url}` of namespace `{name}` is not http(s)"),
                 );
+            }
+            if let Some(tls) = &ns.tls {
+                let problem = match &ns.glance_url {
+                    Some(_) => upstream_tls_problem(tls),
+                    None => Some("needs glance_url: without it the namespace uses glance.url and glance.tls".into()),
+                };
+                if let Some(problem) = problem {
+                    return invalid("alliance.namespaces.*.tls", format!("namespace `{name}`: {problem}"));
+                }
             }
             if let Some(problem) = self.trusted_callers_problem(ns) {
                 return invalid("alliance.namespaces.*.trusted_callers", format!("namespace `{name}`: {problem}"));
@@ -823,6 +863,45 @@ mod tests {
             }
             let e = load_in(jail, "listen = \"nowhere\"\n").unwrap_err();
             assert!(e.contains("listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn upstream_tls_files_and_switches_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.create_file("not-pem.pem", "hello")?;
+            jail.create_file("empty-key.pem", "")?;
+            for (file, key, says) in [
+                ("[glance.tls]\nca_file = \"missing.pem\"\n", "glance.tls", "ca_file: missing.pem"),
+                ("[keystone.tls]\nca_file = \"not-pem.pem\"\n", "keystone.tls", "ca_file: not-pem.pem"),
+                ("[nova.upstream_tls]\ncert_file = \"c.pem\"\n", "nova.upstream_tls", "cert_file needs key_file"),
+                ("[glance.tls]\nkey_file = \"k.pem\"\n", "glance.tls", "key_file needs cert_file"),
+                (
+                    "[glance.tls]\ncert_file = \"not-pem.pem\"\nkey_file = \"empty-key.pem\"\n",
+                    "glance.tls",
+                    "cert_file: not-pem.pem",
+                ),
+                ("[glance.tls]\ninsecure = true\nca_file = \"not-pem.pem\"\n", "glance.tls", "contradicts"),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{networks =                      [\"10.0.0.0/8\"]}]\n[alliance.namespaces.a.tls]\ninsecure = true\n",
+                    "alliance.namespaces.*.tls",
+                    "namespace `a`: needs glance_url",
+                ),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\nglance_url = \"https://g\"\n                     trusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n[alliance.namespaces.a.tls]\n                     ca_file = \"missing.pem\"\n",
+                    "alliance.namespaces.*.tls",
+                    "namespace `a`: ca_file: missing.pem",
+                ),
+            ] {
+                let e = load_in(jail, file).unwrap_err();
+                assert!(e.contains(key) && e.contains(says), "{file}: {e}");
+            }
+            jail.create_file("pem-without-key.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")?;
+            let e = load_in(jail, "[glance.tls]\ncert_file = \"pem-without-key.pem\"\nkey_file = \"not-pem.pem\"\n")
+                .unwrap_err();
+            assert!(e.contains("glance.tls") && e.contains("key_file: not-pem.pem"), "{e}");
+            load_in(jail, "[glance.tls]\ninsecure = true\n").unwrap();
             Ok(())
         });
     }

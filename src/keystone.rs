@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::config::{Credentials, KeystoneConfig};
+use crate::tls::client::ClientTls;
 
 const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(300);
 
@@ -28,6 +29,13 @@ pub enum KeystoneError {
     Unavailable(u16),
     #[error("Keystone sent an unusable answer: {0}")]
     BadAnswer(String),
+}
+
+/// A request Keystone never answered; a TLS failure is logged as Keystone's and said as such.
+fn unreachable(e: reqwest::Error) -> KeystoneError {
+    let e = e.without_url();
+    let tls = crate::tls::client::report_tls_failure("keystone", &e);
+    KeystoneError::Unreachable(tls.map_or_else(|| e.to_string(), |tls| format!("TLS failed: {tls}")))
 }
 
 #[derive(Clone)]
@@ -75,16 +83,15 @@ impl std::fmt::Debug for Keystone {
 }
 
 impl Keystone {
-    /// A client for `config`, or `None` when no Keystone is configured.
-    pub fn new(config: &KeystoneConfig, timeout: Duration) -> Result<Option<Keystone>, reqwest::Error> {
+    /// A client for `config` over `tls` (from `keystone.tls`), or `None` when no Keystone is
+    /// configured.
+    pub fn new(
+        config: &KeystoneConfig,
+        tls: &ClientTls,
+        timeout: Duration,
+    ) -> Result<Option<Keystone>, reqwest::Error> {
         let Some(url) = &config.url else { return Ok(None) };
-        crate::install_crypto_provider();
-        // Direct, like every upstream (see `GlanceClient::new`).
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let client = tls.reqwest().timeout(timeout).build()?;
         let mut tokens_url = url.clone();
         tokens_url.set_path(&format!("{}/auth/tokens", url.path().trim_end_matches('/')));
         Ok(Some(Keystone {
@@ -136,7 +143,7 @@ impl Keystone {
             .header("x-subject-token", token)
             .send()
             .await
-            .map_err(|e| KeystoneError::Unreachable(e.without_url().to_string()))?;
+            .map_err(unreachable)?;
         let now = std::time::Instant::now();
         let validation = match response.status().as_u16() {
             200 => {
@@ -214,7 +221,7 @@ impl Keystone {
             .body(identity.to_string())
             .send()
             .await
-            .map_err(|e| KeystoneError::Unreachable(e.without_url().to_string()))?;
+            .map_err(unreachable)?;
         let status = response.status();
         if !status.is_success() {
             return Err(KeystoneError::Refused { environment: environment.to_owned(), status: status.as_u16() });
