@@ -88,9 +88,14 @@ fn main() -> ExitCode {
     let explicit = config.is_some();
     let path = config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let metrics = Arc::new(Metrics::new());
-    let loaded = Config::load(&path, explicit)
-        .map_err(|e| e.to_string())
-        .and_then(|c| App::load(c, metrics, None).map_err(|e| e.to_string()));
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let loaded = Config::load(&path, explicit).map_err(|e| e.to_string()).and_then(|c| {
+        // Before the app is built, so that what building it warns of (`insecure` upstreams) is logged.
+        if serving {
+            init_logging(&c);
+        }
+        App::load(c, metrics, None).map_err(|e| e.to_string())
+    });
     let app = match loaded {
         Ok(app) => app,
         Err(e) => {
@@ -108,7 +113,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(app: App, source: ConfigSource) -> ExitCode {
-    init_logging(&app.config);
     memory::trim_periodically();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -62,6 +62,12 @@ fn check_names_file_key_and_problem() {
         ),
         ("config/gateway.toml", "[glance]", "[glance]\nurl = \"not a url\"", "glance.url"),
         ("config/gateway.toml", "[nova]", "[nova]\nmystery = 1", "mystery"),
+        (
+            "config/gateway.toml",
+            "[glance]",
+            "[glance]\ntls.ca_file = \"absent-ca.pem\"",
+            "glance.tls: ca_file: absent-ca.pem",
+        ),
         ("config/gateway.toml", "max_connections = 1024", "max_connections = 0", "server.max_connections"),
         ("config/gateway.toml", "max_header_bytes = 65536", "max_header_bytes = 4096", "server.max_header_bytes"),
         (

@@ -78,15 +78,14 @@ pub fn report_tls_failure(upstream: &str, error: &(dyn std::error::Error + 'stat
 
 /// The TLS failure behind an HTTP client's error, if that is what it is: a certificate the
 /// upstream's CA does not vouch for, a client certificate it refused, a handshake that failed.
-/// rustls's error travels inside an `io::Error`, whose `source()` skips it, so each `io::Error`
-/// of the chain is opened.
+/// rustls's error travels inside `io::Error`s (one in another, through tokio-rustls and
+/// hyper), whose `source()` skips what they wrap, so the walk opens each one.
 pub fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    std::iter::successors(Some(error), |e| e.source()).find_map(|e| {
-        e.downcast_ref::<rustls::Error>().or_else(|| {
-            let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-            inner.downcast_ref::<rustls::Error>()
-        })
-    })
+    let next = |e: &&'a (dyn std::error::Error + 'static)| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    };
+    std::iter::successors(Some(error), next).find_map(|e| e.downcast_ref::<rustls::Error>())
 }
 
 /// The verifier of `insecure = true`: any certificate, for any name. The handshake's
