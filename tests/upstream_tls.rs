@@ -268,6 +268,25 @@ fn insecure_takes_any_certificate_and_warns_at_start() {
     insecure_works_and_warns(&certs, glance.as_str().trim_end_matches('/'));
 }
 
+#[test]
+fn a_wrong_ca_for_keystone_is_a_503_logged_as_keystone() {
+    let certs = certificates();
+    // Any server with the private CA's certificate: the handshake is all that happens.
+    let keystone = Harness::get().block_on(glance_behind_tls(&certs, None));
+    let gw = gateway_process(
+        certs.dir.path(),
+        &format!(
+            "[keystone]\nurl = \"{keystone}v3\"\nvalidate_nova_tokens = true\ntls.ca_file = \"{}\"\n",
+            certs.other_ca.ca().display()
+        ),
+    );
+    let a = gw.block_on(call(&gw.base, "GET", "/v2.1/images", Harness::get().member(), None));
+    assert_eq!((a.status, a.json()["serviceUnavailable"]["code"].clone()), (503, json!(503)), "{}", a.text);
+    let log = gw.log_once(|log| tls_failure_line(log, "keystone", "UnknownIssuer").is_some());
+    assert!(tls_failure_line(&log, "keystone", "invalid peer certificate: UnknownIssuer").is_some(), "{log}");
+    assert!(!log.contains("not-a-real-token"), "tokens are never logged: {log}");
+}
+
 /// The real Glance of `IG_TEST_GLANCE_URL` behind nginx with the private CA's certificate.
 fn real_glance_behind_nginx(certs: &Certificates, client_ca: Option<&Path>) -> NginxFront {
     let h = Harness::get();
