@@ -201,6 +201,21 @@ async fn keystone_over_https_validates_nova_tokens() {
     }
 }
 
+#[tokio::test]
+async fn the_http_clients_offer_h2_and_http1_by_alpn() {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    // Reads the client's hello, then hangs up.
+    let offered = tokio::spawn(async move {
+        let (stream, _) = tcp.accept().await.unwrap();
+        let hello = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await.unwrap();
+        hello.client_hello().alpn().map(|protocols| protocols.map(<[u8]>::to_vec).collect::<Vec<_>>())
+    });
+    let tls = image_gateway::tls::client::ClientTls::new("glance", &Default::default()).unwrap();
+    let _ = tls.reqwest().build().unwrap().get(format!("https://{addr}/")).send().await;
+    assert_eq!(offered.await.unwrap(), Some(vec![b"h2".to_vec(), b"http/1.1".to_vec()]));
+}
+
 /// The gateway binary in `dir` with `config` (TOML), in front of upstreams on the harness's
 /// runtime.
 fn gateway_process(dir: &Path, config: &str) -> Process {
