@@ -884,12 +884,18 @@ mod tests {
                 ),
                 ("[glance.tls]\ninsecure = true\nca_file = \"not-pem.pem\"\n", "glance.tls", "contradicts"),
                 (
-                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{networks =                      [\"10.0.0.0/8\"]}]\n[alliance.namespaces.a.tls]\ninsecure = true\n",
+                    concat!(
+                        "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\n",
+                        "trusted_callers = [{networks = [\"10.0.0.0/8\"]}]\ntls = {insecure = true}\n",
+                    ),
                     "alliance.namespaces.*.tls",
                     "namespace `a`: needs glance_url",
                 ),
                 (
-                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\nglance_url = \"https://g\"\n                     trusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n[alliance.namespaces.a.tls]\n                     ca_file = \"missing.pem\"\n",
+                    concat!(
+                        "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\nglance_url = \"https://g\"\n",
+                        "trusted_callers = [{networks = [\"10.0.0.0/8\"]}]\ntls = {ca_file = \"missing.pem\"}\n",
+                    ),
                     "alliance.namespaces.*.tls",
                     "namespace `a`: ca_file: missing.pem",
                 ),
