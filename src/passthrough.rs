@@ -305,7 +305,9 @@ fn rewrite_location(headers: &mut HeaderMap, base: &str, public_base: &str) {
     }
 }
 
-/// A client's request body on its way up, noting that it moves.
+/// A client's request body on its way up, noting that it moves. Trailers stay behind: headers
+/// there would escape the edge's filter (identity headers, `crate::trust`), and no upstream
+/// here reads them.
 struct Upload {
     body: Body,
     moved: Arc<AtomicBool>,
@@ -316,11 +318,16 @@ impl http_body::Body for Upload {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        if frame.is_some() {
-            self.moved.store(true, Ordering::Relaxed);
+        loop {
+            let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+            if let Some(Ok(frame)) = &frame {
+                self.moved.store(true, Ordering::Relaxed);
+                if frame.is_trailers() {
+                    continue;
+                }
+            }
+            return Poll::Ready(frame);
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -406,5 +413,20 @@ mod tests {
         let up = Upstream::new("glance", "http://glance:9292".parse().unwrap(), &tls(), Duration::ZERO, Duration::ZERO)
             .unwrap();
         assert_eq!((up.0.authority.as_str(), &up.0.host), ("glance:9292", &HeaderValue::from_static("glance:9292")));
+    }
+
+    #[tokio::test]
+    async fn uploads_leave_their_trailers_behind() {
+        use http_body_util::BodyExt as _;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-roles", HeaderValue::from_static("admin"));
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"image"))), Ok(Frame::trailers(trailers))];
+        let body = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
+        let moved = Arc::new(AtomicBool::new(false));
+        let collected = Upload { body, moved: moved.clone() }.collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert_eq!(collected.to_bytes(), "image");
+        assert!(moved.load(Ordering::Relaxed));
     }
 }
