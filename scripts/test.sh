@@ -98,7 +98,7 @@ OPS_GATEWAY_BIN="$repo/target/debug/image-gateway" tests/ops/drain.sh 2>&1 | tee
 SOAK_SECS="${SOAK_SECS:-30}" OPS_GATEWAY_BIN="$repo/target/debug/image-gateway" tests/ops/soak.sh 2>&1 | tee -a "$log"
 
 step "deployment artefacts: Kubernetes schemas, consistency with the Dockerfile and config, nginx -t"
-scripts/check-deploy.sh 2>&1 | tee -a "$log"
+IMAGE_GATEWAY_BIN="$repo/target/debug/image-gateway" scripts/check-deploy.sh 2>&1 | tee -a "$log"
 
 step "fuzzing: every cargo-fuzz target for ${FUZZ_SECS:-20} s (the first build instruments the gateway: ~9 min)"
 scripts/fuzz.sh "${FUZZ_SECS:-20}" 2>&1 | tee -a "$log"
