@@ -491,6 +491,13 @@ impl Config {
                 return invalid(key, format!("{value} is not between {} and {}", range.start(), range.end()));
             }
         }
+        if let Some(tls) = &self.server.tls {
+            // The files as they are now: a renewal that breaks them later is refused then, and
+            // the previous certificate kept (crate::tls::server).
+            if let Err(e) = crate::tls::server::check(tls) {
+                return invalid(e.key, e.error.to_string());
+            }
+        }
         for (key, networks) in
             [("trusted_proxies", &self.trusted_proxies), ("identity_proxies", &self.identity_proxies)]
         {

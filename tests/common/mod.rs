@@ -18,6 +18,7 @@ use image_gateway::app::App;
 use image_gateway::config::{Config, EmbeddedIdentity, IdentityMode, NamespaceConfig, TrustedCaller};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::{listener, Lifecycle};
+use image_gateway::tls::server::ServerTls;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 
@@ -149,6 +150,7 @@ pub async fn serve_store(config: Config, store: Option<axum::Router>) -> Served 
     config.validate("test").unwrap();
     let limits = config.server.clone();
     let metrics = Arc::new(Metrics::new());
+    let tls = limits.tls.as_ref().map(|tls| ServerTls::load(tls, metrics.clone()).unwrap());
     let app = Arc::new(App::load(config, metrics.clone(), store).unwrap());
     let lifecycle = Arc::new(Lifecycle::default());
     let router = image_gateway::server::router(app, lifecycle.clone());
@@ -160,7 +162,7 @@ pub async fn serve_store(config: Config, store: Option<axum::Router>) -> Served 
         let shutdown = async {
             let _ = stop_rx.await;
         };
-        listener::serve(tcp, router, &limits, m, l, shutdown).await;
+        listener::serve(tcp, tls, router, &limits, m, l, shutdown).await;
     });
     Served { addr, metrics, lifecycle, stop: Some(stop), stopped }
 }

@@ -1,0 +1,412 @@
+//! HTTPS on the gateway's listener (`server.tls`): HTTP/1.1 and HTTP/2 by ALPN, mutual TLS,
+//! certificates renewed on disk the way the kubelet updates a mounted Secret, the handshake
+//! deadline, and `check` on bad files. Certificates come from a private CA made by each test
+//! (tests/common/pki.rs); the clients are reqwest with rustls.
+
+mod common;
+
+use common::pki::{Issued, Pki};
+use common::{serve_here, Served};
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+use image_gateway::config::{Config, ListenerTls};
+use image_gateway::layers::metrics::Metrics;
+use image_gateway::public_url::OverTls;
+use image_gateway::server::{listener, Lifecycle};
+use image_gateway::tls::server::ServerTls;
+use image_gateway::trust::ClientCertificate;
+use reqwest::{Certificate, Identity, Version};
+use tokio::io::AsyncReadExt;
+use tokio::time::{sleep_until, timeout, Instant};
+
+fn tls(server: &Issued) -> ListenerTls {
+    ListenerTls {
+        cert_file: server.cert.clone(),
+        key_file: server.key.clone(),
+        client_ca_file: None,
+        require_client_certificate: false,
+    }
+}
+
+/// A client trusting only `ca`, presenting `identity` if given.
+fn client(ca: &Path, identity: Option<&Issued>) -> reqwest::ClientBuilder {
+    image_gateway::install_crypto_provider();
+    let ca = Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let builder = reqwest::Client::builder().tls_certs_only([ca]).tls_info(true).timeout(Duration::from_secs(10));
+    match identity {
+        Some(issued) => {
+            let mut pem = std::fs::read(&issued.cert).unwrap();
+            pem.extend(std::fs::read(&issued.key).unwrap());
+            builder.identity(Identity::from_pem(&pem).unwrap())
+        }
+        None => builder,
+    }
+}
+
+/// The DER of the certificate the server presented for `response`.
+fn served_certificate(response: &reqwest::Response) -> Vec<u8> {
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>().expect("tls_info(true)");
+    info.peer_certificate().expect("a server certificate").to_vec()
+}
+
+fn der(cert: &Path) -> Vec<u8> {
+    image_gateway::tls::load_certs(cert).unwrap()[0].to_vec()
+}
+
+fn base(served: &Served) -> String {
+    format!("https://{}", served.addr)
+}
+
+#[tokio::test]
+async fn clients_reach_the_gateway_over_tls_with_http1_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| c.server.tls = Some(tls(&server))).await;
+    let base = base(&served);
+    let identity = [("x-project-id", "p1"), ("x-roles", "member"), ("x-identity-status", "Confirmed")];
+
+    for (client, version) in [
+        (client(&pki.ca(), None).http1_only().build().unwrap(), Version::HTTP_11),
+        (client(&pki.ca(), None).build().unwrap(), Version::HTTP_2),
+    ] {
+        let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!((health.status().as_u16(), health.version()), (200, version));
+        assert_eq!(health.text().await.unwrap(), "ok\n");
+
+        // An image in the embedded store, then Nova's list of it: its links are https.
+        let mut create = client.post(format!("{base}/image/v2/images")).json(&serde_json::json!({"name": "tls"}));
+        for (k, v) in identity {
+            create = create.header(k, v);
+        }
+        let created = create.send().await.unwrap();
+        assert_eq!((created.status().as_u16(), created.version()), (201, version));
+        let mut list = client.get(format!("{base}/v2.1/images"));
+        for (k, v) in identity {
+            list = list.header(k, v);
+        }
+        let listed = list.send().await.unwrap();
+        assert_eq!((listed.status().as_u16(), listed.version()), (200, version));
+        let body: serde_json::Value = listed.json().await.unwrap();
+        let href = body["images"][0]["links"][0]["href"].as_str().unwrap().to_owned();
+        assert!(href.starts_with(&format!("{base}/v2.1/")), "{href} over {version:?}");
+    }
+    // Plain HTTP on the TLS port is a failed handshake.
+    let plain = reqwest::Client::new().get(format!("http://{}/healthz", served.addr)).send().await;
+    assert!(plain.is_err(), "{plain:?}");
+    served.wait_for("image_gateway_tls_handshake_failures_total", |n| n == 1.0).await;
+}
+
+/// What a request says about its connection: over TLS or not, and its client certificate.
+async fn whoami(request: axum::extract::Request) -> String {
+    let names = request.extensions().get::<ClientCertificate>().map(|c| c.names.join(","));
+    format!("tls={} certificate={}", request.extensions().get::<OverTls>().is_some(), names.unwrap_or("none".into()))
+}
+
+/// The gateway's listener with `tls`, serving [`whoami`] alone.
+async fn serve_whoami(tls: ListenerTls) -> (String, Arc<Metrics>, tokio::sync::oneshot::Sender<()>) {
+    let mut config = Config::default();
+    config.server.tls = Some(tls);
+    config.validate("test").unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let server_tls = ServerTls::load(config.server.tls.as_ref().unwrap(), metrics.clone()).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", tcp.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        let router = axum::Router::new().route("/whoami", get(whoami));
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        listener::serve(tcp, Some(server_tls), router, &config.server, m, Arc::new(Lifecycle::default()), shutdown)
+            .await;
+    });
+    (base, metrics, stop)
+}
+
+#[tokio::test]
+async fn mutual_tls_hands_the_verified_certificate_to_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let clients = Pki::new(dir.path(), "clients");
+    let strangers = Pki::new(dir.path(), "strangers");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let alice = clients.client("alice", "alice.example");
+    let mallory = strangers.client("mallory", "alice.example");
+    let optional = ListenerTls { client_ca_file: Some(clients.ca()), ..tls(&server) };
+    let (base, metrics, _stop) = serve_whoami(optional.clone()).await;
+    let url = format!("{base}/whoami");
+
+    for http1 in [true, false] {
+        let builder = client(&pki.ca(), Some(&alice));
+        let with_cert = if http1 { builder.http1_only() } else { builder }.build().unwrap();
+        for _ in 0..2 {
+            let answer = with_cert.get(&url).send().await.unwrap().text().await.unwrap();
+            assert_eq!(answer, "tls=true certificate=alice.example", "http1: {http1}");
+        }
+    }
+    let without = client(&pki.ca(), None).build().unwrap();
+    assert_eq!(without.get(&url).send().await.unwrap().text().await.unwrap(), "tls=true certificate=none");
+    let failures = |m: &Metrics| common::metric(&m.render(), "image_gateway_tls_handshake_failures_total");
+    assert_eq!(failures(&metrics), "0");
+    let stranger = client(&pki.ca(), Some(&mallory)).build().unwrap();
+    let refused = stranger.get(&url).send().await;
+    assert!(refused.is_err(), "a certificate of another CA was accepted: {refused:?}");
+    assert_eq!(failures(&metrics), "1");
+
+    let required = ListenerTls { require_client_certificate: true, ..optional };
+    let (base, metrics, _stop) = serve_whoami(required).await;
+    let url = format!("{base}/whoami");
+    let with_cert = client(&pki.ca(), Some(&alice)).build().unwrap();
+    assert_eq!(with_cert.get(&url).send().await.unwrap().text().await.unwrap(), "tls=true certificate=alice.example");
+    let refused = without.get(&url).send().await;
+    assert!(refused.is_err(), "served without the required certificate: {refused:?}");
+    assert_eq!(failures(&metrics), "1");
+}
+
+/// A Kubernetes Secret as the kubelet mounts it: `tls.crt` and `tls.key` are symlinks through
+/// `..data`, itself a symlink to the directory of the current version, swapped atomically.
+struct SecretMount {
+    dir: PathBuf,
+    versions: usize,
+}
+
+impl SecretMount {
+    fn new(root: &Path, first: &Issued) -> SecretMount {
+        let dir = root.join("mount");
+        std::fs::create_dir(&dir).unwrap();
+        let mut mount = SecretMount { dir, versions: 0 };
+        mount.publish(&std::fs::read(&first.cert).unwrap(), &std::fs::read(&first.key).unwrap());
+        for file in ["tls.crt", "tls.key"] {
+            std::os::unix::fs::symlink(format!("..data/{file}"), mount.dir.join(file)).unwrap();
+        }
+        mount
+    }
+
+    fn tls(&self) -> ListenerTls {
+        ListenerTls {
+            cert_file: self.dir.join("tls.crt"),
+            key_file: self.dir.join("tls.key"),
+            client_ca_file: None,
+            require_client_certificate: false,
+        }
+    }
+
+    /// Writes a new version beside the current one, then swaps `..data` to it in one rename.
+    fn publish(&mut self, cert: &[u8], key: &[u8]) {
+        self.versions += 1;
+        let version = format!("..2026_12_02_10_00_{:02}.{}", self.versions, std::process::id());
+        std::fs::create_dir(self.dir.join(&version)).unwrap();
+        std::fs::write(self.dir.join(&version).join("tls.crt"), cert).unwrap();
+        std::fs::write(self.dir.join(&version).join("tls.key"), key).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+    }
+
+    fn renew(&mut self, issued: &Issued) {
+        self.publish(&std::fs::read(&issued.cert).unwrap(), &std::fs::read(&issued.key).unwrap());
+    }
+}
+
+trait WaitForMetric {
+    async fn wait_for(&self, series: &str, done: impl Fn(f64) -> bool) -> f64;
+}
+
+impl WaitForMetric for Served {
+    /// Polls a series until `done` holds for it (at most 10 s).
+    async fn wait_for(&self, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(series);
+            if done(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{series} stayed at {value}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+const RELOADED: &str = "image_gateway_tls_certificate_reloads_total{result=\"success\"}";
+const NOT_RELOADED: &str = "image_gateway_tls_certificate_reloads_total{result=\"failure\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_renewed_on_disk_under_load_is_served_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let first = pki.server("first", &["127.0.0.1"]);
+    let second = pki.server("second", &["127.0.0.1"]);
+    let mut mount = SecretMount::new(dir.path(), &first);
+    let served = serve_here(|c| c.server.tls = Some(mount.tls())).await;
+    let url = format!("{}/v2.1/images", base(&served));
+    let ca = pki.ca();
+
+    // Clients on kept-alive connections (HTTP/1.1 and HTTP/2) and clients on a new
+    // connection for every request, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for worker in 0..6 {
+        let (stop, done, failed, url, ca) = (stop.clone(), done.clone(), failed.clone(), url.clone(), ca.clone());
+        workers.push(tokio::spawn(async move {
+            let kept = match worker % 3 {
+                0 => Some(client(&ca, None).http1_only().build().unwrap()),
+                1 => Some(client(&ca, None).build().unwrap()),
+                _ => None,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let fresh;
+                let http = match &kept {
+                    Some(kept) => kept,
+                    None => {
+                        fresh = client(&ca, None).pool_max_idle_per_host(0).build().unwrap();
+                        &fresh
+                    }
+                };
+                match http.get(&url).header("x-project-id", "p1").send().await {
+                    Ok(r) if r.status() == 200 => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failed.lock().unwrap().push(format!("worker {worker}: {}", r.status())),
+                    Err(e) => failed.lock().unwrap().push(format!("worker {worker}: {e:?}")),
+                }
+            }
+        }));
+    }
+    let served_requests = |at_least: usize| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while done.load(Ordering::Relaxed) < at_least {
+                assert!(Instant::now() < deadline, "only {} requests served", done.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // A connection opened before the renewal keeps its certificate.
+    let kept = client(&ca, None).http1_only().build().unwrap();
+    let before = kept.get(&url).send().await.unwrap();
+    assert_eq!(served_certificate(&before), der(&first.cert));
+    served_requests(100).await;
+
+    mount.renew(&second);
+    served.wait_for(RELOADED, |n| n == 1.0).await;
+    served_requests(done.load(Ordering::Relaxed) + 200).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(failed.lock().unwrap().as_slice(), &[] as &[String]);
+    assert_eq!(served.metric(NOT_RELOADED), 0.0);
+
+    let fresh = client(&ca, None).build().unwrap().get(&url).send().await.unwrap();
+    assert_eq!(served_certificate(&fresh), der(&second.cert), "a new connection got the old certificate");
+    let again = kept.get(&url).send().await.unwrap();
+    assert_eq!(served_certificate(&again), der(&first.cert), "the kept-alive connection was not kept");
+    assert_eq!(served.metric(RELOADED), 1.0);
+}
+
+#[tokio::test]
+async fn a_broken_renewal_keeps_the_previous_certificate_and_counts_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let first = pki.server("first", &["127.0.0.1"]);
+    let other = pki.server("other", &["127.0.0.1"]);
+    let mut mount = SecretMount::new(dir.path(), &first);
+    let served = serve_here(|c| c.server.tls = Some(mount.tls())).await;
+    let url = format!("{}/healthz", base(&served));
+    let serves = |cert: PathBuf| {
+        let (ca, url) = (pki.ca(), url.clone());
+        async move {
+            let answer = client(&ca, None).build().unwrap().get(&url).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            assert_eq!(served_certificate(&answer), der(&cert));
+        }
+    };
+    serves(first.cert.clone()).await;
+
+    mount.publish(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n", b"not a key");
+    let failures = served.wait_for(NOT_RELOADED, |n| n >= 1.0).await;
+    serves(first.cert.clone()).await;
+    // A certificate with another certificate's key is no better.
+    mount.publish(&std::fs::read(&other.cert).unwrap(), &std::fs::read(&first.key).unwrap());
+    served.wait_for(NOT_RELOADED, |n| n > failures).await;
+    serves(first.cert.clone()).await;
+    assert_eq!(served.metric(RELOADED), 0.0);
+
+    // The next good pair is taken.
+    mount.renew(&other);
+    served.wait_for(RELOADED, |n| n == 1.0).await;
+    serves(other.cert.clone()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_handshake_is_cut_at_the_header_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| c.server.tls = Some(tls(&server))).await;
+    let mut client = served.connect().await;
+    let started = Instant::now();
+    sleep_until(started + Duration::from_millis(9_990)).await;
+    let mut byte = [0; 1];
+    assert!(timeout(Duration::from_millis(1), client.read(&mut byte)).await.is_err(), "closed early");
+    let read = timeout(Duration::from_secs(60), client.read(&mut byte)).await.expect("still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(started.elapsed().as_secs(), 10, "{:?}", started.elapsed());
+    assert_eq!(served.closed("handshake_timeout"), 1.0);
+    assert_eq!(served.closed("header_timeout"), 0.0);
+    assert_eq!(served.metric("image_gateway_tls_handshake_failures_total"), 0.0);
+}
+
+#[test]
+fn check_names_the_key_and_the_file_of_bad_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let other = pki.server("other", &["127.0.0.1"]);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cases = [
+        (garbage.as_path(), server.key.as_path(), None, "server.tls.cert_file", &garbage),
+        (missing.as_path(), server.key.as_path(), None, "server.tls.cert_file", &missing),
+        (server.cert.as_path(), garbage.as_path(), None, "server.tls.key_file", &garbage),
+        (server.cert.as_path(), other.key.as_path(), None, "server.tls.key_file", &other.key),
+        (server.cert.as_path(), server.key.as_path(), Some(&garbage), "server.tls.client_ca_file", &garbage),
+    ];
+    for (cert, key, client_ca, name, file) in cases {
+        let mut toml = format!("[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n");
+        if let Some(ca) = client_ca {
+            toml += &format!("client_ca_file = {ca:?}\n");
+        }
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, &toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-gateway"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{toml}");
+        assert!(stderr.contains(name) && stderr.contains(&file.display().to_string()), "{toml}: {stderr}");
+    }
+    let config = dir.path().join("gateway.toml");
+    let good = format!("[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n", server.cert, server.key);
+    std::fs::write(&config, good).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-gateway"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
