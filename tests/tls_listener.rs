@@ -21,7 +21,7 @@ use image_gateway::server::{listener, Lifecycle};
 use image_gateway::tls::server::ServerTls;
 use image_gateway::trust::ClientCertificate;
 use reqwest::{Certificate, Identity, Version};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 
 fn tls(server: &Issued) -> ListenerTls {
@@ -365,6 +365,34 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_at_the_header_deadlin
     assert_eq!(served.closed("handshake_timeout"), 1.0);
     assert_eq!(served.closed("header_timeout"), 0.0);
     assert_eq!(served.metric("image_gateway_tls_handshake_failures_total"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_handshake_leaves_the_first_head_what_remains_of_the_header_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| c.server.tls = Some(tls(&server))).await;
+    let tcp = served.connect().await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(image_gateway::tls::load_certs(&pki.ca()).unwrap().remove(0)).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut client = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    client.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    client.flush().await.unwrap();
+    let mut byte = [0; 1];
+    let read = timeout(Duration::from_secs(60), client.read(&mut byte)).await.expect("still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(started.elapsed().as_secs(), 10, "{:?}", started.elapsed());
+    assert_eq!(served.closed("header_timeout"), 1.0);
+    assert_eq!(served.closed("handshake_timeout"), 0.0);
 }
 
 #[test]
