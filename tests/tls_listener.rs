@@ -367,6 +367,45 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_at_the_header_deadlin
     assert_eq!(served.metric("image_gateway_tls_handshake_failures_total"), 0.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_in_flight_over_http1_and_http2_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let mut served = serve_here(|c| c.server.tls = Some(tls(&server))).await;
+        let url = format!("{}/v2.1/images/6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f/metadata", base(&served));
+        let builder = client(&pki.ca(), None);
+        let http = if version == Version::HTTP_11 { builder.http1_only() } else { builder }.build().unwrap();
+        // A request whose body stops halfway until the test sends the rest.
+        let (rest, body) = tokio::sync::mpsc::channel::<&'static [u8]>(1);
+        rest.send(b"{\"metadata\":").await.unwrap();
+        let body = futures_util::stream::unfold(body, |mut body| async move {
+            body.recv().await.map(|chunk| (Ok::<_, std::io::Error>(bytes::Bytes::from_static(chunk)), body))
+        });
+        let request = http.post(&url).header("content-type", "application/json").body(reqwest::Body::wrap_stream(body));
+        let answer = tokio::spawn(async move {
+            let answer = request.send().await.unwrap();
+            (answer.version(), answer.status().as_u16())
+        });
+        served.wait_for("image_gateway_requests_in_flight", |n| n == 1.0).await;
+
+        served.stop.take().unwrap().send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(served.addr).await.is_ok() {
+            assert!(Instant::now() < deadline, "still accepting after shutdown");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // (A bound for what must not happen, not a timing.)
+        let early = timeout(Duration::from_millis(200), &mut served.stopped).await;
+        assert!(early.is_err(), "stopped with a request in flight over {version:?}");
+        rest.send(b"{}}").await.unwrap();
+        drop(rest);
+        assert_eq!(answer.await.unwrap(), (version, 404));
+        timeout(Duration::from_secs(5), &mut served.stopped).await.expect("connection left open").unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_handshake_leaves_the_first_head_what_remains_of_the_header_deadline() {
     let dir = tempfile::tempdir().unwrap();
