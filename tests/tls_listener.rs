@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::get;
+use http_body_util::BodyExt as _;
 use image_gateway::config::{Config, ListenerTls};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::public_url::OverTls;
@@ -22,6 +23,7 @@ use image_gateway::tls::server::ServerTls;
 use image_gateway::trust::ClientCertificate;
 use reqwest::{Certificate, Identity, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
 fn tls(server: &Issued) -> ListenerTls {
@@ -415,15 +417,7 @@ async fn a_slow_handshake_leaves_the_first_head_what_remains_of_the_header_deadl
     let tcp = served.connect().await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(image_gateway::tls::load_certs(&pki.ca()).unwrap().remove(0)).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut client = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let mut client = tls_connect(tcp, &pki, &[]).await;
     client.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     client.flush().await.unwrap();
     let mut byte = [0; 1];
@@ -432,6 +426,125 @@ async fn a_slow_handshake_leaves_the_first_head_what_remains_of_the_header_deadl
     assert_eq!(started.elapsed().as_secs(), 10, "{:?}", started.elapsed());
     assert_eq!(served.closed("header_timeout"), 1.0);
     assert_eq!(served.closed("handshake_timeout"), 0.0);
+}
+
+/// TLS over `tcp` offering `alpn`, trusting `pki`'s CA.
+async fn tls_connect(tcp: TcpStream, pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(image_gateway::tls::load_certs(&pki.ca()).unwrap().remove(0)).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+/// An HTTP/2 request on `sender`; its status once its answer is read whole.
+async fn h2_request<B>(
+    sender: &mut hyper::client::conn::http2::SendRequest<B>,
+    method: &str,
+    path: &str,
+    body: B,
+) -> u16
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let request = http::Request::builder().method(method).uri(format!("https://127.0.0.1{path}")).body(body).unwrap();
+    let answer = sender.send_request(request).await.unwrap();
+    let status = answer.status().as_u16();
+    answer.into_body().collect().await.unwrap();
+    status
+}
+
+type H2Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+/// An HTTP/2 connection over TLS to `served`, driven by a task of its own (which ends when
+/// the connection does).
+async fn h2_connect(
+    served: &Served,
+    pki: &Pki,
+) -> (hyper::client::conn::http2::SendRequest<H2Body>, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
+    let tls = tls_connect(served.connect().await, pki, &[b"h2"]).await;
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(executor, hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+fn empty() -> H2Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_without_a_request_is_closed_as_an_http1_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| c.server.tls = Some(tls(&server))).await;
+
+    // Its first request is due within the header deadline from the accept.
+    let started = Instant::now();
+    let (_sender, connection) = h2_connect(&served, &pki).await;
+    sleep_until(started + Duration::from_millis(9_990)).await;
+    assert!(!connection.is_finished(), "closed before the header deadline");
+    timeout(Duration::from_secs(60), connection).await.expect("still open after the header deadline").unwrap().ok();
+    assert_eq!(started.elapsed().as_secs(), 10, "{:?}", started.elapsed());
+    assert_eq!(served.closed("header_timeout"), 1.0);
+
+    // Then, idle between requests, the keep-alive timeout.
+    let (mut sender, connection) = h2_connect(&served, &pki).await;
+    assert_eq!(h2_request(&mut sender, "GET", "/healthz", empty()).await, 200);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h2_request(&mut sender, "GET", "/healthz", empty()).await, 200);
+    let idle_since = Instant::now();
+    sleep_until(idle_since + Duration::from_millis(89_990)).await;
+    assert!(!connection.is_finished(), "closed before the keep-alive timeout");
+    timeout(Duration::from_secs(60), connection).await.expect("still open after the keep-alive timeout").unwrap().ok();
+    assert_eq!(idle_since.elapsed().as_secs(), 90, "{:?}", idle_since.elapsed());
+    assert_eq!(served.closed("idle_timeout"), 1.0);
+    assert_eq!(served.closed("header_timeout"), 1.0);
+}
+
+/// On the real clock: a request body's frames cross the HTTP/2 connection's own tasks, which
+/// tokio's paused clock can outrun. Only that the connection outlives its keep-alive timeout
+/// while a request is open is asserted, no timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_with_a_request_open_is_not_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| {
+        c.server.tls = Some(tls(&server));
+        c.server.header_read_timeout_secs = 1.0;
+        c.server.keepalive_timeout_secs = 1.0;
+    })
+    .await;
+    let (mut sender, connection) = h2_connect(&served, &pki).await;
+    // A body sent a piece every 0.5 s for 2.5 s.
+    let (pieces, body) = tokio::sync::mpsc::channel::<&'static [u8]>(1);
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        let piece = body.recv().await?;
+        Some((Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(piece))), body))
+    });
+    tokio::spawn(async move {
+        for piece in [&b"{\"metadata\""[..], b":", b"{", b"}", b"}"] {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            pieces.send(piece).await.unwrap();
+        }
+    });
+    let metadata = "/v2.1/images/6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f/metadata";
+    assert_eq!(
+        h2_request(&mut sender, "POST", metadata, http_body_util::StreamBody::new(body).boxed_unsync()).await,
+        404
+    );
+    assert_eq!(h2_request(&mut sender, "GET", "/healthz", empty()).await, 200);
+    assert!(!connection.is_finished());
+    assert_eq!(served.closed("idle_timeout"), 0.0);
 }
 
 #[test]

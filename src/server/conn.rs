@@ -14,6 +14,7 @@
 
 mod deadline;
 mod linger;
+mod streams;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -128,6 +129,8 @@ struct ConnState {
     body_unfinished: AtomicBool,
     /// The limit that ended the connection; the first to act names it.
     ended_by: OnceLock<ConnectionClose>,
+    /// HTTP/2: its requests, for [`streams::idle`].
+    streams: tokio::sync::watch::Sender<streams::Streams>,
 }
 
 impl ConnState {
@@ -157,6 +160,7 @@ pub(super) async fn serve<S>(
         peer,
         over_tls: false,
         client_certificate: None,
+        http2: false,
         state: state.clone(),
         body_idle_timeout: policy.body_idle_timeout,
     };
@@ -182,7 +186,8 @@ pub(super) async fn serve<S>(
             service.over_tls = true;
             service.client_certificate = crate::tls::server::client_certificate(session);
             if h2 {
-                serve_http2(stream, service, policy, watcher).await
+                service.http2 = true;
+                serve_http2(stream, service, first_head, policy, watcher).await
             } else {
                 serve_http1(stream, service, first_head, policy, watcher).await
             }
@@ -228,11 +233,12 @@ where
     watcher.watch(http.serve_connection(io, service)).await
 }
 
-/// HTTP/2 over `stream`. No lingering close: a stream whose body is left is reset on its own,
-/// the connection goes on.
+/// HTTP/2 over `stream`, closed when without a request too long ([`streams`]). No lingering
+/// close: a stream whose body is left is reset on its own, the connection goes on.
 async fn serve_http2<T, S>(
     stream: T,
     service: ConnService<S>,
+    first_request: Instant,
     policy: &Policy,
     watcher: Watcher,
 ) -> Result<(), hyper::Error>
@@ -241,8 +247,15 @@ where
     S: tower::Service<axum::extract::Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let io = TokioIo::new(linger::ClientIo::new(stream, service.state.clone(), Duration::ZERO, policy.send_timeout));
-    watcher.watch(policy.h2.serve_connection(io, service)).await
+    let state = service.state.clone();
+    let io = TokioIo::new(linger::ClientIo::new(stream, state.clone(), Duration::ZERO, policy.send_timeout));
+    tokio::select! {
+        ended = watcher.watch(policy.h2.serve_connection(io, service)) => ended,
+        reason = streams::idle(&state, first_request, policy.keepalive_timeout) => {
+            state.end_by(reason);
+            Ok(())
+        }
+    }
 }
 
 /// Hands each request of a connection to the gateway's service as axum's own server would:
@@ -254,6 +267,8 @@ struct ConnService<S> {
     over_tls: bool,
     /// The client's verified certificate, if it presented one.
     client_certificate: Option<ClientCertificate>,
+    /// Each request is an HTTP/2 stream, tracked by [`streams`].
+    http2: bool,
     state: Arc<ConnState>,
     body_idle_timeout: Duration,
 }
@@ -264,7 +279,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Oneshot<S, axum::extract::Request>;
+    type Future = streams::Tracked<Oneshot<S, axum::extract::Request>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         // A request after one whose body was left: hyper had the rest buffered and drained it.
@@ -289,7 +304,8 @@ where
                 request.headers_mut().insert(http::header::HOST, host);
             }
         }
-        self.service.clone().oneshot(request)
+        let open = self.http2.then(|| streams::OpenStream::new(&self.state));
+        streams::Tracked { future: self.service.clone().oneshot(request), open }
     }
 }
 
