@@ -30,7 +30,7 @@ use crate::layers::metrics::Metrics;
 use crate::trust::ClientCertificate;
 
 /// How often the files are read for changes where the kernel cannot report them (no inotify
-/// watch left): the fallback watcher polls.
+/// instance or watch left): the fallback watcher polls.
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A problem with one key of `server.tls`, for the configuration's validation.
@@ -179,34 +179,37 @@ impl Reloading {
 /// Watches the directories of the certificate and key, reloading on every change there; with
 /// the kernel's notifications, or by polling if they cannot be had.
 fn watch(resolver: Arc<Reloading>) -> Result<Box<dyn notify::Watcher + Send>, TlsError> {
-    let dirs: Vec<PathBuf> = {
-        let mut dirs: Vec<PathBuf> =
-            [&resolver.files.cert_file, &resolver.files.key_file].into_iter().map(|file| directory_of(file)).collect();
-        dirs.dedup();
-        dirs
-    };
+    let mut dirs: Vec<PathBuf> =
+        [&resolver.files.cert_file, &resolver.files.key_file].into_iter().map(|file| directory_of(file)).collect();
+    dirs.dedup();
     let handler = move |event: notify::Result<notify::Event>| match event {
         // Opening and reading the files (this reload's own included) change nothing.
         Ok(event) if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)) => {}
         Ok(_) => resolver.reload(),
         Err(e) => tracing::warn!("watching the listener certificate's files: {e}"),
     };
-    let mut watcher: Box<dyn notify::Watcher + Send> = match notify::recommended_watcher(handler.clone()) {
-        Ok(w) => Box::new(w),
+    match notify::recommended_watcher(handler.clone()).and_then(|w| watching(w, &dirs)) {
+        Ok(watcher) => Ok(watcher),
         Err(e) => {
             tracing::warn!("cannot watch the listener certificate's files ({e}): reading them every {POLL_INTERVAL:?}");
             let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
-            Box::new(notify::PollWatcher::new(handler, config).map_err(|e| watch_error(&dirs[0], e))?)
+            notify::PollWatcher::new(handler, config).and_then(|w| watching(w, &dirs)).map_err(|e| TlsError::File {
+                path: dirs[0].clone(),
+                problem: format!("cannot be watched for renewed certificates: {e}"),
+            })
         }
-    };
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive).map_err(|e| watch_error(dir, e))?;
     }
-    Ok(watcher)
 }
 
-fn watch_error(dir: &Path, e: notify::Error) -> TlsError {
-    TlsError::File { path: dir.to_owned(), problem: format!("cannot be watched for renewed certificates: {e}") }
+/// `watcher`, watching `dirs`.
+fn watching(
+    mut watcher: impl notify::Watcher + Send + 'static,
+    dirs: &[PathBuf],
+) -> notify::Result<Box<dyn notify::Watcher + Send>> {
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    Ok(Box::new(watcher))
 }
 
 /// The directory a file name is in (`.` for a bare name).
