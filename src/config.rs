@@ -492,6 +492,10 @@ impl Config {
             }
         }
         if let Some(tls) = &self.server.tls {
+            if tls.require_client_certificate && tls.client_ca_file.is_none() {
+                let problem = "needs server.tls.client_ca_file to verify the certificates".to_owned();
+                return invalid("server.tls.require_client_certificate", problem);
+            }
             // The files as they are now: a renewal that breaks them later is refused then, and
             // the previous certificate kept (crate::tls::server).
             if let Err(e) = crate::tls::server::check(tls) {
@@ -740,6 +744,11 @@ mod tests {
                 ("[server]\nkeepalive_timeout_secs = -1\n", "server.keepalive_timeout_secs"),
                 ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
                 ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
+                (
+                    "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nrequire_client_certificate = true\n",
+                    "server.tls.require_client_certificate",
+                ),
+                ("[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "server.tls.cert_file"),
             ] {
                 let e = load_in(jail, file).unwrap_err();
                 assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");

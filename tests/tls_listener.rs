@@ -98,10 +98,13 @@ async fn clients_reach_the_gateway_over_tls_with_http1_and_http2() {
         let href = body["images"][0]["links"][0]["href"].as_str().unwrap().to_owned();
         assert!(href.starts_with(&format!("{base}/v2.1/")), "{href} over {version:?}");
     }
-    // Plain HTTP on the TLS port is a failed handshake.
+    // A TCP health check (connect, close) is no failed handshake; plain HTTP on the TLS port is.
+    drop(served.connect().await);
     let plain = reqwest::Client::new().get(format!("http://{}/healthz", served.addr)).send().await;
     assert!(plain.is_err(), "{plain:?}");
     served.wait_for("image_gateway_tls_handshake_failures_total", |n| n == 1.0).await;
+    served.wait_for("image_gateway_connections_open", |n| n == 0.0).await;
+    assert_eq!(served.metric("image_gateway_tls_handshake_failures_total"), 1.0);
 }
 
 /// What a request says about its connection: over TLS or not, and its client certificate.

@@ -98,8 +98,9 @@ impl Policy {
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             // The decoded head (names, values, 32 bytes per field), as HTTP/2 counts it.
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-            // A client silent this long is pinged, and dropped if it does not answer: HTTP/2
-            // has no head to wait for, so this is its keep-alive timeout for dead peers.
+            // A client silent this long is pinged, and dropped if it does not answer: how a peer
+            // that is gone is found while a request is open (without one, [`streams::idle`]
+            // closes the connection).
             .keep_alive_interval(keepalive_timeout)
             .keep_alive_timeout(H2_PING_TIMEOUT)
             .auto_date_header(true);
@@ -170,7 +171,10 @@ pub(super) async fn serve<S>(
             let stream = match tokio::time::timeout_at(first_head, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
-                    metrics.tls_handshake_failed();
+                    // A client that closes before any handshake (a TCP health check) is no failure.
+                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                        metrics.tls_handshake_failed();
+                    }
                     // The client's doing (no certificate, an unknown CA, not TLS): debug, counted.
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
                     return;

@@ -119,9 +119,9 @@ fn client_verifier(
 ) -> Result<Option<Arc<dyn ClientCertVerifier>>, Invalid> {
     let Some(ca_file) = &config.client_ca_file else {
         if config.require_client_certificate {
-            let problem = "needs server.tls.client_ca_file to verify the certificates".to_owned();
-            let error = TlsError::File { path: config.cert_file.clone(), problem };
-            return Err(Invalid { key: "server.tls.require_client_certificate", error });
+            // Config::validate says so first; never serve without the check asked for.
+            let error = rustls::Error::General("server.tls.require_client_certificate without a client_ca_file".into());
+            return Err(Invalid { key: "server.tls.require_client_certificate", error: error.into() });
         }
         return Ok(None);
     };

@@ -5,9 +5,10 @@
 //! again as soon as a kept-alive connection has answered, so on its own it is also the
 //! keep-alive timeout. It asks its timer ([`hyper::rt::Timer`]) for that deadline and for
 //! nothing else, so the timer given here decides: for a connection's first head, the header
-//! deadline from the accept (a TLS handshake included); for a later one, the keep-alive timeout until a byte of it comes,
-//! then the header deadline from that byte. (A head whose first bytes came in one read with the
-//! previous request, pipelined, waits under the keep-alive timeout until more of it comes.)
+//! deadline from the accept (a TLS handshake included); for a later one, the keep-alive timeout
+//! until a byte of it comes, then the header deadline from that byte. (A head whose first bytes
+//! came in one read with the previous request, pipelined, waits under the keep-alive timeout
+//! until more of it comes.)
 
 use std::future::Future;
 use std::pin::Pin;
