@@ -5,8 +5,8 @@
 //! cert-manager renews a certificate by rewriting a Kubernetes Secret, and the kubelet updates
 //! the mounted copy by writing the new files into a new directory and swapping the `..data`
 //! symlink the file names point through. So the directories holding `cert_file` and
-//! `key_file` are watched (not the files: their own inode never changes), and on any change
-//! the pair is read again: a pair that loads and matches replaces the served one for new
+//! `key_file` are watched (not the files: their own inode never changes), and once a change
+//! there has settled the pair is read again: a pair that loads and matches replaces the served one for new
 //! handshakes (open connections keep theirs); one that does not is logged and counted, and the
 //! previous pair keeps serving. The client CA is read once, at start.
 
@@ -32,6 +32,13 @@ use crate::trust::ClientCertificate;
 /// How often the files are read for changes where the kernel cannot report them (no inotify
 /// instance or watch left): the fallback watcher polls.
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A change is acted on once the directories have been quiet this long, so that a renewal's
+/// several events (three for the kubelet's swap, one per file written in place) make one
+/// reload, and files written one after the other are read together...
+const SETTLE: Duration = Duration::from_millis(200);
+/// ...but no later than this after the first, however busy the directories are.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// A problem with one key of `server.tls`, for the configuration's validation.
 #[derive(Debug, thiserror::Error)]
@@ -182,12 +189,20 @@ fn watch(resolver: Arc<Reloading>) -> Result<Box<dyn notify::Watcher + Send>, Tl
     let mut dirs: Vec<PathBuf> =
         [&resolver.files.cert_file, &resolver.files.key_file].into_iter().map(|file| directory_of(file)).collect();
     dirs.dedup();
+    let (changed, changes) = std::sync::mpsc::channel::<()>();
     let handler = move |event: notify::Result<notify::Event>| match event {
         // Opening and reading the files (this reload's own included) change nothing.
         Ok(event) if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)) => {}
-        Ok(_) => resolver.reload(),
+        Ok(_) => {
+            let _ = changed.send(());
+        }
         Err(e) => tracing::warn!("watching the listener certificate's files: {e}"),
     };
+    // Ends when the watcher, and with it the handler's sender, is dropped.
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || reload_on_changes(&resolver, &changes))
+        .map_err(|e| TlsError::File { path: dirs[0].clone(), problem: format!("cannot start its watch: {e}") })?;
     match notify::recommended_watcher(handler.clone()).and_then(|w| watching(w, &dirs)) {
         Ok(watcher) => Ok(watcher),
         Err(e) => {
@@ -198,6 +213,15 @@ fn watch(resolver: Arc<Reloading>) -> Result<Box<dyn notify::Watcher + Send>, Tl
                 problem: format!("cannot be watched for renewed certificates: {e}"),
             })
         }
+    }
+}
+
+/// Reloads after each burst of changes, once it has settled.
+fn reload_on_changes(resolver: &Reloading, changes: &std::sync::mpsc::Receiver<()>) {
+    while changes.recv().is_ok() {
+        let first = std::time::Instant::now();
+        while first.elapsed() < SETTLE_MAX && changes.recv_timeout(SETTLE).is_ok() {}
+        resolver.reload();
     }
 }
 
