@@ -6,9 +6,9 @@
 //! the mounted copy by writing the new files into a new directory and swapping the `..data`
 //! symlink the file names point through. So the directories holding `cert_file` and
 //! `key_file` are watched (not the files: their own inode never changes), and once a change
-//! there has settled the pair is read again: a pair that loads and matches replaces the served one for new
-//! handshakes (open connections keep theirs); one that does not is logged and counted, and the
-//! previous pair keeps serving. The client CA is read once, at start.
+//! there has settled the pair is read again: a pair that loads and matches replaces the served
+//! one for new handshakes (open connections keep theirs); one that does not is logged and
+//! counted, and the previous pair keeps serving. The client CA is read once, at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,12 +76,19 @@ impl ServerTls {
         let builder = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Invalid { key: "server.tls", error: e.into() })?;
+        let verifier_set = verifier.is_some();
         let builder = match verifier {
             Some(verifier) => builder.with_client_cert_verifier(verifier),
             None => builder.with_no_client_auth(),
         };
         let mut server = builder.with_cert_resolver(resolver.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tracing::info!(
+            cert_file = %config.cert_file.display(),
+            not_after = not_after(&resolver.current.load()),
+            client_certificates = if verifier_set { "verified" } else { "not asked for" },
+            "listener certificate loaded"
+        );
         let watch = watch(resolver).map_err(|error| Invalid { key: "server.tls.cert_file", error })?;
         Ok(ServerTls { acceptor: TlsAcceptor::from(Arc::new(server)), _watch: watch })
     }
@@ -113,7 +120,7 @@ fn certified_key(config: &ListenerTls, provider: &CryptoProvider) -> Result<Cert
         key: "server.tls.key_file",
         error: TlsError::File {
             path: config.key_file.clone(),
-            problem: format!("not a key for the certificate of {}: {e}", config.cert_file.display()),
+            problem: format!("not usable as the key of the certificate of {}: {e}", config.cert_file.display()),
         },
     };
     CertifiedKey::from_der(certs, key, provider).map_err(key_problem)
@@ -167,9 +174,10 @@ impl Reloading {
             // Another file of the directory changed, or a step of a swap before the swap.
             Ok(key) if key.cert == self.current.load().cert => {}
             Ok(key) => {
+                let not_after = not_after(&key);
                 self.current.store(Arc::new(key));
                 self.metrics.tls_certificate_reloaded(true);
-                tracing::info!(cert_file = %self.files.cert_file.display(), "listener certificate reloaded");
+                tracing::info!(cert_file = %self.files.cert_file.display(), not_after, "listener certificate reloaded");
             }
             Err(e) => {
                 self.metrics.tls_certificate_reloaded(false);
@@ -181,6 +189,12 @@ impl Reloading {
             }
         }
     }
+}
+
+/// When the served certificate expires, for the log.
+fn not_after(key: &CertifiedKey) -> String {
+    let parsed = key.cert.first().and_then(|cert| x509_parser::parse_x509_certificate(cert).ok());
+    parsed.map_or_else(|| "unknown".into(), |(_, cert)| cert.validity().not_after.to_string())
 }
 
 /// Watches the directories of the certificate and key, reloading on every change there; with
