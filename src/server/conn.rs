@@ -171,11 +171,13 @@ pub(super) async fn serve<S>(
             let stream = match tokio::time::timeout_at(first_head, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
-                    // A client that closes before any handshake (a TCP health check) is no failure.
-                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    // Counted when TLS itself failed (rustls's errors: no certificate, an unknown
+                    // CA, not TLS, an alert from the client), not when the client went away
+                    // (a TCP health check closes before any handshake).
+                    if e.kind() == std::io::ErrorKind::InvalidData {
                         metrics.tls_handshake_failed();
                     }
-                    // The client's doing (no certificate, an unknown CA, not TLS): debug, counted.
+                    // The client's doing: debug.
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
                     return;
                 }
