@@ -298,3 +298,31 @@ fn certificate_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Ve
     }
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_named_by_its_dns_and_uri_names_then_its_common_name() {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![
+            rcgen::SanType::DnsName("portal.example".try_into().unwrap()),
+            rcgen::SanType::IpAddress([192, 0, 2, 1].into()),
+            rcgen::SanType::URI("spiffe://cloud/ns/portal".try_into().unwrap()),
+            rcgen::SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
+        ];
+        params.distinguished_name.push(rcgen::DnType::CommonName, "portal-client");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
+        assert_eq!(certificate_names(&parsed), ["portal.example", "spiffe://cloud/ns/portal", "portal-client"]);
+
+        // A common name that is also a DNS name is said once.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "portal.example");
+        let cert = params.self_signed(&key).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
+        assert_eq!(certificate_names(&parsed), ["portal.example", "spiffe://cloud/ns/portal"]);
+    }
+}
