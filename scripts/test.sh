@@ -63,9 +63,24 @@ IG_TEST_KEYSTONE_CREDENTIALS="$state/keystone/credentials.json" \
   IG_TEST_KEYSTONE_GLANCE_URL="http://127.0.0.1:$glance_ks_port" \
   cargo_test --test alliance_keystone -- --ignored
 
+step "TLS to the upstreams: nginx with a private CA in front of the real Glance and Keystone"
+# The tests make the CA and certificates (rcgen) and run nginx themselves; nginx-light has the
+# ssl module they need.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q nginx-light >"$state/apt-nginx.log" 2>&1 ||
+    { apt-get update -q >>"$state/apt-nginx.log" 2>&1 && apt-get install -y -q nginx-light >>"$state/apt-nginx.log" 2>&1; } ||
+    { echo "apt-get install nginx-light failed (see $state/apt-nginx.log)" >&2; exit 1; }
+fi
+IG_TEST_KEYSTONE_CREDENTIALS="$state/keystone/credentials.json" \
+  IG_TEST_KEYSTONE_GLANCE_URL="http://127.0.0.1:$glance_ks_port" \
+  cargo_test --test upstream_tls -- --ignored --test-threads=1
+
 step "openstacksdk's compute image API through the gateway binary"
 gateway_port="$(free_port)"
-IMAGE_GATEWAY_LISTEN="127.0.0.1:$gateway_port" IMAGE_GATEWAY_GLANCE__URL="$IG_TEST_GLANCE_URL" \
+# The SDK script plays the auth layer in front: its identity headers are believed from loopback.
+IMAGE_GATEWAY_IDENTITY_PROXIES='["127.0.0.0/8"]' \
+  IMAGE_GATEWAY_LISTEN="127.0.0.1:$gateway_port" IMAGE_GATEWAY_GLANCE__URL="$IG_TEST_GLANCE_URL" \
   IMAGE_GATEWAY_LOG__FORMAT=text target/debug/image-gateway serve --config config/gateway.toml \
   >"$state/gateway.log" 2>&1 &
 gateway_pid=$!

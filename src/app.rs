@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::alliance::{self, AllianceApi, Namespace};
-use crate::config::Config;
+use crate::config::{Config, UpstreamTls};
 use crate::glance::{embedded, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::Metrics;
@@ -16,6 +16,8 @@ use crate::mapping::{Mapping, MappingError};
 use crate::nova::{self, NovaApi};
 use crate::passthrough::Upstream;
 use crate::public_url::OriginPolicy;
+use crate::tls::client::ClientTls;
+use crate::tls::TlsError;
 
 /// How metrics and logs name `glance.url` (or the in-memory store); a namespace's own Glance
 /// is `glance/<namespace>`.
@@ -35,6 +37,13 @@ pub enum LoadError {
     Client(#[from] reqwest::Error),
     #[error("cannot set up the passthrough: {0}")]
     Passthrough(#[from] crate::passthrough::BuildError),
+    #[error("TLS to {upstream}: {source}")]
+    Tls { upstream: String, source: TlsError },
+}
+
+/// The TLS of the upstream named `upstream`, built once for all of its clients.
+fn client_tls(upstream: &str, tls: &UpstreamTls) -> Result<ClientTls, LoadError> {
+    ClientTls::new(upstream, tls).map_err(|source| LoadError::Tls { upstream: upstream.to_owned(), source })
 }
 
 /// What serves Glance's own v2 API at `glance.mount`.
@@ -70,8 +79,9 @@ impl App {
         let idle = Duration::from_secs_f64(config.glance.timeout_secs);
         let (glance, image_api) = match &config.glance.url {
             Some(url) => {
-                let passthrough = ImageApi::Glance(Upstream::new(url.clone(), connect, idle)?);
-                (GlanceClient::http(DEFAULT_GLANCE, &config, url.clone(), &metrics)?, passthrough)
+                let tls = client_tls(DEFAULT_GLANCE, &config.glance.tls)?;
+                let passthrough = ImageApi::Glance(Upstream::new(DEFAULT_GLANCE, url.clone(), &tls, connect, idle)?);
+                (GlanceClient::http(DEFAULT_GLANCE, &config, url.clone(), &tls, &metrics)?, passthrough)
             }
             None => {
                 let router = store.unwrap_or_else(|| {
@@ -94,8 +104,19 @@ impl App {
             body_limit: config.limits.body_limit_bytes,
             metadata_items: usize::try_from(config.nova.metadata_items).ok(),
         };
-        let keystone = Keystone::new(&config.keystone, idle)?.map(Arc::new);
-        let passthrough = config.nova.upstream_url.clone().map(|url| Upstream::new(url, connect, idle)).transpose()?;
+        let keystone = match &config.keystone.url {
+            Some(_) => {
+                Keystone::new(&config.keystone, &client_tls("keystone", &config.keystone.tls)?, idle)?.map(Arc::new)
+            }
+            None => None,
+        };
+        let passthrough = match &config.nova.upstream_url {
+            Some(url) => {
+                let tls = client_tls("nova", &config.nova.upstream_tls)?;
+                Some(Upstream::new("nova", url.clone(), &tls, connect, idle)?)
+            }
+            None => None,
+        };
         let token_validator = keystone.clone().filter(|_| config.keystone.validate_nova_tokens);
         let origin = Arc::new(config.origin_policy());
         let admission = Arc::new(Admission::new(
@@ -143,7 +164,11 @@ fn load_alliance(
     let mut namespaces = HashMap::new();
     for (name, ns) in &config.alliance.namespaces {
         let glance = match &ns.glance_url {
-            Some(url) => GlanceClient::http(&format!("{DEFAULT_GLANCE}/{name}"), config, url.clone(), metrics)?,
+            Some(url) => {
+                let upstream = format!("{DEFAULT_GLANCE}/{name}");
+                let tls = client_tls(&upstream, ns.tls.as_ref().unwrap_or(&config.glance.tls))?;
+                GlanceClient::http(&upstream, config, url.clone(), &tls, metrics)?
+            }
             None => default_glance.clone(),
         };
         let trusted_callers = ns.trusted_callers.iter().map(alliance::TrustedCallers::from).collect();

@@ -190,10 +190,38 @@ pub struct Credentials {
 
 /// A password or an application credential's secret. It never prints (`Debug` shows `***`,
 /// so no log line, panic message or `check` output can carry it), never serializes (an error:
-/// no configuration dump can carry it either), and is wiped from memory when dropped.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+/// no configuration dump can carry it either), and this copy is wiped from memory when dropped.
+#[derive(Clone)]
 pub struct Secret(SecretString);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Text only; anything else is refused without echoing it (serde's own message would).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a secret as a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret::new(value))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a number"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a number"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a number"))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a quoted string, not a boolean"))
+            }
+        }
+        deserializer.deserialize_any(Text)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -420,9 +448,47 @@ impl Default for Config {
     }
 }
 
+/// What is wrong with a list of networks trusted with identity, if anything: each must parse,
+/// and none may be every address (that is trusting anyone who names it).
+fn trust_problem(networks: &[String]) -> Option<String> {
+    networks.iter().find_map(|n| match n.parse::<crate::public_url::Cidr>() {
+        Err(problem) => Some(problem),
+        Ok(cidr) if cidr.is_everything() => Some(format!("`{n}` trusts every address: name the peers")),
+        Ok(_) => None,
+    })
+}
+
+/// Whether `key` (dotted, as figment spells it) holds a [`Secret`].
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.ends_with(".password") || key.ends_with(".application_credential_secret")
+}
+
 /// Whether a URL carries a user or password: they would go with every client's request.
 fn has_credentials(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
+}
+
+/// What is wrong with one upstream's TLS, if anything: its files parse, a client certificate
+/// comes with its key, and `insecure` does not contradict a `ca_file`.
+fn upstream_tls_problem(tls: &UpstreamTls) -> Option<String> {
+    if tls.insecure && tls.ca_file.is_some() {
+        return Some("insecure = true trusts any certificate, so ca_file contradicts it: remove one".into());
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => return Some("cert_file needs key_file".into()),
+        (None, Some(_)) => return Some("key_file needs cert_file".into()),
+        _ => {}
+    }
+    for (key, path) in [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file)] {
+        if let Some(Err(e)) = path.as_deref().map(crate::tls::load_certs) {
+            return Some(format!("{key}: {e}"));
+        }
+    }
+    match tls.key_file.as_deref().map(crate::tls::load_key) {
+        Some(Err(e)) => Some(format!("key_file: {e}")),
+        _ => None,
+    }
 }
 
 impl Config {
@@ -432,11 +498,16 @@ impl Config {
         if explicit && !path.is_file() {
             return Err(ConfigError::Missing(path.to_owned()));
         }
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+        let env = Env::prefixed(ENV_PREFIX).split("__");
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(Box::new)?;
+            .merge(env.clone().filter(|key| !is_secret_key(key.as_str())));
+        // Secrets from the environment are text exactly as given: figment would read `007` as
+        // the number 7, and `true` as a boolean.
+        for (key, value) in env.iter().filter(|(key, _)| is_secret_key(key.as_str())) {
+            figment = figment.merge(Serialized::default(key.as_str(), value));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
         config.validate(&path.display().to_string())?;
         Ok(config)
     }
@@ -502,12 +573,11 @@ impl Config {
                 return invalid(e.key, e.error.to_string());
             }
         }
-        for (key, networks) in
-            [("trusted_proxies", &self.trusted_proxies), ("identity_proxies", &self.identity_proxies)]
-        {
-            if let Some(problem) = networks.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
-                return invalid(key, problem);
-            }
+        if let Some(problem) = self.trusted_proxies.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
+            return invalid("trusted_proxies", problem);
+        }
+        if let Some(problem) = trust_problem(&self.identity_proxies) {
+            return invalid("identity_proxies", problem);
         }
         if self.limits.body_limit_bytes == 0 {
             return invalid("limits.body_limit_bytes", "must be at least 1".into());
@@ -529,6 +599,15 @@ impl Config {
                 if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.query().is_some() {
                     return invalid(key, format!("`{url}` is not an http(s) base URL without a query"));
                 }
+            }
+        }
+        for (key, tls) in [
+            ("glance.tls", &self.glance.tls),
+            ("keystone.tls", &self.keystone.tls),
+            ("nova.upstream_tls", &self.nova.upstream_tls),
+        ] {
+            if let Some(problem) = upstream_tls_problem(tls) {
+                return invalid(key, problem);
             }
         }
         if self.glance.circuit_breaker_failures == 0 {
@@ -574,8 +653,27 @@ impl Config {
                     format!("`{url}` of namespace `{name}` is not http(s)"),
                 );
             }
+            if let Some(tls) = &ns.tls {
+                let problem = match &ns.glance_url {
+                    Some(_) => upstream_tls_problem(tls),
+                    None => Some("needs glance_url: without it the namespace uses glance.url and glance.tls".into()),
+                };
+                if let Some(problem) = problem {
+                    return invalid("alliance.namespaces.*.tls", format!("namespace `{name}`: {problem}"));
+                }
+            }
             if let Some(problem) = self.trusted_callers_problem(ns) {
                 return invalid("alliance.namespaces.*.trusted_callers", format!("namespace `{name}`: {problem}"));
+            }
+            let in_memory = ns.glance_url.is_none() && self.glance.url.is_none();
+            let isolated = ns.identity == IdentityMode::TrustedHeaders
+                && self.glance.embedded_identity == EmbeddedIdentity::Headers;
+            if in_memory && !isolated {
+                let problem = format!(
+                    "namespace `{name}` on the in-memory store needs identity = \"trusted_headers\" and \
+                     glance.embedded_identity = \"headers\": else its environments would share one project"
+                );
+                return invalid("alliance.namespaces.*.identity", problem);
             }
             if ns.identity != IdentityMode::TrustedHeaders && self.keystone.url.is_none() {
                 let problem = format!(
@@ -649,7 +747,7 @@ impl Config {
             if caller.networks.is_empty() && !caller.client_certificate {
                 return Some("an entry trusts anyone: give networks and/or client_certificate = true".into());
             }
-            if let Some(problem) = caller.networks.iter().find_map(|n| n.parse::<crate::public_url::Cidr>().err()) {
+            if let Some(problem) = trust_problem(&caller.networks) {
                 return Some(problem);
             }
             if !caller.certificate_names.is_empty() && !caller.client_certificate {
@@ -749,6 +847,31 @@ mod tests {
                     "server.tls.require_client_certificate",
                 ),
                 ("[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "server.tls.cert_file"),
+                ("identity_proxies = [\"nope\"]\n", "identity_proxies"),
+                ("identity_proxies = [\"::/0\"]\n", "identity_proxies"),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{networks = [\"0.0.0.0/0\"]}]\n",
+                    "trusted_callers",
+                ),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n",
+                    "alliance.namespaces.*.identity",
+                ),
+                // Trust is explicit: never "anyone", never where it cannot act.
+                ("[alliance.namespaces.a]\nidentity = \"gateway_credentials\"\n", "trusted_callers"),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{environments = [\"e\"]}]\n",
+                    "trusted_callers",
+                ),
+                (
+                    "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\ntrusted_callers = [{client_certificate = true}]\n",
+                    "trusted_callers",
+                ),
+                (
+                    "[alliance.namespaces.a]\nglance_url = \"http://g:9292\"\ntrusted_callers = [{networks = [\"10.0.0.0/8\"]}]\n",
+                    "trusted_callers",
+                ),
+                ("[alliance.namespaces.a]\nglance_url = \"http://g:9292\"\n", "keystone.url"),
             ] {
                 let e = load_in(jail, file).unwrap_err();
                 assert!(e.contains(key) && e.contains("gateway.toml"), "{file}: {e}");
@@ -756,6 +879,51 @@ mod tests {
             }
             let e = load_in(jail, "listen = \"nowhere\"\n").unwrap_err();
             assert!(e.contains("listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn upstream_tls_files_and_switches_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.create_file("not-pem.pem", "hello")?;
+            jail.create_file("empty-key.pem", "")?;
+            for (file, key, says) in [
+                ("[glance.tls]\nca_file = \"missing.pem\"\n", "glance.tls", "ca_file: missing.pem"),
+                ("[keystone.tls]\nca_file = \"not-pem.pem\"\n", "keystone.tls", "ca_file: not-pem.pem"),
+                ("[nova.upstream_tls]\ncert_file = \"c.pem\"\n", "nova.upstream_tls", "cert_file needs key_file"),
+                ("[glance.tls]\nkey_file = \"k.pem\"\n", "glance.tls", "key_file needs cert_file"),
+                (
+                    "[glance.tls]\ncert_file = \"not-pem.pem\"\nkey_file = \"empty-key.pem\"\n",
+                    "glance.tls",
+                    "cert_file: not-pem.pem",
+                ),
+                ("[glance.tls]\ninsecure = true\nca_file = \"not-pem.pem\"\n", "glance.tls", "contradicts"),
+                (
+                    concat!(
+                        "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\n",
+                        "trusted_callers = [{networks = [\"10.0.0.0/8\"]}]\ntls = {insecure = true}\n",
+                    ),
+                    "alliance.namespaces.*.tls",
+                    "namespace `a`: needs glance_url",
+                ),
+                (
+                    concat!(
+                        "[alliance.namespaces.a]\nidentity = \"trusted_headers\"\nglance_url = \"https://g\"\n",
+                        "trusted_callers = [{networks = [\"10.0.0.0/8\"]}]\ntls = {ca_file = \"missing.pem\"}\n",
+                    ),
+                    "alliance.namespaces.*.tls",
+                    "namespace `a`: ca_file: missing.pem",
+                ),
+            ] {
+                let e = load_in(jail, file).unwrap_err();
+                assert!(e.contains(key) && e.contains(says), "{file}: {e}");
+            }
+            jail.create_file("pem-without-key.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")?;
+            let e = load_in(jail, "[glance.tls]\ncert_file = \"pem-without-key.pem\"\nkey_file = \"not-pem.pem\"\n")
+                .unwrap_err();
+            assert!(e.contains("glance.tls") && e.contains("key_file: not-pem.pem"), "{e}");
+            load_in(jail, "[glance.tls]\ninsecure = true\n").unwrap();
             Ok(())
         });
     }
@@ -782,17 +950,29 @@ mod tests {
     fn secrets_never_print_nor_serialize() {
         Jail::expect_with(|jail| {
             jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P1__PASSWORD", "s3cret-value");
+            // Digits stay text, leading zeros included.
+            jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P2__APPLICATION_CREDENTIAL_SECRET", "00123");
+            jail.set_env("IMAGE_GATEWAY_KEYSTONE__ENVIRONMENTS__P2__APPLICATION_CREDENTIAL_ID", "app");
             let c =
                 load_in(jail, "[keystone]\nurl = \"http://k:5000/v3\"\n[keystone.environments.p1]\nusername = \"u\"\n")
                     .unwrap();
             let secret = c.keystone.environments["p1"].password.as_ref().unwrap();
             assert_eq!(secret.expose(), "s3cret-value");
+            let digits = c.keystone.environments["p2"].application_credential_secret.as_ref().unwrap();
+            assert_eq!(digits.expose(), "00123");
             for shown in [format!("{c:?}"), format!("{c:#?}")] {
                 assert!(!shown.contains("s3cret"), "{shown}");
             }
             let e = serde_json::to_string(&c).unwrap_err().to_string();
             assert!(e.contains("never serialized") && !e.contains("s3cret"), "{e}");
             assert!(toml::to_string(&c).is_err());
+            // A secret of the wrong type is refused without being echoed.
+            let e = load_in(
+                jail,
+                "[keystone]\nurl = \"http://k:5000/v3\"\n[keystone.environments.p3]\nusername = \"u\"\npassword = 987654321\n",
+            )
+            .unwrap_err();
+            assert!(e.contains("password") && !e.contains("987654321"), "{e}");
             Ok(())
         });
     }

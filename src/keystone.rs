@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::config::{Credentials, KeystoneConfig};
+use crate::tls::client::ClientTls;
 
 const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(300);
 
@@ -24,8 +25,17 @@ pub enum KeystoneError {
     Unreachable(String),
     #[error("Keystone refused the gateway's credentials for environment {environment}: {status}")]
     Refused { environment: String, status: u16 },
+    #[error("Keystone cannot answer now ({0})")]
+    Unavailable(u16),
     #[error("Keystone sent an unusable answer: {0}")]
     BadAnswer(String),
+}
+
+/// A request Keystone never answered; a TLS failure is logged as Keystone's and said as such.
+fn unreachable(e: reqwest::Error) -> KeystoneError {
+    let e = e.without_url();
+    let tls = crate::tls::client::report_tls_failure("keystone", &e);
+    KeystoneError::Unreachable(tls.map_or_else(|| e.to_string(), |tls| format!("TLS failed: {tls}")))
 }
 
 #[derive(Clone)]
@@ -42,14 +52,29 @@ pub struct Keystone {
     renew_before: Duration,
     /// One slot per environment; the async lock serialises fetches for it.
     cache: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
-    /// Client tokens found valid, with their project, until re-checked.
-    validated: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Client tokens checked, by their SHA-256 (the tokens themselves are never kept): their
+    /// project (`None`: not valid), until re-checked.
+    validated: Mutex<HashMap<[u8; 32], Validation>>,
+    /// Validations in flight: a flood of made-up tokens waits here rather than flooding Keystone.
+    validating: tokio::sync::Semaphore,
 }
 
-/// How long a client token found valid is trusted before Keystone is asked again.
+#[derive(Clone)]
+struct Validation {
+    project: Option<String>,
+    until: std::time::Instant,
+}
+
+/// How long a client token found valid is trusted before Keystone is asked again (never past
+/// its own expiry)...
 const VALIDATION_TTL: Duration = Duration::from_secs(60);
-/// Most validations remembered; past that the memory is cleared.
+/// ...and how long one found invalid stays refused without asking.
+const REFUSAL_TTL: Duration = Duration::from_secs(10);
+/// Most validations remembered; when full, expired ones are dropped, and if none is, the new
+/// one is not kept.
 const VALIDATION_CACHE: usize = 10_000;
+/// Most validations asked of Keystone at once.
+const VALIDATIONS_IN_FLIGHT: usize = 16;
 
 impl std::fmt::Debug for Keystone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,16 +83,15 @@ impl std::fmt::Debug for Keystone {
 }
 
 impl Keystone {
-    /// A client for `config`, or `None` when no Keystone is configured.
-    pub fn new(config: &KeystoneConfig, timeout: Duration) -> Result<Option<Keystone>, reqwest::Error> {
+    /// A client for `config` over `tls` (from `keystone.tls`), or `None` when no Keystone is
+    /// configured.
+    pub fn new(
+        config: &KeystoneConfig,
+        tls: &ClientTls,
+        timeout: Duration,
+    ) -> Result<Option<Keystone>, reqwest::Error> {
         let Some(url) = &config.url else { return Ok(None) };
-        crate::install_crypto_provider();
-        // Direct, like every upstream (see `GlanceClient::new`).
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let client = tls.reqwest().timeout(timeout).build()?;
         let mut tokens_url = url.clone();
         tokens_url.set_path(&format!("{}/auth/tokens", url.path().trim_end_matches('/')));
         Ok(Some(Keystone {
@@ -77,6 +101,7 @@ impl Keystone {
             renew_before: config.renew_before_secs.map_or(DEFAULT_RENEW_BEFORE, Duration::from_secs_f64),
             cache: Mutex::default(),
             validated: Mutex::default(),
+            validating: tokio::sync::Semaphore::new(VALIDATIONS_IN_FLIGHT),
         }))
     }
 
@@ -97,15 +122,19 @@ impl Keystone {
 
     /// The project of a client's token, or `None` if Keystone says it is not valid. A token is
     /// validated with itself (a user may always look at its own token), then trusted for a
-    /// minute.
+    /// minute at most; a refused one stays refused for a few seconds.
     pub async fn validate(&self, token: &str) -> Result<Option<String>, KeystoneError> {
-        {
-            let validated = self.validated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((project, until)) = validated.get(token) {
-                if *until > std::time::Instant::now() {
-                    return Ok(Some(project.clone()));
-                }
-            }
+        let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        if let Some(known) = self.known(&key) {
+            return Ok(known);
+        }
+        let _permit = self.validating.acquire().await.expect("the semaphore is never closed");
+        // Another request may have checked it while this one waited.
+        if let Some(known) = self.known(&key) {
+            return Ok(known);
         }
         let response = self
             .client
@@ -114,21 +143,42 @@ impl Keystone {
             .header("x-subject-token", token)
             .send()
             .await
-            .map_err(|e| KeystoneError::Unreachable(e.without_url().to_string()))?;
-        match response.status().as_u16() {
-            200 => {}
-            401 | 403 | 404 => return Ok(None),
+            .map_err(unreachable)?;
+        let now = std::time::Instant::now();
+        let validation = match response.status().as_u16() {
+            200 => {
+                let bytes =
+                    response.bytes().await.map_err(|e| KeystoneError::BadAnswer(e.without_url().to_string()))?;
+                let body: Value =
+                    serde_json::from_slice(&bytes).map_err(|e| KeystoneError::BadAnswer(e.to_string()))?;
+                let left = match body["token"]["expires_at"].as_str().map(|s| OffsetDateTime::parse(s, &Rfc3339)) {
+                    // Past its expiry (negative): not kept at all.
+                    Some(Ok(expires)) => (expires - OffsetDateTime::now_utc()).try_into().unwrap_or(Duration::ZERO),
+                    _ => VALIDATION_TTL,
+                };
+                let project = body["token"]["project"]["id"].as_str().unwrap_or_default().to_owned();
+                Validation { project: Some(project), until: now + left.min(VALIDATION_TTL) }
+            }
+            401 | 404 => Validation { project: None, until: now + REFUSAL_TTL },
+            status @ (429 | 500..) => return Err(KeystoneError::Unavailable(status)),
+            // 403 included: a user may always validate its own token, so a refusal here is
+            // Keystone's policy or the gateway's setup, not the client's token.
             other => return Err(KeystoneError::BadAnswer(format!("token validation answered {other}"))),
-        }
-        let bytes = response.bytes().await.map_err(|e| KeystoneError::BadAnswer(e.without_url().to_string()))?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| KeystoneError::BadAnswer(e.to_string()))?;
-        let project = body["token"]["project"]["id"].as_str().unwrap_or_default().to_owned();
+        };
         let mut validated = self.validated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if validated.len() >= VALIDATION_CACHE {
-            validated.clear();
+            validated.retain(|_, v| v.until > now);
         }
-        validated.insert(token.to_owned(), (project.clone(), std::time::Instant::now() + VALIDATION_TTL));
-        Ok(Some(project))
+        if validated.len() < VALIDATION_CACHE {
+            validated.insert(key, validation.clone());
+        }
+        Ok(validation.project)
+    }
+
+    /// What an earlier validation found, while it holds.
+    fn known(&self, key: &[u8; 32]) -> Option<Option<String>> {
+        let validated = self.validated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        validated.get(key).filter(|v| v.until > std::time::Instant::now()).map(|v| v.project.clone())
     }
 
     /// Forgets `token` for `environment` (Glance refused it), so the next call fetches anew.
@@ -171,7 +221,7 @@ impl Keystone {
             .body(identity.to_string())
             .send()
             .await
-            .map_err(|e| KeystoneError::Unreachable(e.without_url().to_string()))?;
+            .map_err(unreachable)?;
         let status = response.status();
         if !status.is_success() {
             return Err(KeystoneError::Refused { environment: environment.to_owned(), status: status.as_u16() });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use image_gateway::app::App;
-use image_gateway::config::{self, Config, LogFormat};
+use image_gateway::config::{self, Config, EmbeddedIdentity, LogFormat};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
 use image_gateway::tls::server::ServerTls;
@@ -89,9 +89,14 @@ fn main() -> ExitCode {
     let explicit = config.is_some();
     let path = config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let metrics = Arc::new(Metrics::new());
-    let loaded = Config::load(&path, explicit)
-        .map_err(|e| e.to_string())
-        .and_then(|c| App::load(c, metrics, None).map_err(|e| e.to_string()));
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let loaded = Config::load(&path, explicit).map_err(|e| e.to_string()).and_then(|c| {
+        // Before the app is built, so that what building it warns of (`insecure` upstreams) is logged.
+        if serving {
+            init_logging(&c);
+        }
+        App::load(c, metrics, None).map_err(|e| e.to_string())
+    });
     let app = match loaded {
         Ok(app) => app,
         Err(e) => {
@@ -109,7 +114,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(app: App, source: ConfigSource) -> ExitCode {
-    init_logging(&app.config);
     memory::trim_periodically();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -141,6 +145,13 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
                 "NO GLANCE CONFIGURED (glance.url is unset): serving from an in-memory Glance v2 store; \
                  every image is lost when the gateway stops. Its native API is at {mount}/v2/images"
             ),
+        }
+        if app.config.glance.url.is_none() && app.config.glance.embedded_identity == EmbeddedIdentity::Headers {
+            tracing::warn!(
+                "the in-memory store takes each caller's project and roles from X-Project-Id and X-Roles \
+                 (glance.embedded_identity = \"headers\"): for development only; clients' own identity \
+                 headers reach it only from identity_proxies"
+            );
         }
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()),

@@ -34,6 +34,7 @@ use url::Url;
 
 use crate::glance::UpstreamError;
 use crate::idle::{IdleError, IdleTimeout};
+use crate::tls::client::ClientTls;
 
 /// Probes for a dead peer on a pooled connection, as reqwest's default did.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -43,8 +44,6 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 pub enum BuildError {
     #[error("`{0}` is not an http(s) URL with a host")]
     NotHttp(Url),
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[from] rustls::Error),
 }
 
 /// One upstream to forward to. Cheap to clone: routers clone their state for every request.
@@ -54,6 +53,8 @@ pub struct Upstream(Arc<Inner>);
 /// What the clones of an [`Upstream`] share.
 #[derive(Debug)]
 struct Inner {
+    /// The upstream's name in logs (`glance`, `nova`).
+    name: Box<str>,
     client: Client<HttpsConnector<HttpConnector>, Upload>,
     scheme: Scheme,
     authority: Authority,
@@ -69,19 +70,25 @@ struct Inner {
 }
 
 impl Upstream {
-    /// `idle_timeout` bounds the wait for each piece of an upload or an answer, not the whole
-    /// transfer, so a large image can stream for as long as it keeps moving.
-    pub fn new(base: Url, connect_timeout: Duration, idle_timeout: Duration) -> Result<Self, BuildError> {
-        crate::install_crypto_provider();
+    /// The upstream named `name` at `base`, over `tls` when it is https. `idle_timeout` bounds
+    /// the wait for each piece of an upload or an answer, not the whole transfer, so a large
+    /// image can stream for as long as it keeps moving.
+    pub fn new(
+        name: &str,
+        base: Url,
+        tls: &ClientTls,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Self, BuildError> {
         let Some((scheme, authority, host)) = target(&base) else { return Err(BuildError::NotHttp(base)) };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(TCP_KEEPALIVE));
-        // The platform's trust store, as reqwest uses; ALPN offers h2 and http/1.1 over TLS.
+        // ALPN offers h2 and http/1.1 over TLS, as reqwest does.
         let https = HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()?
+            .with_tls_config(tls.rustls())
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
@@ -92,6 +99,7 @@ impl Upstream {
             .pool_max_idle_per_host(crate::glance::POOL_MAX_IDLE)
             .build(https);
         Ok(Upstream(Arc::new(Inner {
+            name: name.into(),
             client,
             scheme,
             authority,
@@ -171,16 +179,14 @@ impl Inner {
         if let Some(idle) = IdleError::stalled_in(e) {
             return UpstreamError::ClientStalled(idle);
         }
-        let causes = std::iter::successors(e.source(), |c| (*c).source());
-        let message = causes.clone().fold(e.to_string(), |m, c| format!("{m}: {c}"));
-        let timed_out = causes
+        let timed_out = std::iter::successors(e.source(), |c| (*c).source())
             .filter_map(|c| c.downcast_ref::<std::io::Error>())
             .any(|io| io.kind() == std::io::ErrorKind::TimedOut);
         match (timed_out, e.is_connect()) {
             (true, true) => UpstreamError::Timeout(self.connect_timeout),
             (true, false) => UpstreamError::Timeout(self.idle_timeout),
-            (false, true) => UpstreamError::Unreachable(message),
-            (false, false) => UpstreamError::BadAnswer(message),
+            (false, true) => UpstreamError::from_transport(&self.name, e, UpstreamError::Unreachable),
+            (false, false) => UpstreamError::from_transport(&self.name, e, UpstreamError::BadAnswer),
         }
     }
 }
@@ -299,7 +305,9 @@ fn rewrite_location(headers: &mut HeaderMap, base: &str, public_base: &str) {
     }
 }
 
-/// A client's request body on its way up, noting that it moves.
+/// A client's request body on its way up, noting that it moves. Trailers stay behind: headers
+/// there would escape the edge's filter (identity headers, `crate::trust`), and no upstream
+/// here reads them.
 struct Upload {
     body: Body,
     moved: Arc<AtomicBool>,
@@ -310,11 +318,16 @@ impl http_body::Body for Upload {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        if frame.is_some() {
-            self.moved.store(true, Ordering::Relaxed);
+        loop {
+            let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+            if let Some(Ok(frame)) = &frame {
+                self.moved.store(true, Ordering::Relaxed);
+                if frame.is_trailers() {
+                    continue;
+                }
+            }
+            return Poll::Ready(frame);
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -329,6 +342,10 @@ impl http_body::Body for Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tls() -> ClientTls {
+        ClientTls::new("glance", &crate::config::UpstreamTls::default()).unwrap()
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (HeaderName::from_static(k), v.parse().unwrap())).collect()
@@ -375,7 +392,9 @@ mod tests {
     #[test]
     fn targets_are_built_below_the_base_path() {
         let at = |base: &str, pq: &str| {
-            let up = Upstream::new(base.parse().unwrap(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+            let up =
+                Upstream::new("glance", base.parse().unwrap(), &tls(), Duration::from_secs(1), Duration::from_secs(1))
+                    .unwrap();
             up.0.uri(pq).unwrap().to_string()
         };
         assert_eq!(at("http://glance:9292", "/v2/images?limit=1"), "http://glance:9292/v2/images?limit=1");
@@ -384,14 +403,30 @@ mod tests {
         assert_eq!(at("http://glance:9292", "?limit=1"), "http://glance:9292/?limit=1");
         assert_eq!(at("https://cloud.example/image/", ""), "https://cloud.example/image/");
         for base in ["ftp://glance", "unix:/run/glance.sock"] {
-            let up = Upstream::new(base.parse().unwrap(), Duration::ZERO, Duration::ZERO);
+            let up = Upstream::new("glance", base.parse().unwrap(), &tls(), Duration::ZERO, Duration::ZERO);
             assert!(matches!(up, Err(BuildError::NotHttp(_))), "{base}");
         }
     }
 
     #[test]
     fn the_host_header_is_the_base_authority() {
-        let up = Upstream::new("http://glance:9292".parse().unwrap(), Duration::ZERO, Duration::ZERO).unwrap();
+        let up = Upstream::new("glance", "http://glance:9292".parse().unwrap(), &tls(), Duration::ZERO, Duration::ZERO)
+            .unwrap();
         assert_eq!((up.0.authority.as_str(), &up.0.host), ("glance:9292", &HeaderValue::from_static("glance:9292")));
+    }
+
+    #[tokio::test]
+    async fn uploads_leave_their_trailers_behind() {
+        use http_body_util::BodyExt as _;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-roles", HeaderValue::from_static("admin"));
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"image"))), Ok(Frame::trailers(trailers))];
+        let body = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
+        let moved = Arc::new(AtomicBool::new(false));
+        let collected = Upload { body, moved: moved.clone() }.collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert_eq!(collected.to_bytes(), "image");
+        assert!(moved.load(Ordering::Relaxed));
     }
 }

@@ -37,6 +37,11 @@ impl std::str::FromStr for Cidr {
 }
 
 impl Cidr {
+    /// Whether this is every address (`0.0.0.0/0`, `::/0`).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
         let ip = match ip {

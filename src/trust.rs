@@ -28,10 +28,12 @@ pub struct ClientCertificate {
 /// Whether `name` (lower case, as `http` keeps them) is one of the headers through which an
 /// auth layer tells OpenStack services who the caller is: keystonemiddleware's user and
 /// service sets (`X-User-*`, `X-Project-*`, `X-Domain-*`, `X-Roles`, `X-Service-*`, ...),
-/// their deprecated forms (`X-Tenant*`, `X-User`, `X-Role`) and oslo.context's extras.
-/// By prefix, so that a variant this list never heard of is dropped too.
+/// their deprecated forms (`X-Tenant*`, `X-User`, `X-Role`), the system scope and
+/// oslo.context's extras.
+/// By prefix, so that a variant this list never heard of is dropped too; `_` counts as `-`,
+/// since WSGI servers hand `X_Roles` to Python as `HTTP_X_ROLES`, the same as `X-Roles`.
 pub fn is_identity_header(name: &str) -> bool {
-    const PREFIXES: [&str; 12] = [
+    const PREFIXES: [&str; 13] = [
         "x-identity-status",
         "x-service-",
         "x-user",
@@ -44,8 +46,13 @@ pub fn is_identity_header(name: &str) -> bool {
         "x-trust-",
         "x-application-credential",
         "x-auth-project-id",
+        "openstack-system-scope",
     ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
+    // Checked for every header of most requests: no allocation.
+    let starts_with = |prefix: &str| {
+        name.len() >= prefix.len() && name.bytes().zip(prefix.bytes()).all(|(n, p)| n == p || (n == b'_' && p == b'-'))
+    };
+    PREFIXES.iter().any(|p| starts_with(p))
 }
 
 /// Removes every identity header from `headers`; says how many it removed.
@@ -90,6 +97,10 @@ mod tests {
             "x-is-admin-project",
             "x-system-scope",
             "x-auth-project-id",
+            "x_roles",
+            "x_project_id",
+            "x-identity_status",
+            "openstack-system-scope",
         ] {
             assert!(is_identity_header(name), "{name}");
         }

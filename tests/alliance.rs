@@ -21,8 +21,10 @@ fn world() -> &'static World {
         let h = Harness::get();
         let gw = h.gateway(|c| {
             c.alliance.namespaces.insert("ccsr1".into(), common::trusted_headers_namespace());
-            c.alliance.namespaces.insert("locked".into(), NamespaceConfig::default());
-            // Never reached: the calls here bring no token to check.
+            // Only tokens prove anything there. Neither is reached: the calls bring no token.
+            let locked =
+                NamespaceConfig { glance_url: Some("http://127.0.0.1:9".parse().unwrap()), ..Default::default() };
+            c.alliance.namespaces.insert("locked".into(), locked);
             c.keystone.url = Some("http://127.0.0.1:9/v3".parse().unwrap());
         });
         World { h, gw }

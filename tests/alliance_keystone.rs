@@ -1,5 +1,6 @@
 //! The Alliance dialect in front of a Keystone-protected Glance, with the gateway holding
-//! credentials per environment: two environments that cannot reach each other's images.
+//! credentials per environment: two environments that cannot reach each other's images, and
+//! callers that cannot act for an environment without proof.
 //!
 //! Needs a real Keystone and Glance: `scripts/test.sh` starts them (`keystone.sh`,
 //! `GLANCE_AUTH=keystone glance.sh`), sets `IG_TEST_KEYSTONE_CREDENTIALS` (the seeded
@@ -35,6 +36,15 @@ fn world() -> World {
                 ..Default::default()
             },
         );
+        // Only tokens prove anything here; and a trusted caller limited to environment A.
+        let strict = NamespaceConfig { glance_url: Some(glance.parse().unwrap()), ..Default::default() };
+        c.alliance.namespaces.insert("strict".into(), strict);
+        let mut listed = c.alliance.namespaces["cloud"].clone();
+        listed.trusted_callers[0].environments = vec![env_a.clone()];
+        c.alliance.namespaces.insert("listed".into(), listed);
+        let mut afar = c.alliance.namespaces["cloud"].clone();
+        afar.trusted_callers[0].networks = vec!["192.0.2.0/24".into()];
+        c.alliance.namespaces.insert("afar".into(), afar);
         c.keystone.url = Some(creds["keystone_url"].as_str().unwrap().parse().unwrap());
         // A through an application credential, B through a password.
         let a = Credentials {
@@ -55,15 +65,88 @@ fn world() -> World {
 
 impl World {
     async fn call(&self, env: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.call_in("cloud", env, None, method, path, body).await
+    }
+
+    async fn call_in(
+        &self,
+        ns: &str,
+        env: &str,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let mut req = client()
             .request(method.parse().unwrap(), format!("{}{path}", self.gw.base))
-            .header("x-target-ns", "cloud")
+            .header("x-target-ns", ns)
             .header("x-environment-id", env);
+        if let Some(token) = token {
+            req = req.header("x-auth-token", token);
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
         send(req).await
     }
+
+    /// A token of user B's own, scoped to environment B, as a client would get it.
+    async fn token_of_b(&self) -> String {
+        let b = &self.creds["user_b"];
+        let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": b["username"], "domain": {"name": "Default"}, "password": b["password"]}}},
+            "scope": {"project": {"id": self.env_b}}}});
+        let url = format!("{}/auth/tokens", self.creds["keystone_url"].as_str().unwrap().trim_end_matches('/'));
+        let issued = client().post(url).json(&auth).send().await.unwrap();
+        assert_eq!(issued.status().as_u16(), 201);
+        issued.headers()["x-subject-token"].to_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
+async fn no_caller_acts_for_an_environment_without_proof() {
+    let w = world();
+    let name = format!("a-guarded-{}", uuid::Uuid::new_v4().simple());
+    let created = w.call(&w.env_a, "POST", "/images", Some(json!({"image": {"name": name}}))).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let token_b = w.token_of_b().await;
+    let routes = [
+        ("GET", "/images".to_owned(), None),
+        ("POST", "/images".to_owned(), Some(json!({"image": {"name": "intruder"}}))),
+        ("GET", format!("/images/{id}"), None),
+        ("GET", format!("/images/{name}"), None),
+        ("PATCH", format!("/images/{id}"), Some(json!({"image": {"name": "stolen"}}))),
+        ("PUT", format!("/images/{name}"), Some(json!({"image": {"name": "stolen"}}))),
+        ("DELETE", format!("/images/{id}"), None),
+    ];
+    for (method, path, body) in &routes {
+        for (ns, token, status) in [
+            // Anyone naming A, where only tokens count; and where callers are trusted, from afar
+            // (the gateway holds A's credentials, and must not use them for this caller).
+            ("strict", None, 401),
+            ("afar", None, 401),
+            // B's valid token naming A.
+            ("strict", Some(token_b.as_str()), 403),
+            ("cloud", Some(token_b.as_str()), 403),
+            // A forged token.
+            ("strict", Some("forged"), 401),
+        ] {
+            let a = w.call_in(ns, &w.env_a, token, method, path, body.clone()).await;
+            assert_eq!(a.status, status, "{ns} {method} {path} token {}: {}", token.is_some(), a.text);
+        }
+        // A trusted caller outside its environments: limited to A, naming B.
+        let a = w.call_in("listed", &w.env_b, None, method, path, body.clone()).await;
+        assert_eq!(a.status, 403, "listed {method} {path}: {}", a.text);
+    }
+    // Nothing happened to A's image, and the proofs that hold work.
+    let shown = w.call_in("listed", &w.env_a, None, "GET", &format!("/images/{id}"), None).await;
+    assert_eq!((shown.status, shown.json()["name"].clone()), (200, json!(name)), "{}", shown.text);
+    let own = w.call_in("strict", &w.env_b, Some(&token_b), "GET", "/images", None).await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert!(!own.text.contains(&id), "B sees A's image");
+    assert_eq!(w.call(&w.env_a, "DELETE", &format!("/images/{id}"), None).await.status, 200);
 }
 
 #[tokio::test]
@@ -100,14 +183,8 @@ async fn environments_are_isolated_on_a_keystone_protected_glance() {
 #[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
 async fn client_tokens_pass_through_and_unknown_environments_are_refused() {
     let w = world();
-    // A token of user B's own, sent by the client: used as is.
-    let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": w.creds["user_b"]["username"], "domain": {"name": "Default"}, "password": w.creds["user_b"]["password"]}}},
-        "scope": {"project": {"id": w.env_b}}}});
-    let url = format!("{}/auth/tokens", w.creds["keystone_url"].as_str().unwrap().trim_end_matches('/'));
-    let issued = client().post(url).json(&auth).send().await.unwrap();
-    assert_eq!(issued.status().as_u16(), 201);
-    let token = issued.headers()["x-subject-token"].to_str().unwrap().to_owned();
+    // A token of user B's own, sent by the client: checked, then used as is.
+    let token = w.token_of_b().await;
     let answer = send(
         client()
             .post(format!("{}/images", w.gw.base))
@@ -119,7 +196,7 @@ async fn client_tokens_pass_through_and_unknown_environments_are_refused() {
     .await;
     assert_eq!(answer.status, 201, "{}", answer.text);
     assert_eq!(answer.json()["owner"], json!(w.env_b));
-    // A bad token of the client's own is the client's problem: Glance's 401, no retry with ours.
+    // A bad token of the client's own is the client's problem: a 401, never a retry with ours.
     let bad = send(
         client()
             .get(format!("{}/images", w.gw.base))

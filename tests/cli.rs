@@ -62,6 +62,12 @@ fn check_names_file_key_and_problem() {
         ),
         ("config/gateway.toml", "[glance]", "[glance]\nurl = \"not a url\"", "glance.url"),
         ("config/gateway.toml", "[nova]", "[nova]\nmystery = 1", "mystery"),
+        (
+            "config/gateway.toml",
+            "[glance]",
+            "[glance]\ntls.ca_file = \"absent-ca.pem\"",
+            "glance.tls: ca_file: absent-ca.pem",
+        ),
         ("config/gateway.toml", "max_connections = 1024", "max_connections = 0", "server.max_connections"),
         ("config/gateway.toml", "max_header_bytes = 65536", "max_header_bytes = 4096", "server.max_header_bytes"),
         (
@@ -146,6 +152,16 @@ fn serve_out_of_the_box() {
     assert!(log.contains("NO GLANCE CONFIGURED"), "{log}");
     assert!(log.contains("access_log") && log.contains("nova.images.detail"), "no access log line: {log}");
     assert!(!log.contains("secret-token-6f1c1bd8"), "a token reached the log: {log}");
+    assert!(!log.contains("for development only"), "{log}");
+}
+
+/// An in-memory store that believes identity headers says so at start.
+#[test]
+fn an_in_memory_store_trusting_headers_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Process::start(dir.path(), &[], &[("IMAGE_GATEWAY_GLANCE__EMBEDDED_IDENTITY", "headers")]);
+    let log = served.log_once(|log| log.contains("for development only"));
+    assert!(log.contains("X-Project-Id and X-Roles"), "{log}");
 }
 
 /// Renaming a field in a mapping file changes the answer, no rebuild involved.

@@ -24,6 +24,8 @@ struct Fakes {
     /// The one token the fake Glance accepts.
     valid: Arc<Mutex<String>>,
     lists: Arc<AtomicUsize>,
+    /// Every request the fake Glance got, whatever it was.
+    calls: Arc<AtomicUsize>,
 }
 
 async fn issue(State(f): State<Fakes>, Json(body): Json<serde_json::Value>) -> impl IntoResponse {
@@ -93,10 +95,16 @@ fn fakes() -> (Fakes, String, String) {
     *f.valid.lock().unwrap() = "tok-1".into();
     let keystone = Router::new().route("/v3/auth/tokens", post(issue).get(validate)).with_state(f.clone());
     let schema = json!({"properties": {"id": {}, "name": {}, "status": {}}});
+    let counted = f.calls.clone();
     let glance = Router::new()
         .route("/v2/images", get(list))
         .route("/v2/schemas/image", get(move || async move { Json(schema.clone()) }))
-        .with_state(f.clone());
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(f.clone())
+        .layer(tower::util::MapRequestLayer::new(move |request: axum::extract::Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            request
+        }));
     let h = Harness::get();
     let (k, g) = h.block_on(async { (serve(keystone).await, serve(glance).await) });
     (f, k, g)
@@ -171,11 +179,12 @@ async fn callers_without_proof_are_refused_before_glance() {
             assert_eq!(a.json()["error"]["code"], json!(want), "{}", a.text);
         }
     }
-    assert_eq!(f.lists.load(Ordering::SeqCst), 0, "a refused call reached Glance");
+    assert_eq!(f.calls.load(Ordering::SeqCst), 0, "a refused call reached Glance");
     assert_eq!(f.issued.load(Ordering::SeqCst), 0, "a refused call used the gateway's credentials");
     // The proofs that do work: the environment's own token, and a trusted caller.
     let own = call("GET", "/images", "strict", Some(format!("{USER_TOKEN}{PROJECT}"))).await;
     assert_eq!(own.status, 200, "{}", own.text);
+    assert!(f.calls.load(Ordering::SeqCst) > 0, "the count counts");
     assert_eq!(f.issued.load(Ordering::SeqCst), 0, "a client's token is used as is");
     assert_eq!(list_images(&gw.base).await, 200);
     assert_eq!(f.issued.load(Ordering::SeqCst), 1);

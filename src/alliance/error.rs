@@ -68,7 +68,9 @@ impl AllianceError {
                 }
                 (None, _) => StatusCode::BAD_GATEWAY,
             },
-            AllianceError::Keystone(KeystoneError::Unreachable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AllianceError::Keystone(KeystoneError::Unreachable(_) | KeystoneError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AllianceError::Keystone(_) => StatusCode::BAD_GATEWAY,
             AllianceError::Render(_) => StatusCode::BAD_GATEWAY,
             AllianceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -18,6 +18,8 @@ use crate::trust::{self, ClientCertificate};
 /// One `trusted_callers` entry, parsed.
 #[derive(Clone, Debug)]
 pub struct TrustedCallers {
+    /// False for an entry that would trust anyone: it then trusts nobody.
+    sound: bool,
     networks: Vec<Cidr>,
     client_certificate: bool,
     certificate_names: Vec<String>,
@@ -25,10 +27,14 @@ pub struct TrustedCallers {
 }
 
 impl From<&TrustedCaller> for TrustedCallers {
-    /// `Config::validate` has checked the networks.
+    /// `Config::validate` refuses an entry that trusts anyone or names a bad network; should
+    /// one get here all the same, it trusts nobody.
     fn from(c: &TrustedCaller) -> Self {
+        let networks: Vec<Cidr> = c.networks.iter().filter_map(|n| n.parse().ok()).collect();
+        let sound = networks.len() == c.networks.len() && (!networks.is_empty() || c.client_certificate);
         TrustedCallers {
-            networks: c.networks.iter().filter_map(|n| n.parse().ok()).collect(),
+            sound,
+            networks,
             client_certificate: c.client_certificate,
             certificate_names: c.certificate_names.clone(),
             environments: c.environments.clone(),
@@ -44,7 +50,7 @@ impl TrustedCallers {
             || caller.certificate.is_some_and(|cert| {
                 self.certificate_names.is_empty() || cert.names.iter().any(|n| self.certificate_names.contains(n))
             });
-        network && certificate
+        self.sound && network && certificate
     }
 
     fn allows(&self, environment: &str) -> bool {
@@ -128,5 +134,46 @@ async fn check_token(api: &AllianceApi, token: &HeaderValue, environment: &str) 
         Some(_) => Err(AllianceError::Forbidden(format!(
             "The token is not scoped to environment {environment} (X-Environment-Id)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callers(networks: &[&str], client_certificate: bool, names: &[&str]) -> TrustedCallers {
+        TrustedCallers::from(&TrustedCaller {
+            networks: networks.iter().map(|n| n.to_string()).collect(),
+            client_certificate,
+            certificate_names: names.iter().map(|n| n.to_string()).collect(),
+            environments: vec!["env-a".into()],
+        })
+    }
+
+    fn caller<'a>(peer: &str, certificate: Option<&'a ClientCertificate>) -> Caller<'a> {
+        Caller { peer: Some(peer.parse().unwrap()), certificate, token: None }
+    }
+
+    #[test]
+    fn trusted_callers_match_by_network_certificate_or_both() {
+        let portal = ClientCertificate { names: vec!["portal.example".into(), "Portal CN".into()] };
+        let other = ClientCertificate { names: vec!["other.example".into()] };
+        let by_network = callers(&["10.0.0.0/8"], false, &[]);
+        assert!(by_network.matches(&caller("10.1.2.3", None)));
+        assert!(!by_network.matches(&caller("192.0.2.1", Some(&portal))));
+        let by_certificate = callers(&[], true, &[]);
+        assert!(by_certificate.matches(&caller("192.0.2.1", Some(&other))));
+        assert!(!by_certificate.matches(&caller("10.1.2.3", None)));
+        let by_name = callers(&[], true, &["portal.example"]);
+        assert!(by_name.matches(&caller("192.0.2.1", Some(&portal))));
+        assert!(!by_name.matches(&caller("192.0.2.1", Some(&other))));
+        let both = callers(&["10.0.0.0/8"], true, &[]);
+        assert!(both.matches(&caller("10.1.2.3", Some(&portal))));
+        assert!(!both.matches(&caller("10.1.2.3", None)));
+        assert!(!both.matches(&caller("192.0.2.1", Some(&portal))));
+        assert!(by_network.allows("env-a") && !by_network.allows("env-b"));
+        // Unsound entries trust nobody, even if validation was skipped.
+        assert!(!callers(&[], false, &[]).matches(&caller("10.1.2.3", Some(&portal))));
+        assert!(!callers(&["10.0.0.0/8", "nonsense"], false, &[]).matches(&caller("10.1.2.3", None)));
     }
 }

@@ -72,6 +72,11 @@ impl Breaker {
         Breaker { name: name.into(), threshold: threshold.max(1), cooldown, inner: Mutex::default(), metrics }
     }
 
+    /// The upstream's name in metrics and logs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -117,15 +117,8 @@ impl Store {
         Self::default()
     }
 
-    /// A store that takes each caller's project and roles from `X-Project-Id` and `X-Roles`
-    /// (development: whatever reaches it). Says so in the log.
+    /// A store whose callers are told apart as `identity` says (fixed for its life).
     pub fn with_identity(identity: EmbeddedIdentity) -> Self {
-        if identity == EmbeddedIdentity::Headers {
-            tracing::warn!(
-                "the in-memory image store takes each caller's project and roles from X-Project-Id and \
-                 X-Roles (glance.embedded_identity = \"headers\"): for development only"
-            );
-        }
         Store { identity, ..Self::default() }
     }
 

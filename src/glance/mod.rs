@@ -26,6 +26,7 @@ use url::Url;
 use crate::config::Config;
 use crate::layers::metrics::Metrics;
 use crate::mapping::{for_each_object, PageError, PageSummary, PropertyNames, RawObject};
+use crate::tls::client::ClientTls;
 use breaker::{Breaker, Outcome, Permit};
 
 /// How long an idle connection to Glance is kept: under the 5 s `KeepAliveTimeout` of Apache,
@@ -47,6 +48,10 @@ pub enum UpstreamError {
     Status { status: StatusCode, message: String },
     #[error("cannot reach Glance: {0}")]
     Unreachable(String),
+    /// TLS with the upstream failed: its certificate is not one `ca_file` (or the system)
+    /// trusts, it refused the gateway's client certificate, or the handshake broke down.
+    #[error("TLS with the upstream failed: {0}")]
+    Tls(String),
     #[error("Glance did not answer within {0:?}")]
     Timeout(Duration),
     #[error("Glance sent an unusable answer: {0}")]
@@ -74,13 +79,28 @@ impl UpstreamError {
         }
     }
 
+    /// The failure behind an HTTP client's `error` for the upstream named `upstream`: a TLS
+    /// failure is logged (naming both) and told apart; any other is `otherwise(chain)`, the
+    /// chain of messages.
+    pub fn from_transport(
+        upstream: &str,
+        error: &(dyn std::error::Error + 'static),
+        otherwise: impl FnOnce(String) -> UpstreamError,
+    ) -> UpstreamError {
+        match crate::tls::client::report_tls_failure(upstream, error) {
+            Some(tls) => UpstreamError::Tls(tls),
+            None => otherwise(error_chain(error)),
+        }
+    }
+
     /// What the gateway answers for a failure that is not Glance's own answer (`None` for
     /// [`UpstreamError::Status`], which each dialect translates its own way).
     pub fn gateway_status(&self) -> Option<StatusCode> {
         Some(match self {
             UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) => StatusCode::BAD_GATEWAY,
+            // A certificate problem is not a passing outage: retrying soon will not help.
+            UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
             UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
             UpstreamError::Status { .. } => return None,
@@ -110,7 +130,11 @@ impl UpstreamError {
             | UpstreamError::ClientStalled(_)
             | UpstreamError::RequestTooLong { .. }
             | UpstreamError::TooLarge(_) => Outcome::Healthy,
-            UpstreamError::Unreachable(_) | UpstreamError::Timeout(_) | UpstreamError::BadAnswer(_) => Outcome::Failed,
+            // A TLS failure says the upstream (or the gateway's trust in it) is broken.
+            UpstreamError::Unreachable(_)
+            | UpstreamError::Timeout(_)
+            | UpstreamError::BadAnswer(_)
+            | UpstreamError::Tls(_) => Outcome::Failed,
         }
     }
 }
@@ -236,14 +260,17 @@ pub struct GlanceClient {
 
 impl GlanceClient {
     /// A client of the Glance at `base`, named `name` (`glance`, `glance/<namespace>`) in metrics and logs.
-    pub fn http(name: &str, config: &Config, base: Url, metrics: &Metrics) -> Result<Self, reqwest::Error> {
-        crate::install_crypto_provider();
-        // Upstreams are reached directly, as the passthrough reaches them: an `HTTPS_PROXY` meant
-        // for a pod's egress must not carry Glance's traffic and tokens.
-        let client = reqwest::Client::builder()
-            .no_proxy()
+    /// `tls` is the upstream's TLS (`glance.tls`, or the namespace's).
+    pub fn http(
+        name: &str,
+        config: &Config,
+        base: Url,
+        tls: &ClientTls,
+        metrics: &Metrics,
+    ) -> Result<Self, reqwest::Error> {
+        let client = tls
+            .reqwest()
             .connect_timeout(Duration::from_secs_f64(config.glance.connect_timeout_secs))
-            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_MAX_IDLE)
             .tcp_nodelay(true)
@@ -414,7 +441,7 @@ impl GlanceClient {
         let started = Instant::now();
         let sent = match &self.transport {
             Transport::Http { client, base } => {
-                tokio::time::timeout(self.timeout, send_http(client, base, call, out)).await
+                tokio::time::timeout(self.timeout, send_http(self.breaker.name(), client, base, call, out)).await
             }
             Transport::Embedded(router) => tokio::time::timeout(self.timeout, send_embedded(router, call, out)).await,
         };
@@ -437,6 +464,7 @@ fn checked(status: StatusCode, body: Bytes) -> Result<Bytes, UpstreamError> {
 }
 
 async fn send_http(
+    upstream: &str,
     client: &reqwest::Client,
     base: &Url,
     call: &Call,
@@ -470,9 +498,15 @@ async fn send_http(
         match outcome {
             Ok((status, Some(body))) => return Ok((status, body)),
             Ok((_, None)) => return Err(UpstreamError::TooLarge(MAX_JSON_ANSWER)),
-            Err(e) if attempt < attempts && (e.is_connect() || e.is_request()) => continue,
-            Err(e) if e.is_connect() || e.is_request() => return Err(UpstreamError::Unreachable(error_chain(&e))),
-            Err(e) => return Err(UpstreamError::BadAnswer(error_chain(&e))),
+            Err(e) => {
+                let unreachable = e.is_connect() || e.is_request();
+                // A certificate refused once is refused again: no second try.
+                if unreachable && attempt < attempts && crate::tls::client::tls_failure(&e).is_none() {
+                    continue;
+                }
+                let kind = if unreachable { UpstreamError::Unreachable } else { UpstreamError::BadAnswer };
+                return Err(UpstreamError::from_transport(upstream, &e, kind));
+            }
         }
     }
 }

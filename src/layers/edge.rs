@@ -339,7 +339,7 @@ mod tests {
                 .header("x-auth-token", "t")
                 .body(axum::body::Body::empty())
                 .unwrap();
-            let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+            let addr = std::net::SocketAddr::new(peer.parse().unwrap(), 40000);
             req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
             req
         };
@@ -347,7 +347,9 @@ mod tests {
         let untrusted = text(send(edge_trusting(&metrics, proxies.clone()), request("192.0.2.7")).await).await;
         assert_eq!(untrusted, "x-auth-token,x-openstack-request-id");
         assert!(metrics.render().contains("image_gateway_identity_headers_dropped_total 3"));
-        let trusted = text(send(edge_trusting(&metrics, proxies), request("10.1.2.3")).await).await;
-        assert_eq!(trusted, "x-auth-token,x-openstack-request-id,x-project-id,x-roles,x-service-roles");
+        for peer in ["10.1.2.3", "::ffff:10.1.2.3"] {
+            let trusted = text(send(edge_trusting(&metrics, proxies.clone()), request(peer)).await).await;
+            assert_eq!(trusted, "x-auth-token,x-openstack-request-id,x-project-id,x-roles,x-service-roles", "{peer}");
+        }
     }
 }

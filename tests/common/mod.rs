@@ -10,6 +10,7 @@
 
 pub mod pki;
 pub mod process;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

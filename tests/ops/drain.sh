@@ -72,8 +72,13 @@ NGINX_PORT=${PORTS[4]}
 GLANCE=http://127.0.0.1:$GLANCE_PORT
 LB=http://127.0.0.1:$NGINX_PORT
 
+# The test's clients play the auth layer in front: their identity headers are believed from
+# loopback, and the in-memory store takes them.
 cat >"$W/glance.toml" <<EOF
 listen = "127.0.0.1:$GLANCE_PORT"
+identity_proxies = ["127.0.0.0/8"]
+[glance]
+embedded_identity = "headers"
 [log]
 format = "json"
 filter = "info,access_log=off"
@@ -81,6 +86,7 @@ EOF
 for i in 0 1 2; do
     cat >"$W/gw$i.toml" <<EOF
 listen = "127.0.0.1:${GW_PORTS[i]}"
+identity_proxies = ["127.0.0.0/8"]
 [glance]
 url = "$GLANCE/image"
 [shutdown]
@@ -88,6 +94,7 @@ drain_delay_secs = $DRAIN_DELAY
 grace_period_secs = $GRACE
 [alliance.namespaces.$NS]
 identity = "trusted_headers"
+trusted_callers = [{ networks = ["127.0.0.0/8"] }]
 [log]
 format = "json"
 filter = "info,access_log=off"

@@ -43,11 +43,15 @@ PORT=$(ops_ports 1)
 BASE=http://127.0.0.1:$PORT
 cat >"$W/gateway.toml" <<EOF
 listen = "127.0.0.1:$PORT"
+identity_proxies = ["127.0.0.0/8"]
+[glance]
+embedded_identity = "headers"
 [shutdown]
 drain_delay_secs = 0
 grace_period_secs = 5
 [alliance.namespaces.ops]
 identity = "trusted_headers"
+trusted_callers = [{ networks = ["127.0.0.0/8"] }]
 [log]
 format = "json"
 filter = "info"
