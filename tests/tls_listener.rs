@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use http_body_util::BodyExt as _;
-use image_gateway::config::{Config, ListenerTls};
+use image_gateway::config::{Config, IdentityMode, ListenerTls, NamespaceConfig, TrustedCaller};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::public_url::OverTls;
 use image_gateway::server::{listener, Lifecycle};
@@ -593,4 +593,39 @@ fn check_names_the_key_and_the_file_of_bad_tls_files() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Mutual TLS as Alliance portals use it (docs/security.md): a caller whose verified
+/// certificate names one of a namespace's `trusted_callers` acts for an environment without a
+/// token of its own; the same call without that certificate does not.
+#[tokio::test]
+async fn an_alliance_caller_trusted_by_its_certificate_acts_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let clients = Pki::new(dir.path(), "clients");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let portal = clients.client("portal", "portal.example");
+    let other = clients.client("other", "other.example");
+    let served = serve_here(|c| {
+        c.server.tls = Some(ListenerTls { client_ca_file: Some(clients.ca()), ..tls(&server) });
+        let caller = TrustedCaller {
+            client_certificate: true,
+            certificate_names: vec!["portal.example".into()],
+            ..Default::default()
+        };
+        let namespace = NamespaceConfig {
+            identity: IdentityMode::TrustedHeaders,
+            trusted_callers: vec![caller],
+            ..Default::default()
+        };
+        c.alliance.namespaces.insert("ns".into(), namespace);
+    })
+    .await;
+    let url = format!("{}/images", base(&served));
+    for (certificate, status) in [(Some(&portal), 200), (Some(&other), 401), (None, 401)] {
+        let http = client(&pki.ca(), certificate).build().unwrap();
+        let answer =
+            http.get(&url).header("x-target-ns", "ns").header("x-environment-id", "env1").send().await.unwrap();
+        assert_eq!(answer.status(), status, "{certificate:?}: {}", answer.text().await.unwrap());
+    }
 }
