@@ -629,3 +629,28 @@ async fn an_alliance_caller_trusted_by_its_certificate_acts_without_a_token() {
         assert_eq!(answer.status(), status, "{certificate:?}: {}", answer.text().await.unwrap());
     }
 }
+
+/// Over HTTP/2 a request's header list is bounded by `server.max_header_bytes`, as its head is
+/// over HTTP/1.1 (hyper's own HTTP/2 default would be 16 MiB).
+#[tokio::test]
+async fn an_http2_header_list_over_max_header_bytes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| c.server.tls = Some(tls(&server))).await;
+    let http = client(&pki.ca(), None).build().unwrap();
+    let value = "v".repeat(8000);
+    for (fields, fits) in [(6, true), (10, false)] {
+        let mut request = http.get(format!("{}/healthz", base(&served)));
+        for i in 0..fields {
+            request = request.header(format!("x-filler-{i}"), &value);
+        }
+        let answer = request.send().await;
+        let status = answer.as_ref().map(|a| (a.version(), a.status().as_u16()));
+        if fits {
+            assert_eq!(status.unwrap(), (Version::HTTP_2, 200));
+        } else {
+            assert!(!matches!(status, Ok((_, 200))), "{fields} fields of 8000 bytes served: {status:?}");
+        }
+    }
+}
