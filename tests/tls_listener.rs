@@ -654,3 +654,25 @@ async fn an_http2_header_list_over_max_header_bytes_is_refused() {
         }
     }
 }
+
+/// The server's limits act over TLS as over TCP; here the lingering close: a client sending
+/// a body far over the limit reads its 413 rather than a reset, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_the_body_limit_reads_its_413_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let served = serve_here(|c| {
+        c.server.tls = Some(tls(&server));
+        c.limits.body_limit_bytes = 1024;
+    })
+    .await;
+    let url = format!("{}/v2.1/images/6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f/metadata", base(&served));
+    for _ in 0..5 {
+        let http = client(&pki.ca(), None).http1_only().build().unwrap();
+        let body = vec![b' '; 20_000_000];
+        let answer = http.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(answer.status(), 413);
+    }
+    served.wait_for("image_gateway_connections_closed_total{reason=\"lingering_close\"}", |n| n == 5.0).await;
+}
