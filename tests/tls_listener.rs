@@ -220,25 +220,6 @@ impl SecretMount {
     }
 }
 
-trait WaitForMetric {
-    async fn wait_for(&self, series: &str, done: impl Fn(f64) -> bool) -> f64;
-}
-
-impl WaitForMetric for Served {
-    /// Polls a series until `done` holds for it (at most 10 s).
-    async fn wait_for(&self, series: &str, done: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let value = self.metric(series);
-            if done(value) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{series} stayed at {value}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
 const RELOADED: &str = "image_gateway_tls_certificate_reloads_total{result=\"success\"}";
 const NOT_RELOADED: &str = "image_gateway_tls_certificate_reloads_total{result=\"failure\"}";
 

@@ -181,6 +181,20 @@ impl Served {
     pub fn closed(&self, reason: &str) -> f64 {
         self.metric(&format!("image_gateway_connections_closed_total{{reason=\"{reason}\"}}"))
     }
+
+    /// Polls one series until `done` holds for it (at most 10 s): for what the gateway does on
+    /// its own time, such as reloading a renewed certificate.
+    pub async fn wait_for(&self, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let value = self.metric(series);
+            if done(value) {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{series} stayed at {value}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The value of one series (`name{labels}`) in a Prometheus text page.
