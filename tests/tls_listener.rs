@@ -1,7 +1,9 @@
-//! HTTPS on the gateway's listener (`server.tls`): HTTP/1.1 and HTTP/2 by ALPN, mutual TLS,
-//! certificates renewed on disk the way the kubelet updates a mounted Secret, the handshake
-//! deadline, and `check` on bad files. Certificates come from a private CA made by each test
-//! (tests/common/pki.rs); the clients are reqwest with rustls.
+//! HTTPS on the gateway's listener (`server.tls`): HTTP/1.1 and HTTP/2 by ALPN, mutual TLS (and
+//! the Alliance trust it carries), certificates renewed on disk the way the kubelet updates a
+//! mounted Secret, the handshake deadline, the server limits over TLS and HTTP/2, the drain,
+//! and `check` on bad files. Certificates come from a private CA made by each test
+//! (tests/common/pki.rs); the clients are reqwest with rustls, or hyper's and tokio-rustls's
+//! own where the test needs the connection in hand.
 
 mod common;
 
