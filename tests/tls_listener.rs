@@ -230,11 +230,16 @@ async fn a_certificate_renewed_on_disk_under_load_is_served_without_a_failed_req
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "gw");
     let first = pki.server("first", &["127.0.0.1"]);
-    let second = pki.server("second", &["127.0.0.1"]);
+    let renewed_until = time::macros::datetime!(2030-01-01 0:00 UTC);
+    let second = pki.server_until("second", &["127.0.0.1"], renewed_until);
     let mut mount = SecretMount::new(dir.path(), &first);
     let served = serve_here(|c| c.server.tls = Some(mount.tls())).await;
     let url = format!("{}/v2.1/images", base(&served));
     let ca = pki.ca();
+    let expiry =
+        format!("image_gateway_tls_certificate_expiry_timestamp_seconds{{cert_file={:?}}}", mount.tls().cert_file);
+    let default_until = rcgen::CertificateParams::default().not_after.unix_timestamp();
+    assert_eq!(served.metric(&expiry), default_until as f64);
 
     // Clients on kept-alive connections (HTTP/1.1 and HTTP/2) and clients on a new
     // connection for every request, until told to stop.
@@ -297,6 +302,9 @@ async fn a_certificate_renewed_on_disk_under_load_is_served_without_a_failed_req
 
     let fresh = client(&ca, None).build().unwrap().get(&url).send().await.unwrap();
     assert_eq!(served_certificate(&fresh), der(&second.cert), "a new connection got the old certificate");
+    let expiry =
+        format!("image_gateway_tls_certificate_expiry_timestamp_seconds{{cert_file={:?}}}", mount.tls().cert_file);
+    assert_eq!(served.metric(&expiry), renewed_until.unix_timestamp() as f64);
     let again = kept.get(&url).send().await.unwrap();
     assert_eq!(served_certificate(&again), der(&first.cert), "the kept-alive connection was not kept");
     assert_eq!(served.metric(RELOADED), 1.0);

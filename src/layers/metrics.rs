@@ -116,6 +116,8 @@ pub struct Metrics {
     tls_handshake_failures: IntCounter,
     /// `success` then `failure`, made at start so both read 0 until a reload.
     tls_certificate_reloads: [IntCounter; 2],
+    /// By `cert_file`: no series without TLS, so that an expiry alert has nothing to fire on.
+    tls_certificate_expiry: IntGaugeVec,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
     /// compares every label and allocates the status text on each call. Hashed with foldhash,
     /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
@@ -250,6 +252,11 @@ impl Metrics {
             &["result"],
         );
         let tls_certificate_reloads = ["success", "failure"].map(|result| reloads_tls.with_label_values(&[result]));
+        let tls_certificate_expiry = gauges(
+            "image_gateway_tls_certificate_expiry_timestamp_seconds",
+            "When the listener's certificate being served expires (its notAfter), in seconds since the epoch.",
+            &["cert_file"],
+        );
         Metrics {
             refused,
             registry,
@@ -272,6 +279,7 @@ impl Metrics {
             identity_headers_dropped,
             tls_handshake_failures,
             tls_certificate_reloads,
+            tls_certificate_expiry,
             series: RwLock::default(),
         }
     }
@@ -332,6 +340,10 @@ impl Metrics {
 
     pub fn tls_certificate_reloaded(&self, ok: bool) {
         self.tls_certificate_reloads[usize::from(!ok)].inc();
+    }
+
+    pub fn tls_certificate_expires(&self, cert_file: &str, not_after: i64) {
+        self.tls_certificate_expiry.with_label_values(&[cert_file]).set(not_after);
     }
 
     /// The registry in Prometheus text format.

@@ -83,9 +83,10 @@ impl ServerTls {
         };
         let mut server = builder.with_cert_resolver(resolver.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let not_after = resolver.served(&resolver.current.load());
         tracing::info!(
             cert_file = %config.cert_file.display(),
-            not_after = not_after(&resolver.current.load()),
+            not_after,
             client_certificates = if verifier_set { "verified" } else { "not asked for" },
             "listener certificate loaded"
         );
@@ -168,13 +169,22 @@ impl ResolvesServerCert for Reloading {
 }
 
 impl Reloading {
+    /// Shows when `key`, about to be served, expires: in the metrics, and for the log.
+    fn served(&self, key: &CertifiedKey) -> String {
+        let parsed = key.cert.first().and_then(|cert| x509_parser::parse_x509_certificate(cert).ok());
+        let Some((_, cert)) = parsed else { return "unknown".into() };
+        let not_after = cert.validity().not_after;
+        self.metrics.tls_certificate_expires(&self.files.cert_file.display().to_string(), not_after.timestamp());
+        not_after.to_string()
+    }
+
     /// Reads the files again; a new pair that loads is served from now on.
     fn reload(&self) {
         match certified_key(&self.files, &self.provider) {
             // Another file of the directory changed, or a step of a swap before the swap.
             Ok(key) if key.cert == self.current.load().cert => {}
             Ok(key) => {
-                let not_after = not_after(&key);
+                let not_after = self.served(&key);
                 self.current.store(Arc::new(key));
                 self.metrics.tls_certificate_reloaded(true);
                 tracing::info!(cert_file = %self.files.cert_file.display(), not_after, "listener certificate reloaded");
@@ -189,12 +199,6 @@ impl Reloading {
             }
         }
     }
-}
-
-/// When the served certificate expires, for the log.
-fn not_after(key: &CertifiedKey) -> String {
-    let parsed = key.cert.first().and_then(|cert| x509_parser::parse_x509_certificate(cert).ok());
-    parsed.map_or_else(|| "unknown".into(), |(_, cert)| cert.validity().not_after.to_string())
 }
 
 /// Watches the directories of the certificate and key, reloading on every change there; with
