@@ -667,3 +667,50 @@ async fn a_client_over_the_body_limit_reads_its_413_over_tls() {
     }
     served.wait_for("image_gateway_connections_closed_total{reason=\"lingering_close\"}", |n| n == 5.0).await;
 }
+
+/// As over HTTP/1.1, a client that takes nothing of its answer is cut off at
+/// `server.send_timeout_secs`, and the list's admission place comes back; over HTTP/2 it stops
+/// the answer by flow control rather than by a full socket.
+#[tokio::test(start_paused = true)]
+async fn an_http2_client_that_takes_nothing_of_its_answer_is_cut_off_at_the_send_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "gw");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let project = "0123456789abcdef0123456789abcdef";
+    let store = common::store_with_a_large_list(project).await;
+    let mut config = common::test_config();
+    config.server.tls = Some(tls(&server));
+    config.server.send_timeout_secs = 7.0;
+    config.limits.max_heavy_in_flight = 1;
+    let served = common::serve_store(config, Some(store)).await;
+    // Frames cross the client's and the server's HTTP/2 tasks after a socket: this tick keeps
+    // the paused clock from moving on to a deadline before they have.
+    let tick = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let (mut sender, connection) = h2_connect(&served, &pki).await;
+    let request = http::Request::get("https://127.0.0.1/v2.1/images/detail")
+        .header("x-identity-status", "Confirmed")
+        .header("x-project-id", project)
+        .header("x-roles", "member,reader")
+        .body(empty())
+        .unwrap();
+    // The answer's head, and never a byte of its body.
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let started = Instant::now();
+    let cut = async {
+        while served.closed("send_timeout") < 1.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    timeout(Duration::from_secs(600), cut).await.expect("a client that takes nothing is never cut off");
+    assert!(started.elapsed() <= Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(7), "{:?}", started.elapsed());
+    assert_eq!(served.metric("image_gateway_heavy_requests_in_flight"), 0.0, "its place came back");
+    timeout(Duration::from_secs(1), connection).await.expect("the connection is still open").unwrap().ok();
+    drop(answer);
+    tick.abort();
+}

@@ -130,8 +130,10 @@ struct ConnState {
     body_unfinished: AtomicBool,
     /// The limit that ended the connection; the first to act names it.
     ended_by: OnceLock<ConnectionClose>,
-    /// HTTP/2: its requests, for [`streams::idle`].
+    /// HTTP/2: its requests, for [`streams::idle`]...
     streams: tokio::sync::watch::Sender<streams::Streams>,
+    /// ...and its answers waiting for the client, for [`streams::stalled`].
+    stalls: streams::Stalls,
 }
 
 impl ConnState {
@@ -239,8 +241,9 @@ where
     watcher.watch(http.serve_connection(io, service)).await
 }
 
-/// HTTP/2 over `stream`, closed when without a request too long ([`streams`]). No lingering
-/// close: a stream whose body is left is reset on its own, the connection goes on.
+/// HTTP/2 over `stream`, closed when without a request too long, or when the client takes
+/// nothing of an answer too long ([`streams`]). No lingering close: a stream whose body is left
+/// is reset on its own, the connection goes on.
 async fn serve_http2<T, S>(
     stream: T,
     service: ConnService<S>,
@@ -259,6 +262,10 @@ where
         ended = watcher.watch(policy.h2.serve_connection(io, service)) => ended,
         reason = streams::idle(&state, first_request, policy.keepalive_timeout) => {
             state.end_by(reason);
+            Ok(())
+        }
+        () = streams::stalled(&state, policy.send_timeout) => {
+            state.end_by(ConnectionClose::SendTimeout);
             Ok(())
         }
     }

@@ -123,6 +123,29 @@ impl Harness {
     }
 }
 
+/// An in-memory store (its router) whose `project` lists some 8 MiB of images at
+/// `/v2.1/images/detail`: more than the sockets (and HTTP/2 windows) on the way hold.
+pub async fn store_with_a_large_list(project: &str) -> axum::Router {
+    use tower::ServiceExt as _;
+    let store = image_gateway::glance::embedded::router(test_store());
+    let filler = "z".repeat(200);
+    for i in 0..2000 {
+        let mut image = json!({"name": format!("big-{i}")});
+        for p in 0..20 {
+            image[format!("p{p}")] = json!(filler);
+        }
+        let request = http::Request::post("/v2/images")
+            .header("content-type", "application/json")
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", project)
+            .header("x-roles", "member,reader")
+            .body(axum::body::Body::from(image.to_string()))
+            .unwrap();
+        assert_eq!(store.clone().oneshot(request).await.unwrap().status(), 201);
+    }
+    store
+}
+
 /// A gateway served by its own accept loop (`server::listener`, with its limits) on the
 /// calling test's runtime, in front of the embedded store unless `tweak` sets `glance.url`: on
 /// a paused clock its deadlines and the test's keep one time.
