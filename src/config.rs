@@ -562,6 +562,17 @@ impl Config {
                 return invalid(key, format!("{value} is not between {} and {}", range.start(), range.end()));
             }
         }
+        if let Some(tls) = &self.server.tls {
+            if tls.require_client_certificate && tls.client_ca_file.is_none() {
+                let problem = "needs server.tls.client_ca_file to verify the certificates".to_owned();
+                return invalid("server.tls.require_client_certificate", problem);
+            }
+            // The files as they are now: a renewal that breaks them later is refused then, and
+            // the previous certificate kept (crate::tls::server).
+            if let Err(e) = crate::tls::server::check(tls) {
+                return invalid(e.key, e.error.to_string());
+            }
+        }
         if let Some(problem) = self.trusted_proxies.iter().find_map(|p| p.parse::<crate::public_url::Cidr>().err()) {
             return invalid("trusted_proxies", problem);
         }
@@ -831,6 +842,11 @@ mod tests {
                 ("[server]\nkeepalive_timeout_secs = -1\n", "server.keepalive_timeout_secs"),
                 ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
                 ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
+                (
+                    "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nrequire_client_certificate = true\n",
+                    "server.tls.require_client_certificate",
+                ),
+                ("[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n", "server.tls.cert_file"),
                 ("identity_proxies = [\"nope\"]\n", "identity_proxies"),
                 ("identity_proxies = [\"::/0\"]\n", "identity_proxies"),
                 (

@@ -9,6 +9,7 @@ use image_gateway::app::App;
 use image_gateway::config::{self, Config, EmbeddedIdentity, LogFormat};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
+use image_gateway::tls::server::ServerTls;
 use tracing_subscriber::EnvFilter;
 
 /// Memory freed after a burst goes back to the system: glibc keeps what a burst freed for later
@@ -121,6 +122,13 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match app.config.server.tls.as_ref().map(|tls| ServerTls::load(tls, app.metrics.clone())).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("image-gateway: {}: {e}", e.key);
+            return ExitCode::FAILURE;
+        }
+    };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(app.config.listen).await {
             Ok(l) => l,
@@ -145,8 +153,12 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
                  headers reach it only from identity_proxies"
             );
         }
-        tracing::info!(listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()), "image-gateway listening");
-        image_gateway::server::serve(Arc::new(app), listener, source).await;
+        tracing::info!(
+            listen = %listener.local_addr().map_or_else(|_| app.config.listen.to_string(), |a| a.to_string()),
+            tls = tls.is_some(),
+            "image-gateway listening"
+        );
+        image_gateway::server::serve(Arc::new(app), listener, tls, source).await;
         ExitCode::SUCCESS
     })
 }

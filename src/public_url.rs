@@ -2,7 +2,8 @@
 //!
 //! Decided by the handlers that write links, from the request's headers and peer:
 //! `X-Forwarded-Proto`, `-Host` and `-Prefix` when the peer is a trusted proxy; else the
-//! configured `public_url`; else `http://` and the request's `Host`. A client outside the
+//! configured `public_url`; else `http://` (`https://` for a request that came over the
+//! gateway's own TLS, [`OverTls`]) and the request's `Host`. A client outside the
 //! trusted set cannot forge its links, and nothing that is not a valid authority or path ever
 //! reaches one. Requests that write no link (most of them) never pay for it.
 
@@ -60,6 +61,11 @@ fn mask(network: u128, addr: u128, prefix: u8, bits: u8) -> bool {
     shift >= 128 || (network >> shift) == (addr >> shift)
 }
 
+/// Marks a request that arrived over TLS on the gateway's own listener: its links default to
+/// `https://`.
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
+
 /// How origins are decided.
 #[derive(Clone, Debug, Default)]
 pub struct OriginPolicy {
@@ -69,20 +75,21 @@ pub struct OriginPolicy {
 }
 
 impl OriginPolicy {
-    /// Scheme, host and path prefix (no trailing slash) of the gateway as this client sees it.
-    pub fn origin(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> String {
-        self.url(headers, peer, "")
+    /// Scheme, host and path prefix (no trailing slash) of the gateway as this client sees it,
+    /// from a request's headers and extensions (its peer, whether it came over TLS).
+    pub fn origin(&self, headers: &HeaderMap, extensions: &Extensions) -> String {
+        self.url(headers, extensions, "")
     }
 
     /// The origin followed by `path`, made in one allocation.
-    pub fn url(&self, headers: &HeaderMap, peer: Option<IpAddr>, path: &str) -> String {
-        let [scheme, host, prefix] = self.parts(headers, peer);
+    pub fn url(&self, headers: &HeaderMap, extensions: &Extensions, path: &str) -> String {
+        let [scheme, host, prefix] = self.parts(headers, extensions);
         [scheme, host, prefix, path].concat()
     }
 
     /// The origin's pieces, borrowed from the policy or the request.
-    fn parts<'a>(&'a self, headers: &'a HeaderMap, peer: Option<IpAddr>) -> [&'a str; 3] {
-        if peer.is_some_and(|ip| self.trusted_proxies.iter().any(|c| c.contains(ip))) {
+    fn parts<'a>(&'a self, headers: &'a HeaderMap, extensions: &Extensions) -> [&'a str; 3] {
+        if peer(extensions).is_some_and(|ip| self.trusted_proxies.iter().any(|c| c.contains(ip))) {
             if let Some(forwarded) = forwarded_origin(headers) {
                 return forwarded;
             }
@@ -91,7 +98,8 @@ impl OriginPolicy {
             return [url, "", ""];
         }
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| valid_authority(h));
-        ["http://", host.unwrap_or("localhost"), ""]
+        let scheme = if extensions.get::<OverTls>().is_some() { "https://" } else { "http://" };
+        [scheme, host.unwrap_or("localhost"), ""]
     }
 }
 
@@ -133,6 +141,18 @@ mod tests {
         pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap())).collect()
     }
 
+    /// A request's extensions as the server sets them: its peer (if any), and whether TLS.
+    fn from(peer: Option<&str>, tls: bool) -> Extensions {
+        let mut e = Extensions::new();
+        if let Some(ip) = peer {
+            e.insert(ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40000)));
+        }
+        if tls {
+            e.insert(OverTls);
+        }
+        e
+    }
+
     #[test]
     fn cidrs() {
         let net: Cidr = "10.0.0.0/8".parse().unwrap();
@@ -157,17 +177,31 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-prefix", "/compute/"),
         ]);
-        assert_eq!(policy.origin(&h, Some("10.0.0.9".parse().unwrap())), "https://cloud.example/compute");
-        assert_eq!(policy.origin(&h, Some("192.0.2.1".parse().unwrap())), "http://gw:8774");
-        assert_eq!(policy.origin(&h, None), "http://gw:8774");
+        assert_eq!(policy.origin(&h, &from(Some("10.0.0.9"), false)), "https://cloud.example/compute");
+        assert_eq!(policy.origin(&h, &from(Some("192.0.2.1"), false)), "http://gw:8774");
+        assert_eq!(policy.origin(&h, &from(None, false)), "http://gw:8774");
         let configured = OriginPolicy { configured: Some("https://public".into()), ..policy.clone() };
-        assert_eq!(configured.origin(&h, Some("192.0.2.1".parse().unwrap())), "https://public");
+        assert_eq!(configured.origin(&h, &from(Some("192.0.2.1"), false)), "https://public");
+    }
+
+    #[test]
+    fn requests_over_tls_default_to_https() {
+        let policy = OriginPolicy { configured: None, trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()] };
+        let h = headers(&[("host", "gw:8774")]);
+        assert_eq!(policy.origin(&h, &from(Some("192.0.2.1"), true)), "https://gw:8774");
+        assert_eq!(policy.url(&h, &from(None, true), "/v2.1"), "https://gw:8774/v2.1");
+        // What a trusted proxy or the configuration says still wins.
+        let forwarded =
+            headers(&[("host", "gw"), ("x-forwarded-host", "cloud.example"), ("x-forwarded-proto", "http")]);
+        assert_eq!(policy.origin(&forwarded, &from(Some("10.0.0.9"), true)), "http://cloud.example");
+        let configured = OriginPolicy { configured: Some("http://public".into()), ..policy };
+        assert_eq!(configured.origin(&h, &from(None, true)), "http://public");
     }
 
     #[test]
     fn forged_values_never_reach_a_link() {
         let policy = OriginPolicy { configured: None, trusted_proxies: vec!["0.0.0.0/0".parse().unwrap()] };
-        let peer = Some("10.0.0.9".parse().unwrap());
+        let peer = &from(Some("10.0.0.9"), false);
         let h = headers(&[("host", "gw"), ("x-forwarded-host", "evil/path"), ("x-forwarded-proto", "javascript")]);
         assert_eq!(policy.origin(&h, peer), "http://gw");
         let h = headers(&[
@@ -177,6 +211,6 @@ mod tests {
             ("x-forwarded-prefix", "nope?x=1"),
         ]);
         assert_eq!(policy.origin(&h, peer), "http://ok.example");
-        assert_eq!(policy.origin(&headers(&[("host", "user@evil")]), None), "http://localhost");
+        assert_eq!(policy.origin(&headers(&[("host", "user@evil")]), &from(None, false)), "http://localhost");
     }
 }

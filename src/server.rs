@@ -29,7 +29,8 @@ use crate::config::Config;
 use crate::layers::edge::EdgeLayer;
 use crate::layers::metrics::{Metrics, RouteLabel};
 use crate::passthrough::Upstream;
-use crate::public_url::{self, OriginPolicy};
+use crate::public_url::OriginPolicy;
+use crate::tls::server::ServerTls;
 use crate::{alliance, nova};
 
 /// The embedded store keeps uploads in memory; this bounds one upload.
@@ -131,7 +132,7 @@ struct GlanceMount {
 async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axum::extract::Request) -> Response {
     let path_and_query = request.uri().path_and_query().map_or("", |pq| pq.as_str());
     let target = glance.upstream.target(path_and_query.strip_prefix(glance.mount.as_str()).unwrap_or(path_and_query));
-    let public_base = glance.origin.url(request.headers(), public_url::peer(request.extensions()), &glance.mount);
+    let public_base = glance.origin.url(request.headers(), request.extensions(), &glance.mount);
     let response = match target {
         Ok(target) => glance.upstream.forward(request, target, &public_base).await,
         Err(e) => Err(e),
@@ -183,8 +184,9 @@ pub struct ConfigSource {
 /// Serves until SIGTERM or Ctrl-C, then drains: `/readyz` fails at once, requests are still
 /// served for `drain_delay_secs` (so Kubernetes or a load balancer stops routing here), then
 /// the listener closes and requests in flight get `grace_period_secs` to finish. SIGHUP
-/// reloads the configuration and mapping files (see [`reload_on_sighup`]).
-pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) {
+/// reloads the configuration and mapping files (see [`reload_on_sighup`]). Over TLS with `tls`
+/// (made from `server.tls`).
+pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<ServerTls>, source: ConfigSource) {
     let metrics = app.metrics.clone();
     let lifecycle = Arc::new(Lifecycle::default());
     let drain = Duration::from_secs_f64(app.config.shutdown.drain_delay_secs);
@@ -218,7 +220,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, source: ConfigSource) {
         let mut router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         router.call(req)
     });
-    let server = listener::serve(listener, dispatch, &app.config.server, metrics, lifecycle, drained);
+    let server = listener::serve(listener, tls, dispatch, &app.config.server, metrics, lifecycle, drained);
     let deadline = async {
         // Starts counting only once the listener is closing.
         if closing_rx.await.is_ok() {

@@ -279,25 +279,8 @@ async fn a_client_over_the_body_limit_reads_its_413() {
 /// hold the lists, or the memory behind them, of everyone else.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_reads_nothing_of_its_answer_is_cut_off_at_the_send_deadline() {
-    use tower::ServiceExt as _;
-    // Some 8 MiB of list, more than the sockets on the way hold.
-    let store = image_gateway::glance::embedded::router(common::test_store());
     let project = "0123456789abcdef0123456789abcdef";
-    let filler = "z".repeat(200);
-    for i in 0..2000 {
-        let mut image = serde_json::json!({"name": format!("big-{i}")});
-        for p in 0..20 {
-            image[format!("p{p}")] = serde_json::json!(filler);
-        }
-        let request = http::Request::post("/v2/images")
-            .header("content-type", "application/json")
-            .header("x-identity-status", "Confirmed")
-            .header("x-project-id", project)
-            .header("x-roles", "member,reader")
-            .body(axum::body::Body::from(image.to_string()))
-            .unwrap();
-        assert_eq!(store.clone().oneshot(request).await.unwrap().status(), 201);
-    }
+    let store = common::store_with_a_large_list(project).await;
     let mut config = common::test_config();
     config.limits.max_heavy_in_flight = 1;
     config.server.send_timeout_secs = 7.0;

@@ -116,7 +116,7 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
         };
         let (headers, gateway_token) =
             identity::upstream_identity(&api, namespace, &environment, &caller, &parts.headers).await?;
-        let origin = api.origin.origin(&parts.headers, public_url::peer(&parts.extensions));
+        let origin = api.origin.origin(&parts.headers, &parts.extensions);
         let mut call = AllianceCall {
             route,
             params,

@@ -62,16 +62,19 @@ pub enum ConnectionClose {
     LingeringClose,
     /// The client read nothing of its answer for `server.send_timeout_secs`.
     SendTimeout,
+    /// A TLS client did not finish its handshake within `server.header_read_timeout_secs`.
+    HandshakeTimeout,
 }
 
 impl ConnectionClose {
-    const ALL: [ConnectionClose; 6] = [
+    const ALL: [ConnectionClose; 7] = [
         ConnectionClose::HeaderTimeout,
         ConnectionClose::IdleTimeout,
         ConnectionClose::BodyIdleTimeout,
         ConnectionClose::HeadersTooLarge,
         ConnectionClose::LingeringClose,
         ConnectionClose::SendTimeout,
+        ConnectionClose::HandshakeTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -82,6 +85,7 @@ impl ConnectionClose {
             ConnectionClose::HeadersTooLarge => "headers_too_large",
             ConnectionClose::LingeringClose => "lingering_close",
             ConnectionClose::SendTimeout => "send_timeout",
+            ConnectionClose::HandshakeTimeout => "handshake_timeout",
         }
     }
 }
@@ -105,10 +109,15 @@ pub struct Metrics {
     refused: IntCounterVec,
     connections_open: IntGauge,
     /// One series per [`ConnectionClose`], in its order, made at start so each reads 0 until it acts.
-    connections_closed: [IntCounter; 6],
+    connections_closed: [IntCounter; 7],
     connection_limit_reached: IntCounter,
     accept_errors: IntCounter,
     identity_headers_dropped: IntCounter,
+    tls_handshake_failures: IntCounter,
+    /// `success` then `failure`, made at start so both read 0 until a reload.
+    tls_certificate_reloads: [IntCounter; 2],
+    /// By `cert_file`: no series without TLS, so that an expiry alert has nothing to fire on.
+    tls_certificate_expiry: IntGaugeVec,
     /// Each (dialect, route, status)'s series, looked up once: `with_label_values` hashes and
     /// compares every label and allocates the status text on each call. Hashed with foldhash,
     /// five times faster than SipHash here: the keys are the gateway's own, not the client's.
@@ -233,6 +242,21 @@ impl Metrics {
             "image_gateway_identity_headers_dropped_total",
             "Identity headers (X-Roles, X-Project-Id, ...) dropped from requests of peers outside identity_proxies.",
         );
+        let tls_handshake_failures = counter(
+            "image_gateway_tls_handshake_failures_total",
+            "TLS handshakes of client connections that failed (no or unverified client certificate, not TLS, ...).",
+        );
+        let reloads_tls = counters(
+            "image_gateway_tls_certificate_reloads_total",
+            "Reloads of the listener's certificate and key after their files changed, by result.",
+            &["result"],
+        );
+        let tls_certificate_reloads = ["success", "failure"].map(|result| reloads_tls.with_label_values(&[result]));
+        let tls_certificate_expiry = gauges(
+            "image_gateway_tls_certificate_expiry_timestamp_seconds",
+            "When the listener's certificate being served expires (its notAfter), in seconds since the epoch.",
+            &["cert_file"],
+        );
         Metrics {
             refused,
             registry,
@@ -253,6 +277,9 @@ impl Metrics {
             connection_limit_reached,
             accept_errors,
             identity_headers_dropped,
+            tls_handshake_failures,
+            tls_certificate_reloads,
+            tls_certificate_expiry,
             series: RwLock::default(),
         }
     }
@@ -305,6 +332,18 @@ impl Metrics {
 
     pub fn record_reload(&self, ok: bool) {
         self.reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    pub fn tls_certificate_reloaded(&self, ok: bool) {
+        self.tls_certificate_reloads[usize::from(!ok)].inc();
+    }
+
+    pub fn tls_certificate_expires(&self, cert_file: &str, not_after: i64) {
+        self.tls_certificate_expiry.with_label_values(&[cert_file]).set(not_after);
     }
 
     /// The registry in Prometheus text format.

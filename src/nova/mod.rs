@@ -30,7 +30,7 @@ use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{split_path, ActionSpec, ApiVersion, LinkBases, Lookup, Mapping, Route};
 use crate::passthrough::Upstream;
-use crate::public_url::{self, OriginPolicy};
+use crate::public_url::OriginPolicy;
 
 use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
 
@@ -148,7 +148,7 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
         }
         let (parts, _) = request.into_parts();
         if is_root && parts.method == http::Method::GET {
-            let origin = api.origin.origin(&parts.headers, public_url::peer(&parts.extensions));
+            let origin = api.origin.origin(&parts.headers, &parts.extensions);
             return version_document(api, &mount, &parts.headers, &origin);
         }
         let page = NovaError::NoRoute(PageFormat::negotiate(&parts.headers)).into_response();
@@ -167,12 +167,7 @@ async fn handle(State(mount): State<Mount>, request: Request) -> Response {
                 route,
                 params,
                 query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
-                links: link_bases(
-                    api,
-                    &mount,
-                    &api.origin.origin(&parts.headers, public_url::peer(&parts.extensions)),
-                    project,
-                ),
+                links: link_bases(api, &mount, &api.origin.origin(&parts.headers, &parts.extensions), project),
                 collection: route.template.to_string().trim_start_matches('/').to_owned(),
                 glance: Call::new(api.glance.forwarded(&parts.headers)),
                 legacy: mount.legacy,
@@ -224,7 +219,7 @@ pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response
         return forward(&api, nova, request).await;
     }
     let doc = versions::versions(
-        &api.origin.origin(request.headers(), public_url::peer(request.extensions())),
+        &api.origin.origin(request.headers(), request.extensions()),
         &api.settings.mount,
         &api.settings.legacy_mount,
         api.settings.max_version,
@@ -238,7 +233,7 @@ pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response
 async fn forward(api: &NovaApi, nova: &Upstream, request: Request) -> Response {
     let original = request.extensions().get::<OriginalUri>().map_or(request.uri(), |o| &o.0);
     let target = nova.target(original.path_and_query().map_or("/", |pq| pq.as_str()));
-    let origin = api.origin.origin(request.headers(), public_url::peer(request.extensions()));
+    let origin = api.origin.origin(request.headers(), request.extensions());
     let id = request.headers().get(request_id::HEADER).cloned();
     let response = match target {
         Ok(target) => nova.forward(request, target, &origin).await,

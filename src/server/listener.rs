@@ -20,16 +20,18 @@ use super::conn::{self, Policy};
 use super::Lifecycle;
 use crate::config::ServerConfig;
 use crate::layers::metrics::Metrics;
+use crate::tls::server::ServerTls;
 
 /// The first pause after a failed accept (EMFILE and the like), doubled while they go on.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Serves `service` on every connection `listener` accepts until `shutdown` completes; then
-/// closes the listener, tells each connection to finish the request it is serving (idle ones
-/// close at once) and returns when all have.
+/// Serves `service` on every connection `listener` accepts (over TLS with `tls`) until
+/// `shutdown` completes; then closes the listener, tells each connection to finish the request
+/// it is serving (idle ones close at once) and returns when all have.
 pub async fn serve<S>(
     listener: TcpListener,
+    tls: Option<ServerTls>,
     service: S,
     config: &ServerConfig,
     metrics: Arc<Metrics>,
@@ -75,13 +77,16 @@ pub async fn serve<S>(
         }
         let (service, policy, metrics, watcher) =
             (service.clone(), policy.clone(), metrics.clone(), graceful.watcher());
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
         tokio::spawn(async move {
             let _open = metrics.connection_opened();
-            conn::serve(stream, peer, service, &policy, &metrics, watcher).await;
+            conn::serve(stream, peer, acceptor, service, &policy, &metrics, watcher).await;
             drop(slot);
         });
     }
     drop(listener);
+    // Renewed certificates no longer matter.
+    drop(tls);
     graceful.shutdown().await;
 }
 

@@ -19,6 +19,7 @@ use image_gateway::app::App;
 use image_gateway::config::{Config, EmbeddedIdentity, IdentityMode, NamespaceConfig, TrustedCaller};
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::{listener, Lifecycle};
+use image_gateway::tls::server::ServerTls;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 
@@ -122,6 +123,29 @@ impl Harness {
     }
 }
 
+/// An in-memory store (its router) whose `project` lists some 8 MiB of images at
+/// `/v2.1/images/detail`: more than the sockets (and HTTP/2 windows) on the way hold.
+pub async fn store_with_a_large_list(project: &str) -> axum::Router {
+    use tower::ServiceExt as _;
+    let store = image_gateway::glance::embedded::router(test_store());
+    let filler = "z".repeat(200);
+    for i in 0..2000 {
+        let mut image = json!({"name": format!("big-{i}")});
+        for p in 0..20 {
+            image[format!("p{p}")] = json!(filler);
+        }
+        let request = http::Request::post("/v2/images")
+            .header("content-type", "application/json")
+            .header("x-identity-status", "Confirmed")
+            .header("x-project-id", project)
+            .header("x-roles", "member,reader")
+            .body(axum::body::Body::from(image.to_string()))
+            .unwrap();
+        assert_eq!(store.clone().oneshot(request).await.unwrap().status(), 201);
+    }
+    store
+}
+
 /// A gateway served by its own accept loop (`server::listener`, with its limits) on the
 /// calling test's runtime, in front of the embedded store unless `tweak` sets `glance.url`: on
 /// a paused clock its deadlines and the test's keep one time.
@@ -150,6 +174,7 @@ pub async fn serve_store(config: Config, store: Option<axum::Router>) -> Served 
     config.validate("test").unwrap();
     let limits = config.server.clone();
     let metrics = Arc::new(Metrics::new());
+    let tls = limits.tls.as_ref().map(|tls| ServerTls::load(tls, metrics.clone()).unwrap());
     let app = Arc::new(App::load(config, metrics.clone(), store).unwrap());
     let lifecycle = Arc::new(Lifecycle::default());
     let router = image_gateway::server::router(app, lifecycle.clone());
@@ -161,7 +186,7 @@ pub async fn serve_store(config: Config, store: Option<axum::Router>) -> Served 
         let shutdown = async {
             let _ = stop_rx.await;
         };
-        listener::serve(tcp, router, &limits, m, l, shutdown).await;
+        listener::serve(tcp, tls, router, &limits, m, l, shutdown).await;
     });
     Served { addr, metrics, lifecycle, stop: Some(stop), stopped }
 }
@@ -178,6 +203,20 @@ impl Served {
 
     pub fn closed(&self, reason: &str) -> f64 {
         self.metric(&format!("image_gateway_connections_closed_total{{reason=\"{reason}\"}}"))
+    }
+
+    /// Polls one series until `done` holds for it (at most 10 s): for what the gateway does on
+    /// its own time, such as reloading a renewed certificate.
+    pub async fn wait_for(&self, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let value = self.metric(series);
+            if done(value) {
+                return value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{series} stayed at {value}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -45,16 +45,30 @@ impl Pki {
     /// A server certificate for `names` (DNS names or IP addresses), as `<file>.pem` and
     /// `<file>-key.pem`.
     pub fn server(&self, file: &str, names: &[&str]) -> Issued {
-        self.issue(file, names, names.first().copied().unwrap_or("server"), ExtendedKeyUsagePurpose::ServerAuth)
+        self.server_until(file, names, CertificateParams::default().not_after)
+    }
+
+    /// As [`Pki::server`], expiring at `not_after` (rcgen's default is the year 4096).
+    pub fn server_until(&self, file: &str, names: &[&str], not_after: time::OffsetDateTime) -> Issued {
+        let common_name = names.first().copied().unwrap_or("server");
+        self.issue(file, names, common_name, ExtendedKeyUsagePurpose::ServerAuth, not_after)
     }
 
     /// A client certificate whose common name (and DNS name) is `name`.
     pub fn client(&self, file: &str, name: &str) -> Issued {
-        self.issue(file, &[name], name, ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(file, &[name], name, ExtendedKeyUsagePurpose::ClientAuth, CertificateParams::default().not_after)
     }
 
-    fn issue(&self, file: &str, names: &[&str], common_name: &str, usage: ExtendedKeyUsagePurpose) -> Issued {
+    fn issue(
+        &self,
+        file: &str,
+        names: &[&str],
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+        not_after: time::OffsetDateTime,
+    ) -> Issued {
         let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.not_after = not_after;
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

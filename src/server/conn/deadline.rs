@@ -5,9 +5,10 @@
 //! again as soon as a kept-alive connection has answered, so on its own it is also the
 //! keep-alive timeout. It asks its timer ([`hyper::rt::Timer`]) for that deadline and for
 //! nothing else, so the timer given here decides: for a connection's first head, the header
-//! deadline from the accept; for a later one, the keep-alive timeout until a byte of it comes,
-//! then the header deadline from that byte. (A head whose first bytes came in one read with the
-//! previous request, pipelined, waits under the keep-alive timeout until more of it comes.)
+//! deadline from the accept (a TLS handshake included); for a later one, the keep-alive timeout
+//! until a byte of it comes, then the header deadline from that byte. (A head whose first bytes
+//! came in one read with the previous request, pipelined, waits under the keep-alive timeout
+//! until more of it comes.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,13 +26,15 @@ use crate::layers::metrics::ConnectionClose;
 #[derive(Debug)]
 pub(super) struct HeadTimer {
     state: Arc<ConnState>,
+    /// When the connection's first head is due: the header deadline from the accept.
+    first: Instant,
     header: Duration,
     keepalive: Duration,
 }
 
 impl HeadTimer {
-    pub(super) fn new(state: Arc<ConnState>, header: Duration, keepalive: Duration) -> Self {
-        HeadTimer { state, header, keepalive }
+    pub(super) fn new(state: Arc<ConnState>, first: Instant, header: Duration, keepalive: Duration) -> Self {
+        HeadTimer { state, first, header, keepalive }
     }
 }
 
@@ -45,13 +48,13 @@ impl hyper::rt::Timer for HeadTimer {
         let reads = self.state.reads.load(Ordering::Relaxed);
         // Nothing read yet: the connection's first head, due within the header deadline.
         let idle = reads > 0;
-        let wait = if idle { self.keepalive } else { self.header };
+        let deadline = if idle { Instant::now() + self.keepalive } else { self.first };
         Box::pin(HeadDeadline {
             state: self.state.clone(),
             reads,
             idle,
             header: self.header,
-            sleep: tokio::time::sleep(wait),
+            sleep: tokio::time::sleep_until(deadline),
         })
     }
 

@@ -26,7 +26,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::ConnState;
@@ -35,11 +34,12 @@ use crate::layers::metrics::ConnectionClose;
 /// Read and dropped at a time while lingering.
 const DISCARD: usize = 16 * 1024;
 
-/// The socket, counting reads that bring bytes (for [`super::deadline`]), cutting a client off
-/// that takes nothing of its answer for a while, and lingering on shutdown.
+/// The socket (or the TLS session over it), counting reads that bring bytes (for
+/// [`super::deadline`]), cutting a client off that takes nothing of its answer for a while, and
+/// lingering on shutdown.
 #[derive(Debug)]
-pub(super) struct ClientIo {
-    stream: TcpStream,
+pub(super) struct ClientIo<T> {
+    stream: T,
     state: Arc<ConnState>,
     linger: Duration,
     /// Set once the sending side is shut and the client may still be sending.
@@ -49,14 +49,14 @@ pub(super) struct ClientIo {
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl ClientIo {
-    pub(super) fn new(stream: TcpStream, state: Arc<ConnState>, linger: Duration, send_timeout: Duration) -> Self {
+impl<T> ClientIo<T> {
+    pub(super) fn new(stream: T, state: Arc<ConnState>, linger: Duration, send_timeout: Duration) -> Self {
         ClientIo { stream, state, linger, lingering: None, send_timeout, stalled: None }
     }
 
     /// A write's outcome under the send deadline: progress disarms it, a wait arms it, and a
     /// wait that outlasts it fails the write (hyper then ends the connection).
-    fn sending<T>(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn sending<R>(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if written.is_ready() {
             self.stalled = None;
             return written;
@@ -78,7 +78,7 @@ enum Drained {
 }
 
 /// Reads and drops what the client has sent, until it closes or nothing more is there.
-fn discard(stream: &mut TcpStream, cx: &mut Context<'_>) -> Drained {
+fn discard<T: AsyncRead + Unpin>(stream: &mut T, cx: &mut Context<'_>) -> Drained {
     let mut scratch = [0; DISCARD];
     let mut dropped = 0;
     loop {
@@ -92,7 +92,7 @@ fn discard(stream: &mut TcpStream, cx: &mut Context<'_>) -> Drained {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
@@ -103,7 +103,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.stream).poll_write(cx, buf);
         self.sending(cx, written)
