@@ -13,6 +13,7 @@ use crate::layers::metrics::HeavyMetrics;
 
 #[derive(Debug)]
 pub struct Admission {
+    limit: usize,
     permits: Arc<Semaphore>,
     retry_after: Duration,
     metrics: HeavyMetrics,
@@ -35,7 +36,12 @@ pub struct Busy {
 
 impl Admission {
     pub fn new(limit: usize, retry_after: Duration, metrics: HeavyMetrics) -> Self {
-        Admission { permits: Arc::new(Semaphore::new(limit)), retry_after, metrics }
+        Admission { limit, permits: Arc::new(Semaphore::new(limit)), retry_after, metrics }
+    }
+
+    /// Whether this admits as many, and asks for the same wait, as `limit` and `retry_after`.
+    pub fn same_settings(&self, limit: usize, retry_after: Duration) -> bool {
+        (self.limit, self.retry_after) == (limit, retry_after)
     }
 
     /// Admits one heavy request of `dialect`, or refuses it at once.

@@ -73,6 +73,24 @@ impl App {
     /// store, if any) are the process's: a reload keeps its metrics and must not lose the
     /// images of the in-memory store.
     pub fn load(config: Config, metrics: Arc<Metrics>, store: Option<axum::Router>) -> Result<App, LoadError> {
+        App::build(config, metrics, store, None)
+    }
+
+    /// The gateway `config` describes, replacing this one (SIGHUP): the same metrics and
+    /// in-memory store, and the state of the limits that protect the upstreams and the memory
+    /// carried over where their settings did not change: each unchanged upstream's circuit
+    /// breaker (an open circuit stays open, failures stay counted), and the admission limit
+    /// with the lists in flight under it (a reload does not let twice as many in).
+    pub fn reload(&self, config: Config) -> Result<App, LoadError> {
+        App::build(config, self.metrics.clone(), self.embedded_store(), Some(self))
+    }
+
+    fn build(
+        config: Config,
+        metrics: Arc<Metrics>,
+        store: Option<axum::Router>,
+        previous: Option<&App>,
+    ) -> Result<App, LoadError> {
         let nova_mapping =
             Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
         let connect = Duration::from_secs_f64(config.glance.connect_timeout_secs);
@@ -90,6 +108,7 @@ impl App {
                 (GlanceClient::embedded(DEFAULT_GLANCE, &config, router.clone(), &metrics), ImageApi::Embedded(router))
             }
         };
+        let glance = glance.carry_over(previous.map(|p| &p.glance));
         let image_service_url =
             config.glance.public_url.as_ref().or(config.glance.url.as_ref()).map(unversioned_endpoint);
         let settings = nova::Settings {
@@ -119,11 +138,14 @@ impl App {
         };
         let token_validator = keystone.clone().filter(|_| config.keystone.validate_nova_tokens);
         let origin = Arc::new(config.origin_policy());
-        let admission = Arc::new(Admission::new(
-            config.limits.max_heavy_in_flight as usize,
-            Duration::from_secs_f64(config.limits.retry_after_secs),
-            metrics.heavy(),
-        ));
+        let (limit, retry_after) =
+            (config.limits.max_heavy_in_flight as usize, Duration::from_secs_f64(config.limits.retry_after_secs));
+        let admission = match previous.map(|p| &p.nova.admission) {
+            Some(kept) if kept.same_settings(limit, retry_after) => kept.clone(),
+            // A new limit counts from zero: lists still in flight under the old one are not
+            // counted against it (for as long as they take).
+            _ => Arc::new(Admission::new(limit, retry_after, metrics.heavy())),
+        };
         let nova = Arc::new(NovaApi {
             mapping: nova_mapping,
             glance: glance.clone(),
@@ -133,7 +155,9 @@ impl App {
             origin: origin.clone(),
             admission: admission.clone(),
         });
-        let alliance = Arc::new(load_alliance(&config, &glance, &keystone, &origin, &admission, &metrics)?);
+        let previous_namespaces = previous.map(|p| &p.alliance.namespaces);
+        let alliance =
+            Arc::new(load_alliance(&config, &glance, &keystone, &origin, &admission, &metrics, previous_namespaces)?);
         Ok(App { config, metrics, glance, image_api, nova, alliance, origin })
     }
 
@@ -153,6 +177,7 @@ fn load_alliance(
     origin: &Arc<OriginPolicy>,
     admission: &Arc<Admission>,
     metrics: &Metrics,
+    previous: Option<&HashMap<String, Namespace>>,
 ) -> Result<AllianceApi, LoadError> {
     let mapping = load_mapping(
         config.mappings_dir.as_deref(),
@@ -168,6 +193,7 @@ fn load_alliance(
                 let upstream = format!("{DEFAULT_GLANCE}/{name}");
                 let tls = client_tls(&upstream, ns.tls.as_ref().unwrap_or(&config.glance.tls))?;
                 GlanceClient::http(&upstream, config, url.clone(), &tls, metrics)?
+                    .carry_over(previous.and_then(|p| p.get(name)).map(|ns| &ns.glance))
             }
             None => default_glance.clone(),
         };

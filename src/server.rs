@@ -211,7 +211,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<ServerTls>,
         source,
         listen: app.config.listen,
         server: app.config.server.clone(),
-        store: app.embedded_store(),
+        app: app.clone(),
         current: current.clone(),
     };
     tokio::spawn(reload_on_sighup(reload, metrics.clone(), lifecycle.clone()));
@@ -240,8 +240,8 @@ struct Reload {
     source: ConfigSource,
     listen: std::net::SocketAddr,
     server: crate::config::ServerConfig,
-    /// The in-memory store, kept across reloads.
-    store: Option<Router>,
+    /// The gateway serving now, which the next one replaces ([`App::reload`]).
+    app: Arc<App>,
     current: Arc<RwLock<Router>>,
 }
 
@@ -250,7 +250,7 @@ struct Reload {
 /// running set keeps serving. (The listen address and the server limits cannot change without
 /// a restart.)
 async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) {
-    let Reload { source, listen, server, store, current } = reload;
+    let Reload { source, listen, server, mut app, current } = reload;
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: reloading is off");
         return;
@@ -258,16 +258,17 @@ async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<
     while hangups.recv().await.is_some() {
         let loaded = Config::load(&source.path, source.explicit)
             .map_err(|e| e.to_string())
-            .and_then(|config| App::load(config, metrics.clone(), store.clone()).map_err(|e| e.to_string()));
+            .and_then(|config| app.reload(config).map_err(|e| e.to_string()));
         match loaded {
-            Ok(app) => {
-                if app.config.listen != listen {
-                    tracing::warn!(listen = %app.config.listen, "a new listen address takes a restart; still on {listen}");
+            Ok(next) => {
+                if next.config.listen != listen {
+                    tracing::warn!(listen = %next.config.listen, "a new listen address takes a restart; still on {listen}");
                 }
-                if app.config.server != server {
+                if next.config.server != server {
                     tracing::warn!("new [server] limits take a restart; the running ones stay");
                 }
-                let next = router(Arc::new(app), lifecycle.clone());
+                app = Arc::new(next);
+                let next = router(app.clone(), lifecycle.clone());
                 *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
                 metrics.record_reload(true);
                 tracing::info!(config = %source.path.display(), "configuration reloaded");

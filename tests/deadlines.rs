@@ -39,6 +39,7 @@ enum Mode {
 /// A gateway in front of an embedded store behind a switch.
 struct World {
     gateway: axum::Router,
+    app: Arc<App>,
     metrics: Arc<Metrics>,
     mode: Arc<Mutex<Mode>>,
     /// Image calls that reached the fake Glance.
@@ -70,9 +71,19 @@ impl World {
         tweak(&mut config);
         config.validate("test").unwrap();
         let metrics = Arc::new(Metrics::new());
-        let app = App::load(config, metrics.clone(), Some(glance)).unwrap();
-        let gateway = image_gateway::server::router(Arc::new(app), Default::default());
-        World { gateway, metrics, mode, calls }
+        let app = Arc::new(App::load(config, metrics.clone(), Some(glance)).unwrap());
+        let gateway = image_gateway::server::router(app.clone(), Default::default());
+        World { gateway, app, metrics, mode, calls }
+    }
+
+    /// This gateway reloaded (as on SIGHUP) with its configuration changed by `tweak`, in front
+    /// of the same fake Glance.
+    fn reloaded(&self, tweak: impl FnOnce(&mut Config)) -> World {
+        let mut config = self.app.config.clone();
+        tweak(&mut config);
+        let app = Arc::new(self.app.reload(config).unwrap());
+        let gateway = image_gateway::server::router(app.clone(), Default::default());
+        World { gateway, app, metrics: self.metrics.clone(), mode: self.mode.clone(), calls: self.calls.clone() }
     }
 
     fn set(&self, mode: Mode) {
@@ -213,6 +224,57 @@ async fn the_circuit_breaker_opens_and_closes_again() {
     assert_eq!(world.send("GET", "/v2.1/images/detail", None).await.status, 200);
     assert_eq!(world.metric(OPEN), "0");
     assert_eq!(world.metric(r#"image_gateway_circuit_breaker_opened_total{upstream="glance"}"#), "1");
+}
+
+/// A reload (SIGHUP) keeps what the breaker knows: an open circuit stays open for its cooldown,
+/// rather than letting every replica's reload send a burst to a Glance that is down. A breaker
+/// whose settings change starts afresh.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_an_open_circuit_open() {
+    let world = World::new(|c| {
+        c.glance.circuit_breaker_failures = 2;
+        c.glance.circuit_breaker_cooldown_secs = 5.0;
+    });
+    let id = world.image().await;
+    world.set(Mode::Fail);
+    for _ in 0..2 {
+        world.send("GET", &format!("/v2.1/images/{id}"), None).await.nova_fault(502, "computeFault");
+    }
+    let reloaded = world.reloaded(|c| c.nova.max_limit = 500);
+    let before = world.calls();
+    let refused = reloaded.send("GET", &format!("/v2.1/images/{id}"), None).await;
+    refused.nova_fault(503, "serviceUnavailable");
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
+    reloaded.send("GET", "/images", None).await.alliance_error(503);
+    assert_eq!(world.calls(), before, "the reloaded gateway's circuit is still open");
+    let afresh = reloaded.reloaded(|c| c.glance.circuit_breaker_cooldown_secs = 7.0);
+    afresh.send("GET", &format!("/v2.1/images/{id}"), None).await.nova_fault(502, "computeFault");
+    assert_eq!(world.calls(), before + 1, "a new breaker tries Glance");
+}
+
+/// A reload keeps the admission limit's count: lists in flight under the old configuration
+/// still hold their places, so a reload never lets twice the limit in.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_lists_in_flight_counted() {
+    let world = World::new(|c| {
+        c.limits.max_heavy_in_flight = 1;
+        c.glance.page_size = 1;
+    });
+    for _ in 0..3 {
+        world.image().await;
+    }
+    let request = Request::get("/v2.1/images/detail")
+        .header("x-identity-status", "Confirmed")
+        .header("x-project-id", PROJECT)
+        .header("x-roles", "member,reader")
+        .body(Body::empty())
+        .unwrap();
+    let held = world.gateway.clone().oneshot(from_loopback(request)).await.unwrap();
+    assert_eq!(held.status(), 200);
+    let reloaded = world.reloaded(|c| c.nova.max_limit = 500);
+    reloaded.send("GET", "/v2.1/images/detail", None).await.nova_fault(503, "serviceUnavailable");
+    drop(held);
+    assert_eq!(reloaded.send("GET", "/v2.1/images/detail", None).await.status, 200);
 }
 
 /// Only Glance's own failures count against it: however many requests Glance refuses (404 for

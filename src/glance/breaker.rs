@@ -72,6 +72,11 @@ impl Breaker {
         Breaker { name: name.into(), threshold: threshold.max(1), cooldown, inner: Mutex::default(), metrics }
     }
 
+    /// Whether `other` opens and cools down as this one does (and for the same upstream name).
+    pub fn same_settings(&self, other: &Breaker) -> bool {
+        (&self.name, self.threshold, self.cooldown) == (&other.name, other.threshold, other.cooldown)
+    }
+
     /// The upstream's name in metrics and logs.
     pub fn name(&self) -> &str {
         &self.name

@@ -304,6 +304,21 @@ impl GlanceClient {
         }
     }
 
+    /// This client, keeping the circuit breaker of `previous` (the client it replaces in a
+    /// reload) when both call the same upstream with the same breaker settings: a reload must
+    /// neither close a circuit that is open nor forget the failures counted so far.
+    pub fn carry_over(mut self, previous: Option<&GlanceClient>) -> Self {
+        let same_upstream = |p: &GlanceClient| match (&p.transport, &self.transport) {
+            (Transport::Http { base: a, .. }, Transport::Http { base: b, .. }) => a == b,
+            (Transport::Embedded(_), Transport::Embedded(_)) => true,
+            _ => false,
+        };
+        if let Some(previous) = previous.filter(|p| same_upstream(p) && p.breaker.same_settings(&self.breaker)) {
+            self.breaker = previous.breaker.clone();
+        }
+        self
+    }
+
     /// The headers of a client request that this client passes on to Glance: the configured
     /// ones, and the request id so one id follows the call into Glance's logs.
     pub fn forwarded(&self, incoming: &HeaderMap) -> HeaderMap {
