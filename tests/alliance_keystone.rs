@@ -92,25 +92,36 @@ impl World {
 
     /// A token of user B's own, scoped to environment B, as a client would get it.
     async fn token_of_b(&self) -> String {
-        let b = &self.creds["user_b"];
-        let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": b["username"], "domain": {"name": "Default"}, "password": b["password"]}}},
-            "scope": {"project": {"id": self.env_b}}}});
-        let url = format!("{}/auth/tokens", self.creds["keystone_url"].as_str().unwrap().trim_end_matches('/'));
-        let issued = client().post(url).json(&auth).send().await.unwrap();
-        assert_eq!(issued.status().as_u16(), 201);
-        issued.headers()["x-subject-token"].to_str().unwrap().to_owned()
+        user_token(&self.creds, "user_b").await
     }
+
+    /// A private image of environment A, made through the gateway: its name and id.
+    async fn image_of_a(&self, prefix: &str) -> (String, Value) {
+        let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let created = self.call(&self.env_a, "POST", "/images", Some(json!({"image": {"name": name}}))).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        (name, created.json())
+    }
+}
+
+/// A password token of the seeded `user` (`user_a`, `user_b`), scoped to its project.
+async fn user_token(creds: &Value, user: &str) -> String {
+    let u = &creds[user];
+    let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": u["username"], "domain": {"name": "Default"}, "password": u["password"]}}},
+        "scope": {"project": {"id": u["project_id"]}}}});
+    let url = format!("{}/auth/tokens", creds["keystone_url"].as_str().unwrap().trim_end_matches('/'));
+    let issued = client().post(url).json(&auth).send().await.unwrap();
+    assert_eq!(issued.status().as_u16(), 201);
+    issued.headers()["x-subject-token"].to_str().unwrap().to_owned()
 }
 
 #[tokio::test]
 #[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
 async fn no_caller_acts_for_an_environment_without_proof() {
     let w = world();
-    let name = format!("a-guarded-{}", uuid::Uuid::new_v4().simple());
-    let created = w.call(&w.env_a, "POST", "/images", Some(json!({"image": {"name": name}}))).await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let (name, image) = w.image_of_a("a-guarded").await;
+    let id = image["id"].as_str().unwrap().to_owned();
     let token_b = w.token_of_b().await;
     let routes = [
         ("GET", "/images".to_owned(), None),
@@ -153,10 +164,7 @@ async fn no_caller_acts_for_an_environment_without_proof() {
 #[ignore = "needs a real Keystone and Glance: scripts/test.sh runs it"]
 async fn environments_are_isolated_on_a_keystone_protected_glance() {
     let w = world();
-    let name = format!("a-private-{}", uuid::Uuid::new_v4().simple());
-    let a = w.call(&w.env_a, "POST", "/images", Some(json!({"image": {"name": name}}))).await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    let image = a.json();
+    let (name, image) = w.image_of_a("a-private").await;
     let id = image["id"].as_str().unwrap().to_owned();
     assert_eq!(image["owner"], json!(w.env_a));
     assert!(w.call(&w.env_a, "GET", "/images", None).await.text.contains(&id));
@@ -225,12 +233,7 @@ async fn nova_tokens_are_validated_when_asked() {
         c.keystone.validate_nova_tokens = true;
     });
     let project = creds["user_a"]["project_id"].as_str().unwrap().to_owned();
-    let auth = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": creds["user_a"]["username"], "domain": {"name": "Default"}, "password": creds["user_a"]["password"]}}},
-        "scope": {"project": {"id": project}}}});
-    let issued =
-        client().post(format!("{}/auth/tokens", keystone.trim_end_matches('/'))).json(&auth).send().await.unwrap();
-    let token = issued.headers()["x-subject-token"].to_str().unwrap().to_owned();
+    let token = user_token(&creds, "user_a").await;
     let get = |path: String, token: Option<&str>| {
         let mut req = client().get(format!("{}{path}", gw.base));
         if let Some(t) = token {

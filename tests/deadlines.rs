@@ -96,6 +96,17 @@ impl World {
 
     async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let started = Instant::now();
+        let response = self.respond(method, path, body).await;
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, retry_after, json, took: started.elapsed() }
+    }
+
+    /// The gateway's response to a member of the test project calling from loopback, its body
+    /// not yet read (a list answer streams as it is read).
+    async fn respond(&self, method: &str, path: &str, body: Option<Value>) -> Response {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -108,12 +119,20 @@ impl World {
             request = request.header("content-type", "application/json");
         }
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-        let response = self.gateway.clone().oneshot(from_loopback(request.body(body).unwrap())).await.unwrap();
-        let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, retry_after, json, took: started.elapsed() }
+        self.gateway.clone().oneshot(from_loopback(request.body(body).unwrap())).await.unwrap()
+    }
+
+    /// A gateway admitting one list at a time, in front of three images listed one per page:
+    /// a list answer is still being written until its last page is read.
+    async fn admitting_one_list() -> World {
+        let world = World::new(|c| {
+            c.limits.max_heavy_in_flight = 1;
+            c.glance.page_size = 1;
+        });
+        for _ in 0..3 {
+            world.image().await;
+        }
+        world
     }
 
     /// An image made through the store, answered by any mode's schema call.
@@ -256,20 +275,8 @@ async fn a_reload_keeps_an_open_circuit_open() {
 /// still hold their places, so a reload never lets twice the limit in.
 #[tokio::test(start_paused = true)]
 async fn a_reload_keeps_the_lists_in_flight_counted() {
-    let world = World::new(|c| {
-        c.limits.max_heavy_in_flight = 1;
-        c.glance.page_size = 1;
-    });
-    for _ in 0..3 {
-        world.image().await;
-    }
-    let request = Request::get("/v2.1/images/detail")
-        .header("x-identity-status", "Confirmed")
-        .header("x-project-id", PROJECT)
-        .header("x-roles", "member,reader")
-        .body(Body::empty())
-        .unwrap();
-    let held = world.gateway.clone().oneshot(from_loopback(request)).await.unwrap();
+    let world = World::admitting_one_list().await;
+    let held = world.respond("GET", "/v2.1/images/detail", None).await;
     assert_eq!(held.status(), 200);
     let reloaded = world.reloaded(|c| c.nova.max_limit = 500);
     reloaded.send("GET", "/v2.1/images/detail", None).await.nova_fault(503, "serviceUnavailable");
@@ -397,20 +404,8 @@ fn from_loopback(mut request: Request<Body>) -> Request<Body> {
 /// holds a place, and gives it back when it goes away.
 #[tokio::test(start_paused = true)]
 async fn a_streamed_list_holds_its_place_until_sent() {
-    let world = World::new(|c| {
-        c.limits.max_heavy_in_flight = 1;
-        c.glance.page_size = 1;
-    });
-    for _ in 0..3 {
-        world.image().await;
-    }
-    let request = Request::get("/v2.1/images/detail")
-        .header("x-identity-status", "Confirmed")
-        .header("x-project-id", PROJECT)
-        .header("x-roles", "member,reader")
-        .body(Body::empty())
-        .unwrap();
-    let response = world.gateway.clone().oneshot(from_loopback(request)).await.unwrap();
+    let world = World::admitting_one_list().await;
+    let response = world.respond("GET", "/v2.1/images/detail", None).await;
     assert_eq!(response.status(), 200);
     assert_eq!(world.metric("image_gateway_heavy_requests_in_flight"), "1", "still being written");
     world.send("GET", "/v2.1/images/detail", None).await.nova_fault(503, "serviceUnavailable");

@@ -593,7 +593,6 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// A request for `/v2/<segments>`, each segment escaped.
     /// The request target's length as sent: the path, and the query form-encoded.
     fn target_len(&self) -> usize {
         if self.query.is_empty() {
@@ -603,6 +602,7 @@ impl Outgoing {
         self.path.len() + 1 + query.len()
     }
 
+    /// A request for `/v2/<segments>`, each segment escaped.
     fn new(method: Method, segments: &[&str]) -> Self {
         let mut path = String::from("/v2");
         for seg in segments {
