@@ -10,6 +10,7 @@ use crate::admission::Admission;
 use crate::alliance::{self, AllianceApi, Namespace};
 use crate::config::{Config, UpstreamTls};
 use crate::glance::{embedded, GlanceClient};
+use crate::glance_v1::{self, GlanceV1Api};
 use crate::keystone::Keystone;
 use crate::layers::metrics::Metrics;
 use crate::mapping::{Mapping, MappingError};
@@ -26,6 +27,7 @@ const DEFAULT_GLANCE: &str = "glance";
 /// The mapping files compiled into the binary, used when `mappings_dir` is not set.
 const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
 const BUILT_IN_ALLIANCE: &str = include_str!("../mappings/alliance.toml");
+const BUILT_IN_GLANCE_V1: &str = include_str!("../mappings/glance_v1.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -64,6 +66,7 @@ pub struct App {
     pub image_api: ImageApi,
     pub nova: Arc<NovaApi>,
     pub alliance: Arc<AllianceApi>,
+    pub glance_v1: Arc<GlanceV1Api>,
     /// How the origin of the gateway's links is decided.
     pub origin: Arc<OriginPolicy>,
 }
@@ -155,10 +158,28 @@ impl App {
             origin: origin.clone(),
             admission: admission.clone(),
         });
+        let glance_v1 = Arc::new(GlanceV1Api {
+            mapping: Arc::new(load_mapping(
+                config.mappings_dir.as_deref(),
+                "glance_v1.toml",
+                BUILT_IN_GLANCE_V1,
+                "glance_v1",
+                glance_v1::ACTIONS,
+            )?),
+            glance: glance.clone(),
+            settings: glance_v1::Settings {
+                mount: config.glance_v1.mount.clone(),
+                request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
+                body_limit: config.limits.body_limit_bytes,
+                max_image_bytes: config.glance_v1.max_image_bytes,
+            },
+            origin: origin.clone(),
+            admission: admission.clone(),
+        });
         let previous_namespaces = previous.map(|p| &p.alliance.namespaces);
         let alliance =
             Arc::new(load_alliance(&config, &glance, &keystone, &origin, &admission, &metrics, previous_namespaces)?);
-        Ok(App { config, metrics, glance, image_api, nova, alliance, origin })
+        Ok(App { config, metrics, glance, image_api, nova, alliance, glance_v1, origin })
     }
 
     /// The in-memory store's router, when that is what serves images.
@@ -259,6 +280,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
         load_mapping(Some(&dir), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS).unwrap();
         load_mapping(Some(&dir), "alliance.toml", BUILT_IN_ALLIANCE, "alliance", alliance::ACTIONS).unwrap();
+        load_mapping(Some(&dir), "glance_v1.toml", BUILT_IN_GLANCE_V1, "glance_v1", glance_v1::ACTIONS).unwrap();
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub struct Config {
     pub limits: Limits,
     pub glance: GlanceConfig,
     pub nova: NovaConfig,
+    pub glance_v1: GlanceV1Config,
     pub alliance: AllianceConfig,
     pub keystone: KeystoneConfig,
     pub shutdown: ShutdownConfig,
@@ -365,6 +366,18 @@ pub struct NovaConfig {
     pub upstream_tls: UpstreamTls,
 }
 
+/// The Glance v1 dialect (docs/glance-v1.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlanceV1Config {
+    /// Where it is served: its version document at the mount, its calls at `{mount}/v1/...`.
+    /// Clients are given the mount as their image endpoint.
+    pub mount: String,
+    /// Largest image a v1 upload may send; unset: as large as Glance takes (its own
+    /// `image_size_cap`). Image bytes stream through, whatever this is.
+    pub max_image_bytes: Option<u64>,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -440,6 +453,7 @@ impl Default for Config {
                 upstream_url: None,
                 upstream_tls: UpstreamTls::default(),
             },
+            glance_v1: GlanceV1Config { mount: "/image-v1".into(), max_image_bytes: None },
             alliance: AllianceConfig::default(),
             keystone: KeystoneConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
@@ -625,6 +639,7 @@ impl Config {
             ("nova.mount", &self.nova.mount),
             ("nova.legacy_mount", &self.nova.legacy_mount),
             ("glance.mount", &self.glance.mount),
+            ("glance_v1.mount", &self.glance_v1.mount),
         ] {
             if !mount.starts_with('/') || mount.ends_with('/') || mount.contains(['{', '}', '*', '?']) {
                 return invalid(key, format!("`{mount}` must start with `/`, not end with `/`, and hold no pattern"));
@@ -702,6 +717,12 @@ impl Config {
         }
         if self.nova.mount == self.nova.legacy_mount {
             return invalid("nova.legacy_mount", "must differ from nova.mount".into());
+        }
+        if [&self.nova.mount, &self.nova.legacy_mount, &self.glance.mount].contains(&&self.glance_v1.mount) {
+            return invalid(
+                "glance_v1.mount",
+                "must differ from nova.mount, nova.legacy_mount and glance.mount".into(),
+            );
         }
         match self.nova.max_microversion.parse::<ApiVersion>() {
             Ok(v) if v >= ApiVersion::new(2, 1) => {}

@@ -5,7 +5,7 @@
 //! Around every route, the edge layer ([`crate::layers::edge`]): oversized headers refused,
 //! tokens marked sensitive, request ids checked, made and echoed, a tracing span, panics
 //! caught, metrics and the access log. The routes: `/healthz`, `/readyz`, `/metrics`, the Nova
-//! mounts, the Alliance dialect and Glance's own API (passed through, or without a Glance the
+//! mounts, the Glance v1 mount, the Alliance dialect and Glance's own API (passed through, or without a Glance the
 //! embedded store's).
 
 mod conn;
@@ -78,7 +78,8 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
     let max_target = app.config.server.max_request_target_bytes;
     let mut routes = Router::new()
         .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
-        .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true));
+        .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true))
+        .nest_service(&app.glance_v1.settings.mount, crate::glance_v1::mount(app.glance_v1.clone()));
     let image_mount = &app.config.glance.mount;
     routes = match &app.image_api {
         ImageApi::Embedded(store) => routes.nest_service(

@@ -72,6 +72,7 @@ async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, Al
         links: NO_LINKS.clone(),
         base_properties: glance.base_properties(&call.glance).await?,
         tail: Box::new(|_, _| {}),
+        keep: None,
     };
     let listing = glance.listing(&call.glance, filters, marker, limit);
     list::respond(listing, shape, ticket).await.map_err(|e| match e {

@@ -6,7 +6,10 @@
 //! exercise the same code whichever upstream they run against.
 
 mod breaker;
+mod data;
 pub mod embedded;
+
+pub use data::{BoxError, ImageData};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +65,9 @@ pub enum UpstreamError {
     /// The client stopped sending the body being passed on (`server.body_idle_timeout_secs`).
     #[error("the client sent nothing of its request body for {0:?}")]
     ClientStalled(Duration),
+    /// The client's body being passed on failed (the client went, or sent other than it said).
+    #[error("{0}")]
+    ClientBody(String),
     /// The request Glance would get is longer than `server.max_request_target_bytes`: not sent.
     #[error("Request-URI Too Long: the request to Glance would be {target} bytes, the limit is {limit}")]
     RequestTooLong { target: usize, limit: usize },
@@ -102,6 +108,7 @@ impl UpstreamError {
             // A certificate problem is not a passing outage: retrying soon will not help.
             UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
             UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
             UpstreamError::Status { .. } => return None,
         })
@@ -128,6 +135,7 @@ impl UpstreamError {
             UpstreamError::Status { .. }
             | UpstreamError::CircuitOpen(_)
             | UpstreamError::ClientStalled(_)
+            | UpstreamError::ClientBody(_)
             | UpstreamError::RequestTooLong { .. }
             | UpstreamError::TooLarge(_) => Outcome::Healthy,
             // A TLS failure says the upstream (or the gateway's trust in it) is broken.
@@ -193,6 +201,11 @@ impl Listing {
     /// No page is left to fetch.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Fetches no more pages: the caller has what it wants.
+    pub fn stop(&mut self) {
+        self.done = true;
     }
 
     /// Fetches the next page and hands each of its images to `visit`, in order; `None` once

@@ -31,7 +31,7 @@ pub use path::PathExpr;
 pub use query::{ParamRule, ParamTransform, QueryMap};
 pub use request::{RequestError, RequestSchema};
 pub use route::{split_path, ApiVersion, Lookup, Route, RouteTable};
-pub use view::{LinkBases, PropertyNames, RenderError, Rendered, Table, Transform, View, ViewContext};
+pub use view::{parse_utc, LinkBases, PropertyNames, RenderError, Rendered, Table, Transform, View, ViewContext};
 
 /// A mapping file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

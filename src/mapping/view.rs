@@ -78,6 +78,9 @@ pub enum Transform {
     NovaMetadata,
     /// Lowercases a string.
     Lowercase,
+    /// Any RFC 3339 time → `YYYY-MM-DDThh:mm:ss.ffffff` in UTC, without a zone (Python's
+    /// `datetime.isoformat()` of a naive UTC time with microseconds).
+    UtcMicroseconds,
 }
 
 impl Transform {
@@ -89,6 +92,7 @@ impl Transform {
         ("custom_properties", Transform::CustomProperties),
         ("nova_metadata", Transform::NovaMetadata),
         ("lowercase", Transform::Lowercase),
+        ("utc_microseconds", Transform::UtcMicroseconds),
     ];
 
     pub fn by_name(name: &str) -> Option<Transform> {
@@ -137,6 +141,12 @@ impl Transform {
                 })
             }
             Transform::Lowercase => Out::owned(Value::from(expect_str(&value, "a string")?.to_lowercase())),
+            Transform::UtcMicroseconds => {
+                let raw = expect_str(&value, "a date")?;
+                let utc = parse_utc(&raw)?;
+                let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]");
+                Out::owned(Value::String(utc.format(out).map_err(|e| e.to_string())?))
+            }
         })
     }
 }
@@ -151,15 +161,18 @@ fn expect_doc_str<'a>(value: &Node<'a>, what: &str) -> Result<Cow<'a, str>, Stri
 
 /// Formats a Glance timestamp the way Nova's `isotime` does.
 pub fn nova_date(raw: &str) -> Result<String, String> {
+    let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    parse_utc(raw)?.format(out).map_err(|e| e.to_string())
+}
+
+/// An RFC 3339 time, or one without a zone (Glance's database times, which are UTC), in UTC.
+pub fn parse_utc(raw: &str) -> Result<OffsetDateTime, String> {
     let bad = |_| format!("`{raw}` is not an ISO 8601 time");
     let parsed = OffsetDateTime::parse(raw, &Rfc3339).or_else(|_| {
-        // Glance's database times carry no zone; they are UTC.
         let naive = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]");
         PrimitiveDateTime::parse(raw, naive).map(PrimitiveDateTime::assume_utc)
     });
-    let utc = parsed.map_err(bad)?.to_offset(UtcOffset::UTC);
-    let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    utc.format(out).map_err(|e| e.to_string())
+    Ok(parsed.map_err(bad)?.to_offset(UtcOffset::UTC))
 }
 
 /// Whether `raw` is a valid time already in Nova's form, `YYYY-MM-DDThh:mm:ssZ`.
@@ -510,6 +523,20 @@ mod tests {
         assert!(nova_date("2023-02-29T10:20:30Z").is_err());
         assert!(apply(Transform::NovaDate, json!("2023-02-29T10:20:30Z")).is_err());
         assert_eq!(apply(Transform::NovaDate, json!("2024-05-01T10:20:30Z")).unwrap(), json!("2024-05-01T10:20:30Z"));
+    }
+
+    #[test]
+    fn microsecond_times_are_utc_without_a_zone() {
+        for (given, want) in [
+            ("2024-05-01T10:20:30Z", "2024-05-01T10:20:30.000000"),
+            ("2024-05-01T10:20:30.5Z", "2024-05-01T10:20:30.500000"),
+            ("2024-05-01T12:20:30.123456789+02:00", "2024-05-01T10:20:30.123456"),
+            ("2024-05-01T10:20:30", "2024-05-01T10:20:30.000000"),
+        ] {
+            assert_eq!(apply(Transform::UtcMicroseconds, json!(given)).unwrap(), json!(want), "{given}");
+        }
+        assert!(apply(Transform::UtcMicroseconds, json!("yesterday")).is_err());
+        assert!(apply(Transform::UtcMicroseconds, json!(5)).is_err());
     }
 
     #[test]

@@ -51,7 +51,14 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaEr
             let _ = serde_json::to_writer(out, &[Link { rel: "next", href }]);
         }
     });
-    let shape = list::Shape { mapping: api.mapping.clone(), view, links: call.links.clone(), base_properties, tail };
+    let shape = list::Shape {
+        mapping: api.mapping.clone(),
+        view,
+        links: call.links.clone(),
+        base_properties,
+        tail,
+        keep: None,
+    };
     let listing = api.glance.listing(&call.glance, filters, marker, limit);
     list::respond(listing, shape, ticket).await.map_err(|e| match e {
         ListError::Upstream(e) => list_error(e),

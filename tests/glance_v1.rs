@@ -1,0 +1,327 @@
+//! The Glance v1 dialect through the gateway, against a Glance (the embedded store, or the
+//! real Glance 33 with `IG_TEST_GLANCE_URL`).
+//!
+//! Expected answers come from Glance v1's own rules (Queens `glance/api/v1/`, reference
+//! glance-api.md §6) applied to what the fixtures hold in Glance v2, not from the mapping file.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{client, send, Answer, Gateway, GlanceFixtures, Harness};
+use serde_json::{json, Map, Value};
+
+const MOUNT: &str = "/image-v1";
+
+struct World {
+    h: &'static Harness,
+    gw: Gateway,
+    /// Marks this run's images (custom property `run`), so lists see only them.
+    run: String,
+    images: Vec<(&'static str, Value)>,
+    /// The bytes of the `active` fixture.
+    data: Vec<u8>,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let h = Harness::get();
+        let gw = h.gateway(|_| {});
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let images = h.block_on(fixtures(h, &run, &data));
+        World { h, gw, run, images, data }
+    })
+}
+
+async fn fixtures(h: &'static Harness, run: &str, data: &[u8]) -> Vec<(&'static str, Value)> {
+    let g = GlanceFixtures { h, http: client() };
+    let queued = g.create(json!({"name": format!("q-{run}"), "run": run, "os_distro": "cirros", "min_ram": 64})).await;
+    let public = g
+        .create(json!({"name": format!("p-{run}"), "run": run, "visibility": "public", "disk_format": "qcow2", "container_format": "bare"}))
+        .await;
+    let active = g
+        .create(json!({"name": format!("a-{run}"), "run": run, "disk_format": "raw", "container_format": "bare", "visibility": "private"}))
+        .await;
+    let active_id = active["id"].as_str().unwrap().to_owned();
+    g.upload(&active_id, data.to_vec()).await;
+    let active = g.get(&active_id).await;
+    let deactivated = g.active(json!({"name": format!("d-{run}"), "run": run}), 10).await;
+    g.deactivate(deactivated["id"].as_str().unwrap()).await;
+    let deactivated = g.get(deactivated["id"].as_str().unwrap()).await;
+    vec![("queued", queued), ("public", public), ("active", active), ("deactivated", deactivated)]
+}
+
+impl World {
+    fn image(&self, name: &str) -> &Value {
+        &self.images.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    fn id(&self, name: &str) -> String {
+        self.image(name)["id"].as_str().unwrap().to_owned()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{MOUNT}{path}", self.gw.base)
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        send(client().get(self.url(path)).headers(self.h.member())).await
+    }
+
+    async fn head(&self, path: &str) -> Answer {
+        send(client().head(self.url(path)).headers(self.h.member())).await
+    }
+
+    /// This run's images in a v1 list, by name, in the order listed.
+    async fn names(&self, path: &str, query: &str) -> Vec<String> {
+        let a = self.get(&format!("{path}?property-run={}&{query}", self.run)).await;
+        assert_eq!(a.status, 200, "{query}: {}", a.text);
+        a.json()["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()[..1].to_owned()).collect()
+    }
+
+    /// v1's detailed image for a v2 fixture, by v1's rules (reference §6.3, §6.5).
+    fn expected(&self, image: &Value) -> Value {
+        let mut properties = Map::new();
+        for (k, v) in image.as_object().unwrap() {
+            if !common::GLANCE_BASE_PROPERTIES.contains(&k.as_str()) && !k.starts_with("os_glance_") {
+                properties.insert(k.clone(), v.clone());
+            }
+        }
+        json!({
+            "id": image["id"],
+            "name": image["name"],
+            "status": image["status"],
+            "is_public": image["visibility"] == "public",
+            "protected": image["protected"],
+            "container_format": image["container_format"],
+            "disk_format": image["disk_format"],
+            "size": image["size"].as_u64().unwrap_or(0),
+            "virtual_size": image["virtual_size"],
+            "checksum": image["checksum"],
+            "min_disk": image["min_disk"],
+            "min_ram": image["min_ram"],
+            "owner": image["owner"],
+            "created_at": v1_time(image["created_at"].as_str().unwrap()),
+            "updated_at": v1_time(image["updated_at"].as_str().unwrap()),
+            "deleted": false,
+            "deleted_at": null,
+            "properties": properties,
+        })
+    }
+}
+
+/// Glance v2's `2024-05-01T10:20:30Z` as v1 wrote it: microseconds, no zone.
+fn v1_time(v2: &str) -> String {
+    let (seconds, _) = v2.split_once('Z').unwrap();
+    match seconds.split_once('.') {
+        Some((whole, fraction)) => format!("{whole}.{fraction:0<6}"),
+        None => format!("{seconds}.000000"),
+    }
+}
+
+fn header(a: &Answer, name: &str) -> Option<String> {
+    a.headers.get(name).map(|v| String::from_utf8(v.as_bytes().to_vec()).unwrap())
+}
+
+/// The headers v1 gave for an image: every non-null field, Python-`str`ed.
+fn expected_headers(v1: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in v1.as_object().unwrap() {
+        let text = |v: &Value| match v {
+            Value::Bool(b) => Some(if *b { "True".to_owned() } else { "False".to_owned() }),
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        };
+        if k == "properties" {
+            for (pk, pv) in v.as_object().unwrap() {
+                out.push((format!("x-image-meta-property-{pk}"), text(pv).unwrap()));
+            }
+        } else if let Some(t) = text(v) {
+            out.push((format!("x-image-meta-{k}"), t));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_mount_answers_a_v1_only_version_document() {
+    let w = world();
+    let a = send(client().get(format!("{}{MOUNT}", w.gw.base))).await;
+    assert_eq!(a.status, 300, "{} {:?}", a.text, a.headers);
+    let href = format!("{}{MOUNT}/v1/", w.gw.base);
+    let link = json!([{"rel": "self", "href": href}]);
+    assert_eq!(
+        a.json(),
+        json!({"versions": [
+            {"id": "v1.1", "status": "DEPRECATED", "links": link},
+            {"id": "v1.0", "status": "DEPRECATED", "links": link},
+        ]})
+    );
+    // glanceclient asks `<endpoint>/versions` and takes only a 200 there.
+    let versions = send(client().get(format!("{}{MOUNT}/versions", w.gw.base))).await;
+    assert_eq!((versions.status, versions.json()), (200, a.json()));
+    assert_eq!(send(client().get(format!("{}{MOUNT}/", w.gw.base))).await.status, 300);
+}
+
+#[tokio::test]
+async fn detail_lists_images_in_v1_shape() {
+    let w = world();
+    let a = w.get(&format!("/v1/images/detail?property-run={}&sort_key=name&sort_dir=asc", w.run)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    let want: Vec<Value> =
+        ["active", "deactivated", "public", "queued"].iter().map(|n| w.expected(w.image(n))).collect();
+    assert_eq!(a.json(), json!({ "images": want }));
+    let queued = &a.json()["images"][3];
+    assert_eq!((queued["size"].clone(), queued["properties"]["os_distro"].clone()), (json!(0), json!("cirros")));
+    let created = queued["created_at"].as_str().unwrap();
+    assert!(created.len() == 26 && !created.ends_with('Z'), "{created}");
+}
+
+#[tokio::test]
+async fn the_brief_list_has_six_fields() {
+    let w = world();
+    let a = w.get(&format!("/v1/images?property-run={}&name=a-{}", w.run, w.run)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let i = w.image("active");
+    assert_eq!(
+        a.json(),
+        json!({"images": [{"id": i["id"], "name": i["name"], "size": w.data.len(), "disk_format": "raw",
+                           "container_format": "bare", "checksum": i["checksum"]}]})
+    );
+}
+
+#[tokio::test]
+async fn list_filters_sorting_and_paging() {
+    let w = world();
+    let d = "/v1/images/detail";
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=asc").await, ["a", "d", "p", "q"]);
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=desc").await, ["q", "p", "d", "a"]);
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=asc&is_public=true").await, ["p"]);
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=asc&is_public=True").await, ["p"]);
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=asc&is_public=false").await, ["a", "d", "q"]);
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=asc&is_public=false&limit=2").await, ["a", "d"]);
+    assert_eq!(w.names(d, "sort_key=name&sort_dir=asc&is_public=none").await, ["a", "d", "p", "q"]);
+    assert_eq!(w.names(d, "status=queued&sort_key=name&sort_dir=asc").await, ["p", "q"]);
+    assert_eq!(w.names(d, "status=active").await, ["a"]);
+    assert_eq!(w.names(d, "disk_format=qcow2").await, ["p"]);
+    assert_eq!(w.names(d, "container_format=bare&sort_key=name&sort_dir=asc").await, ["a", "d", "p"]);
+    assert_eq!(w.names(d, &format!("name=q-{}", w.run)).await, ["q"]);
+    assert_eq!(w.names(d, "property-os_distro=cirros").await, ["q"]);
+    assert_eq!(w.names(d, "size_min=1000&sort_key=name&sort_dir=asc").await, ["a"]);
+    assert_eq!(w.names(d, "size_max=100&sort_key=name&sort_dir=asc").await, ["d"]);
+    assert_eq!(w.names(d, "min_ram=64").await, ["q"]);
+    assert_eq!(w.names(d, "protected=0&sort_key=name&sort_dir=asc&limit=1").await, ["a"]);
+    assert_eq!(w.names(d, "protected=true").await, Vec::<String>::new());
+    assert_eq!(w.names(d, "changes-since=2000-01-01T00:00:00&sort_key=name&sort_dir=asc").await, ["a", "d", "p", "q"]);
+    assert_eq!(w.names(d, "changes-since=2999-01-01T00:00:00").await, Vec::<String>::new());
+    // Paging as glanceclient does it: marker = last id, until a short page.
+    let first = w.get(&format!("{d}?property-run={}&sort_key=name&sort_dir=asc&limit=2", w.run)).await.json();
+    let last = first["images"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(w.names(d, &format!("sort_key=name&sort_dir=asc&limit=2&marker={last}")).await, ["p", "q"]);
+    let unhyphenated = last.replace('-', "").to_uppercase();
+    assert_eq!(w.names(d, &format!("sort_key=name&sort_dir=asc&limit=2&marker={unhyphenated}")).await, ["p", "q"]);
+    assert_eq!(w.names(d, "limit=0").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn bad_list_parameters_are_v1_400s() {
+    let w = world();
+    for (query, text) in [
+        ("limit=x", "limit param must be an integer"),
+        ("limit=-1", "limit param must be positive"),
+        ("marker=nope", "Invalid marker format"),
+        ("sort_key=owner", "Unsupported sort_key. Acceptable values: name, status"),
+        ("sort_dir=up", "Unsupported sort_dir. Acceptable values: asc, desc"),
+        ("size_min=-5", "Bad value passed to filter size_min got -5"),
+        ("size_max=big", "Bad value passed to filter size_max got big"),
+        ("min_ram=1.5", "Bad value passed to filter min_ram got 1.5"),
+        ("is_public=maybe", "Bad value passed to filter is_public got maybe"),
+        ("protected=none", "protected must be True, or False"),
+        ("changes-since=yesterday", "Unrecognized changes-since value"),
+    ] {
+        for path in ["/v1/images", "/v1/images/detail"] {
+            let a = w.get(&format!("{path}?{query}")).await;
+            assert_eq!(a.status, 400, "{path}?{query}: {}", a.text);
+            assert!(a.text.contains(text), "{path}?{query}: {}", a.text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn head_says_the_image_in_headers() {
+    let w = world();
+    for name in ["queued", "active", "public", "deactivated"] {
+        let a = w.head(&format!("/v1/images/{}", w.id(name))).await;
+        assert_eq!(a.status, 200, "{name}");
+        let want = expected_headers(&w.expected(w.image(name)));
+        for (k, v) in &want {
+            assert_eq!(header(&a, k).as_deref(), Some(v.as_str()), "{name}: {k}");
+        }
+        let meta = a.headers.keys().filter(|k| k.as_str().starts_with("x-image-meta-")).count();
+        assert_eq!(meta, want.len(), "{name}: {:?}", a.headers);
+        assert_eq!(header(&a, "etag"), w.image(name)["checksum"].as_str().map(str::to_owned), "{name}");
+    }
+    let a = w.head(&format!("/v1/images/{}", w.id("queued"))).await;
+    assert_eq!(header(&a, "x-image-meta-size").as_deref(), Some("0"));
+    assert_eq!(header(&a, "x-image-meta-is_public").as_deref(), Some("False"));
+    assert_eq!(header(&a, "x-image-meta-deleted").as_deref(), Some("False"));
+    assert_eq!(header(&a, "x-image-meta-property-os_distro").as_deref(), Some("cirros"));
+    assert_eq!(header(&a, "x-image-meta-deleted_at"), None);
+    let missing = uuid::Uuid::new_v4();
+    assert_eq!(w.head(&format!("/v1/images/{missing}")).await.status, 404);
+    assert_eq!(w.head("/v1/images/not-an-id").await.status, 404);
+}
+
+#[tokio::test]
+async fn get_streams_the_bytes_under_the_image_headers() {
+    let w = world();
+    let a = w.get(&format!("/v1/images/{}", w.id("active"))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(a.header("content-length"), Some(w.data.len().to_string().as_str()));
+    assert_eq!(header(&a, "x-image-meta-id"), Some(w.id("active")));
+    assert_eq!(header(&a, "x-image-meta-status").as_deref(), Some("active"));
+    assert_eq!(header(&a, "x-image-meta-checksum"), w.image("active")["checksum"].as_str().map(str::to_owned));
+    let bytes = client().get(w.url(&format!("/v1/images/{}", w.id("active")))).headers(w.h.member()).send().await;
+    assert_eq!(bytes.unwrap().bytes().await.unwrap().as_ref(), w.data.as_slice());
+    // As v1: an image that is not active has no bytes to give; a deactivated one is refused.
+    let queued = w.get(&format!("/v1/images/{}", w.id("queued"))).await;
+    assert_eq!(queued.status, 404, "{}", queued.text);
+    assert!(queued.text.contains("is not active"), "{}", queued.text);
+    assert_eq!(w.get(&format!("/v1/images/{}", w.id("deactivated"))).await.status, 403);
+    assert_eq!(w.get(&format!("/v1/images/{}", uuid::Uuid::new_v4())).await.status, 404);
+}
+
+#[tokio::test]
+async fn errors_are_webob_pages_and_route_misses_are_404_or_405() {
+    let w = world();
+    let missing = uuid::Uuid::new_v4();
+    let html =
+        send(client().get(w.url(&format!("/v1/images/{missing}"))).headers(w.h.member()).header("accept", "*/*")).await;
+    assert_eq!(html.status, 404);
+    assert_eq!(html.header("content-type"), Some("text/html; charset=UTF-8"));
+    assert!(html.text.contains(&format!("Image with identifier {missing} not found")), "{}", html.text);
+    let text =
+        send(client().get(w.url("/v1/images?limit=x")).headers(w.h.member()).header("accept", "text/plain")).await;
+    assert_eq!(text.header("content-type"), Some("text/plain; charset=UTF-8"));
+    assert_eq!(text.text, "400 Bad Request\n\nlimit param must be an integer\n\n   ");
+    assert_eq!(w.get("/v1/nothing").await.status, 404);
+    let post = send(client().patch(w.url("/v1/images")).headers(w.h.member())).await;
+    assert_eq!(post.status, 405);
+    assert!(post.header("allow").is_some_and(|a| a.starts_with("GET")), "{:?}", post.headers);
+}
+
+#[tokio::test]
+async fn v1_calls_are_counted_by_route() {
+    let w = world();
+    w.get(&format!("/v1/images/detail?property-run={}", w.run)).await;
+    let text = send(client().get(format!("{}/metrics", w.gw.base))).await.text;
+    let counted = text
+        .lines()
+        .any(|l| l.starts_with("image_gateway_requests_total{") && l.contains(r#"route="glance_v1.images.detail""#));
+    assert!(counted, "{text}");
+}
