@@ -118,6 +118,11 @@ def shown(cli):
     return dict(rows[1:])
 
 
+def cell(value):
+    """A value as a list command prints it (glanceclient's print_list: falsy values blank)."""
+    return str(value) if value else ""
+
+
 def listed(cli):
     """The rows of a list command, as dicts keyed by column title."""
     rows = table(ok(cli).out)
@@ -292,8 +297,8 @@ def scenario_list():
         if image["owner"] != OWNER:
             continue
         check("image-list: columns of %s" % image["name"],
-              [image["name"], image["disk_format"], image["container_format"], str(image["size"] or 0),
-               v1_status(image["status"])],
+              [cell(image["name"]), cell(image["disk_format"]), cell(image["container_format"]),
+               cell(image["size"]), v1_status(image["status"])],
               [by_id.get(image["id"], {}).get(k) for k in
                ("Name", "Disk Format", "Container Format", "Size", "Status")])
     paged = listed(glance(TOKEN, "image-list", "--page-size", "2"))
@@ -368,7 +373,7 @@ def scenario_members():
     check("member-create: the image is shared in v2", "shared", v2_image(image_id)["visibility"])
     rows = listed(glance(TOKEN, "member-list", "--image-id", image_id))
     check("member-list --image-id: v2's members",
-          [[image_id, m, "False"] for m in v2_members(image_id)],
+          [[image_id, m, cell(False)] for m in v2_members(image_id)],
           [[r["Image ID"], r["Member ID"], r["Can Share"]] for r in rows])
     rows = listed(glance(MEMBER_TOKEN, "member-list", "--tenant-id", MEMBER))
     shared = [i["id"] for i in v2_list("visibility=shared&member_status=all", MEMBER_TOKEN)
@@ -480,13 +485,14 @@ def scenario_copy_from():
 
 
 def scenario_version_fallback():
-    # Without --os-image-api-version the CLI reads the endpoint's version document and, with no
-    # v2 in it, falls back to v1 by itself.
-    got = run_cli([GLANCE_CLI, "--os-image-url", V1, "--os-auth-token", TOKEN, "image-list",
-                   "--name", "v1cli-%s-list-1" % RUN])
-    check("glance without --os-image-api-version: falls back to v1 and lists",
-          [0, True, [i["id"] for i in v2_list("name=v1cli-%s-list-1" % RUN)]],
-          [got.rc, "falling back to v1" in got.err, [r["ID"] for r in listed(got)] if got.rc == 0 else got.err])
+    # Without --os-image-api-version the CLI reads {endpoint}/versions and, finding no v2 there,
+    # falls back to v1 by itself (its arguments are parsed as v2's first: image-show is in both).
+    status, image = v2("POST", "/v2/images", body={"name": "v1cli-%s-fallback" % RUN})
+    assert status == 201, "creating the image: %s" % status
+    got = run_cli([GLANCE_CLI, "--os-image-url", V1, "--os-auth-token", TOKEN, "image-show", image["id"]])
+    check("glance without --os-image-api-version: the CLI falls back to v1",
+          [0, True], [got.rc, "falling back to v1" in got.err])
+    compare_shown("glance without --os-image-api-version: image-show", shown(got), v2_image(image["id"]))
 
 
 SCENARIOS = [scenario_create_with_file, scenario_show, scenario_download, scenario_list,
