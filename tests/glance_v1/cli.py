@@ -307,8 +307,10 @@ def scenario_list():
     desc = listed(glance(TOKEN, "image-list", "--sort-key", "created_at", "--sort-dir", "desc"))
     check("image-list --sort-key created_at --sort-dir desc: v2's order",
           [i["id"] for i in v2_list("sort_key=created_at&sort_dir=desc")], [r["ID"] for r in desc])
+    since = v2_list("name=v1cli-%s-list-1" % RUN)[0]["updated_at"]
     for args, query in (
             (["--property-filter", "purpose=paging"], "purpose=paging"),
+            (["--changes-since", since], "updated_at=gt:" + since),
             (["--name", "v1cli-%s-list-2" % RUN], "name=v1cli-%s-list-2" % RUN),
             (["--disk-format", "qcow2", "--status", "queued"], "disk_format=qcow2&status=queued"),
             (["--size-min", "1048576"], "size_min=1048576"),
@@ -317,6 +319,14 @@ def scenario_list():
         want = v2_list(query + "&sort_key=name&sort_dir=asc")
         check("image-list %s: the ids of v2's ?%s" % (" ".join(args), query),
               [i["id"] for i in want], [r["ID"] for r in got])
+    got = listed(glance(TOKEN, "image-list", "--is-public", "False"))
+    check("image-list --is-public False: v2's images that are not public",
+          [i["id"] for i in v2_list("sort_key=name&sort_dir=asc") if i["visibility"] != "public"],
+          [r["ID"] for r in got])
+    got = listed(glance(TOKEN, "image-list", "--owner", OWNER))
+    check("image-list --owner (is_public=None, filtered by the client): the project's own images",
+          [i["id"] for i in v2_list("sort_key=name&sort_dir=asc") if i["owner"] == OWNER],
+          [r["ID"] for r in got])
 
 
 def scenario_update():
@@ -380,6 +390,12 @@ def scenario_members():
               if i["owner"] != MEMBER]
     check("member-list --tenant-id (as the member): the images v2 shares with it",
           sorted([i, MEMBER] for i in shared), sorted([r["Image ID"], r["Member ID"]] for r in rows))
+    rows = listed(glance(MEMBER_TOKEN, "image-list"))
+    check("image-list as the member: the shared image too, as v1 listed it whatever the member's "
+          "status (v2's member_status=all)",
+          [i["id"] for i in v2_list("member_status=all&sort_key=name&sort_dir=asc", MEMBER_TOKEN)],
+          [r["ID"] for r in rows])
+    check("image-list as the member: the shared image is in it", True, image_id in [r["ID"] for r in rows])
     got = glance(MEMBER_TOKEN, "image-show", image_id)
     check("image-show as the member: the image, as v2 shows it to the member",
           [0, v2_image(image_id, MEMBER_TOKEN)["id"]], [got.rc, shown(got).get("id") if got.rc == 0 else got.err])
