@@ -325,3 +325,342 @@ async fn v1_calls_are_counted_by_route() {
         .any(|l| l.starts_with("image_gateway_requests_total{") && l.contains(r#"route="glance_v1.images.detail""#));
     assert!(counted, "{text}");
 }
+
+/// A v1 request with `x-image-meta-*` headers (and other headers) as pairs.
+fn v1_request(w: &World, method: reqwest::Method, path: &str, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let mut req = client().request(method, w.url(path)).headers(w.h.member());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req
+}
+
+/// `bytes` as a chunked body of 64 KiB pieces, as glanceclient sends a file.
+fn chunked(bytes: Vec<u8>) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+/// The images of this test's project Glance holds under `name`.
+async fn glance_named(w: &World, name: &str) -> Vec<Value> {
+    let url = format!("{}/v2/images?name={name}", w.h.glance_url);
+    let a = send(client().get(url).headers(w.h.admin())).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json()["images"].as_array().unwrap().clone()
+}
+
+fn unique(what: &str) -> String {
+    format!("{what}-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn create_streams_a_multi_mib_body_into_glance_and_get_streams_it_back() {
+    let w = world();
+    let name = unique("upload");
+    let bytes: Vec<u8> = (0..(6 << 20) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let size = bytes.len().to_string();
+    let a = send(
+        v1_request(
+            w,
+            reqwest::Method::POST,
+            "/v1/images",
+            &[
+                ("x-image-meta-name", &name),
+                ("x-image-meta-disk_format", "raw"),
+                ("x-image-meta-container_format", "bare"),
+                ("x-image-meta-min_ram", "128"),
+                ("x-image-meta-size", &size),
+                ("x-image-meta-property-os_distro", "cirros"),
+                ("x-image-meta-property-Hw-Disk-Bus", "scsi"),
+                ("content-type", "application/octet-stream"),
+            ],
+        )
+        .body(chunked(bytes.clone())),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let image = a.json()["image"].clone();
+    let id = image["id"].as_str().unwrap().to_owned();
+    assert_eq!(a.header("location"), Some(w.url(&format!("/v1/images/{id}")).as_str()));
+    let stored = glance_named(w, &name).await;
+    assert_eq!(stored.len(), 1);
+    let stored = &stored[0];
+    assert_eq!(image, w.expected(stored));
+    assert_eq!((stored["status"].as_str(), stored["size"].as_u64()), (Some("active"), Some(bytes.len() as u64)));
+    assert_eq!((stored["os_distro"].as_str(), stored["hw_disk_bus"].as_str()), (Some("cirros"), Some("scsi")));
+    assert_eq!(stored["min_ram"], 128);
+    let down = client().get(w.url(&format!("/v1/images/{id}"))).headers(w.h.member()).send().await.unwrap();
+    assert_eq!(down.status(), 200);
+    assert_eq!(down.content_length(), Some(bytes.len() as u64));
+    assert!(down.bytes().await.unwrap() == bytes, "the bytes downloaded are the bytes uploaded");
+}
+
+#[tokio::test]
+async fn a_reserved_image_takes_its_bytes_with_a_put() {
+    let w = world();
+    let name = unique("reserve");
+    let a = send(v1_request(w, reqwest::Method::POST, "/v1/images", &[("x-image-meta-name", &name)])).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let image = a.json()["image"].clone();
+    assert_eq!((image["status"].as_str(), image["size"].as_u64()), (Some("queued"), Some(0)));
+    let id = image["id"].as_str().unwrap().to_owned();
+    // Without formats, v1 would not take the bytes; nothing reaches Glance.
+    let path = format!("/v1/images/{id}");
+    let refused = send(v1_request(w, reqwest::Method::PUT, &path, &[]).body(vec![1u8; 10])).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.text.contains("Disk format is not specified."), "{}", refused.text);
+    let put = send(
+        v1_request(
+            w,
+            reqwest::Method::PUT,
+            &path,
+            &[
+                ("x-image-meta-disk_format", "qcow2"),
+                ("x-image-meta-container_format", "bare"),
+                ("x-glance-registry-purge-props", "false"),
+            ],
+        )
+        .body(chunked(vec![9u8; 200_000])),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert_eq!(put.json()["image"]["status"], "active");
+    assert_eq!(put.json()["image"]["size"], 200_000);
+    // Bytes for an image that has them: v1's 409.
+    let again = send(v1_request(w, reqwest::Method::PUT, &path, &[]).body(vec![1u8; 10])).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(again.text.contains("Cannot upload to an unqueued image"), "{}", again.text);
+}
+
+/// Headers, a body if any, and what the 400 says.
+type Mistake = (&'static [(&'static str, &'static str)], Option<Vec<u8>>, &'static str);
+
+#[tokio::test]
+async fn client_mistakes_are_400s_and_make_no_image() {
+    let w = world();
+    let name = unique("mistake");
+    let cases: [Mistake; 8] = [
+        (&[("x-image-meta-colour", "red")], None, "Bad header: x-image-meta-colour"),
+        (&[("x-image-meta-size", "ten")], None, "Cannot convert image size 'ten' to an integer."),
+        (&[("x-image-meta-min_ram", "-5")], None, "Cannot be a negative value."),
+        (&[("x-image-meta-is_public", "true"), ("x-image-meta-location", "http://x/y")], None, "not supported"),
+        (
+            &[
+                ("x-glance-api-copy-from", "http://127.0.0.1:9/x"),
+                ("x-image-meta-disk_format", "raw"),
+                ("x-image-meta-container_format", "bare"),
+            ],
+            Some(vec![1, 2, 3]),
+            "It's invalid to provide multiple image sources.",
+        ),
+        (&[("x-glance-api-copy-from", "file:///etc/passwd")], None, "External sources are not supported"),
+        (
+            &[
+                ("x-image-meta-disk_format", "raw"),
+                ("x-image-meta-container_format", "bare"),
+                ("x-image-meta-size", "5"),
+            ],
+            Some(vec![0; 9]),
+            "does not match the 9 bytes",
+        ),
+        (&[("x-image-meta-container_format", "bare")], Some(vec![0; 9]), "Disk format is not specified."),
+    ];
+    for (headers, body, text) in cases {
+        let mut all = headers.to_vec();
+        all.push(("x-image-meta-name", &name));
+        all.push(("accept", "text/plain"));
+        let mut req = v1_request(w, reqwest::Method::POST, "/v1/images", &all);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let a = send(req).await;
+        assert_eq!(a.status, 400, "{headers:?}: {}", a.text);
+        assert!(a.text.contains(text), "{headers:?}: {}", a.text);
+    }
+    assert!(glance_named(w, &name).await.is_empty(), "a refused create made an image");
+}
+
+#[tokio::test]
+async fn an_upload_that_fails_midway_leaves_no_image() {
+    let w = world();
+    // The body ends before the size it declares: the upload fails in Glance, and the image the
+    // create made is deleted before the client gets its 400.
+    let name = unique("short");
+    let a = send(
+        v1_request(
+            w,
+            reqwest::Method::POST,
+            "/v1/images",
+            &[
+                ("x-image-meta-name", &name),
+                ("x-image-meta-disk_format", "raw"),
+                ("x-image-meta-container_format", "bare"),
+                ("x-image-meta-size", "3000000"),
+            ],
+        )
+        .body(chunked(vec![5u8; 1_000_000])),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("not the 3000000 it declared"), "{}", a.text);
+    assert!(glance_named(w, &name).await.is_empty(), "the half-made image stayed");
+    // The client goes away in the middle of its body: the image goes too.
+    let name = unique("gone");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+    let req = v1_request(
+        w,
+        reqwest::Method::POST,
+        "/v1/images",
+        &[("x-image-meta-name", &name), ("x-image-meta-disk_format", "raw"), ("x-image-meta-container_format", "bare")],
+    )
+    .body(body);
+    let sending = tokio::spawn(req.send());
+    tx.send(Ok(vec![1u8; 100_000])).await.unwrap();
+    // Glance has made the image by the time the body flows into its upload.
+    let made = wait_until(|| async { glance_named(w, &name).await.len() == 1 }).await;
+    assert!(made, "the create never reached Glance");
+    tx.send(Err(std::io::Error::other("the client fell over"))).await.unwrap();
+    drop(tx);
+    let _ = sending.await.unwrap();
+    let gone = wait_until(|| async { glance_named(w, &name).await.is_empty() }).await;
+    assert!(gone, "the image of an abandoned upload stayed");
+}
+
+fn tokio_stream_of(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+/// Waits for something another task does (Glance's state after a request the client
+/// abandoned): true once `done`, false after 10 s.
+async fn wait_until<F, Fut>(done: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn put_updates_fields_and_properties_and_purges_unless_told_not_to() {
+    let w = world();
+    let name = unique("update");
+    let created = send(v1_request(
+        w,
+        reqwest::Method::POST,
+        "/v1/images",
+        &[("x-image-meta-name", &name), ("x-image-meta-property-a", "1"), ("x-image-meta-property-b", "2")],
+    ))
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json()["image"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/images/{id}");
+    let renamed = format!("{name}-renamed");
+    // glanceclient's image-update: purge off, one property changed, one added.
+    let a = send(v1_request(
+        w,
+        reqwest::Method::PUT,
+        &path,
+        &[
+            ("x-glance-registry-purge-props", "false"),
+            ("x-image-meta-name", &renamed),
+            ("x-image-meta-min_disk", "3"),
+            ("x-image-meta-protected", "True"),
+            ("x-image-meta-property-b", "20"),
+            ("x-image-meta-property-c", "3"),
+        ],
+    ))
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let stored = &glance_named(w, &renamed).await[0];
+    assert_eq!(a.json()["image"], w.expected(stored));
+    assert_eq!((stored["a"].as_str(), stored["b"].as_str(), stored["c"].as_str()), (Some("1"), Some("20"), Some("3")));
+    assert_eq!((stored["min_disk"].as_u64(), stored["protected"].as_bool()), (Some(3), Some(true)));
+    // A protected image is not deleted: Glance's 403 reaches the client.
+    let refused = send(v1_request(w, reqwest::Method::DELETE, &path, &[])).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    // Purge (v1's default): the properties not sent again go.
+    let a = send(v1_request(
+        w,
+        reqwest::Method::PUT,
+        &path,
+        &[("x-image-meta-protected", "False"), ("x-image-meta-property-c", "3")],
+    ))
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["image"]["properties"], json!({"c": "3"}));
+    let stored = &glance_named(w, &renamed).await[0];
+    assert!(stored.get("a").is_none() && stored.get("b").is_none(), "{stored}");
+    // What v1 never let a client change, refused before Glance hears of it.
+    for (header, value) in
+        [("x-image-meta-id", "0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5c"), ("x-image-meta-status", "active")]
+    {
+        let a = send(v1_request(w, reqwest::Method::PUT, &path, &[(header, value)])).await;
+        assert_eq!(a.status, 403, "{header}: {}", a.text);
+    }
+    assert_eq!(send(v1_request(w, reqwest::Method::PUT, &path, &[("x-image-meta-oops", "1")])).await.status, 400);
+    let missing = format!("/v1/images/{}", uuid::Uuid::new_v4());
+    assert_eq!(send(v1_request(w, reqwest::Method::PUT, &missing, &[("x-image-meta-name", "x")])).await.status, 404);
+    // Delete: 200 with nothing in it, as Queens' code answered; then the image is gone.
+    let deleted = send(v1_request(w, reqwest::Method::DELETE, &path, &[])).await;
+    assert_eq!((deleted.status, deleted.text.as_str()), (200, ""));
+    assert_eq!(w.head(&path).await.status, 404);
+    assert!(glance_named(w, &renamed).await.is_empty());
+    assert_eq!(send(v1_request(w, reqwest::Method::DELETE, &path, &[])).await.status, 404);
+}
+
+#[tokio::test]
+async fn members_go_through_glance_v2_members() {
+    let w = world();
+    let name = unique("members");
+    let created = send(v1_request(w, reqwest::Method::POST, "/v1/images", &[("x-image-meta-name", &name)])).await;
+    let id = created.json()["image"]["id"].as_str().unwrap().to_owned();
+    // Glance v2 keeps members for shared images only: a private one is made shared first.
+    let patch = send(
+        client()
+            .patch(format!("{}/v2/images/{id}", w.h.glance_url))
+            .headers(w.h.member())
+            .header("content-type", "application/openstack-images-v2.1-json-patch")
+            .body(r#"[{"op": "replace", "path": "/visibility", "value": "private"}]"#),
+    )
+    .await;
+    assert_eq!(patch.status, 200, "{}", patch.text);
+    let (t1, t2, t3) = (unique("tenant"), unique("tenant"), unique("tenant"));
+    let members = format!("/v1/images/{id}/members");
+    let a = send(v1_request(w, reqwest::Method::PUT, &format!("{members}/{t1}"), &[])).await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(glance_named(w, &name).await[0]["visibility"], "shared");
+    // Again: v1's PUT is idempotent.
+    assert_eq!(send(v1_request(w, reqwest::Method::PUT, &format!("{members}/{t1}"), &[])).await.status, 204);
+    let listed = w.get(&members).await;
+    assert_eq!(listed.json(), json!({"members": [{"member_id": t1, "can_share": false}]}));
+    let body = json!({"memberships": [{"member_id": t2, "can_share": false}, {"member_id": t3}]});
+    let replaced = send(v1_request(w, reqwest::Method::PUT, &members, &[]).json(&body)).await;
+    assert_eq!(replaced.status, 204, "{}", replaced.text);
+    let v2 = send(client().get(format!("{}/v2/images/{id}/members", w.h.glance_url)).headers(w.h.member())).await;
+    let mut ids: Vec<String> =
+        v2.json()["members"].as_array().unwrap().iter().map(|m| m["member_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    let mut want = vec![t2.clone(), t3.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    let shared = w.get(&format!("/v1/shared-images/{t2}")).await;
+    assert_eq!(shared.json(), json!({"shared_images": [{"image_id": id, "can_share": false}]}));
+    assert_eq!(w.get(&format!("/v1/shared-images/{t1}")).await.json(), json!({"shared_images": []}));
+    let removed = send(v1_request(w, reqwest::Method::DELETE, &format!("{members}/{t2}"), &[])).await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    assert_eq!(w.get(&members).await.json(), json!({"members": [{"member_id": t3, "can_share": false}]}));
+    assert_eq!(send(v1_request(w, reqwest::Method::DELETE, &format!("{members}/{t2}"), &[])).await.status, 404);
+    let bad = send(v1_request(w, reqwest::Method::PUT, &members, &[]).json(&json!({"memberships": [{"id": 1}]}))).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let unknown = format!("/v1/images/{}/members", uuid::Uuid::new_v4());
+    assert_eq!(w.get(&unknown).await.status, 404);
+}

@@ -1,15 +1,21 @@
 //! The v1 image calls, each one or a few Glance v2 calls.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::glance::{ListError, UpstreamError};
+use crate::glance::{BoxError, Call, GlanceClient, ListError, UpstreamError};
 use crate::list;
-use crate::mapping::{LinkBases, RawObject, View, ViewContext};
+use crate::mapping::{LinkBases, RawObject, Route, View, ViewContext};
 
-use super::{meta, GlanceV1Api, V1Call, V1Error};
+use super::meta::{self, Requested};
+use super::{GlanceV1Api, V1Call, V1Error};
 
 /// v1's `limit_param_default` and `api_limit_max`.
 const DEFAULT_LIMIT: i64 = 25;
@@ -180,6 +186,396 @@ async fn render(api: &GlanceV1Api, call: &V1Call<'_>, image: &Value) -> Result<V
     let base = api.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &NO_LINKS, base_properties: &base };
     Ok(view(api, call)?.render(image, &ctx)?)
+}
+
+/// `{"image": ...}`, as v1 answered a create or an update.
+async fn image_answer(
+    api: &GlanceV1Api,
+    call: &V1Call<'_>,
+    image: &Value,
+    status: StatusCode,
+) -> Result<Response, V1Error> {
+    let body = json!({ "image": render(api, call, image).await? });
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(etag) = image["checksum"].as_str().and_then(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// Whether a call streams image bytes in, and so has no total deadline (idle timers watch it).
+pub fn sends_bytes(route: &Route, headers: &HeaderMap) -> bool {
+    matches!(route.action.as_str(), "create_image" | "update_image") && carries_body(headers)
+}
+
+/// Whether a request says it has a body.
+fn carries_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) || crate::body::declared_length(headers).is_some_and(|len| len > 0)
+}
+
+/// Where the image's bytes come from.
+enum Source {
+    Body { declared: Option<u64> },
+    CopyFrom(String),
+    Nothing,
+}
+
+/// The source a create or update names, checked before anything reaches Glance: one source at
+/// most, a copy-from URL that is one, a size that agrees with the body, within the limit.
+fn source(api: &GlanceV1Api, call: &V1Call<'_>, asked: &Requested) -> Result<Source, V1Error> {
+    let header = call.headers.get("x-glance-api-copy-from").map(|v| v.to_str());
+    let copy_from = match header {
+        Some(Ok(url)) => Some(url.to_owned()),
+        Some(Err(_)) => return Err(V1Error::BadRequest("Bad header: x-glance-api-copy-from".into())),
+        None => asked.copy_from.clone(),
+    };
+    let body = carries_body(call.headers);
+    if body && copy_from.is_some() {
+        return Err(V1Error::BadRequest("It's invalid to provide multiple image sources.".into()));
+    }
+    if let Some(url) = copy_from {
+        let usable = url::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !usable {
+            return Err(V1Error::BadRequest(format!("External sources are not supported: '{url}'")));
+        }
+        return Ok(Source::CopyFrom(url));
+    }
+    if !body {
+        return Ok(Source::Nothing);
+    }
+    let length = crate::body::declared_length(call.headers);
+    if let (Some(length), Some(size)) = (length, asked.size) {
+        if length != size {
+            return Err(V1Error::BadRequest(format!(
+                "x-image-meta-size {size} does not match the {length} bytes of the request body"
+            )));
+        }
+    }
+    let declared = length.or(asked.size);
+    if let (Some(declared), Some(limit)) = (declared, api.settings.max_image_bytes) {
+        if declared > limit {
+            return Err(too_large(limit));
+        }
+    }
+    Ok(Source::Body { declared })
+}
+
+fn too_large(limit: u64) -> V1Error {
+    V1Error::TooLarge(format!("Denying attempt to upload image larger than {limit} bytes."))
+}
+
+/// v1 would not activate an image without both formats.
+fn formats_set(image: Option<&Value>, asked: &Requested) -> Result<(), V1Error> {
+    for (key, what) in [("disk_format", "Disk"), ("container_format", "Container")] {
+        let set = |v: Option<&Value>| v.is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+        if !set(asked.fields.get(key)) && !set(image.and_then(|i| i.get(key))) {
+            return Err(V1Error::BadRequest(format!("{what} format is not specified.")));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/images`: a v2 image made from the headers, then its bytes streamed into Glance's
+/// upload, or its copy-from started as a `web-download` import. An image whose bytes do not
+/// all arrive (the client went, sent other than it declared, Glance refused them) is deleted:
+/// nothing half-made stays behind.
+pub async fn create(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
+    let asked = meta::read_headers(call.headers)?;
+    let source = source(api, call, &asked)?;
+    if !matches!(source, Source::Nothing) {
+        formats_set(None, &asked)?;
+    }
+    let base = api.glance.base_properties(&call.glance).await?;
+    let mut fields = asked.fields.clone();
+    if asked.is_public == Some(true) {
+        fields.insert("visibility".into(), json!("public"));
+    }
+    for (key, value) in &asked.properties {
+        if base.contains(key) {
+            return Err(core_property(key));
+        }
+        fields.insert(key.clone(), json!(value));
+    }
+    let image = api.glance.create_image(&call.glance, &Value::Object(fields)).await?;
+    let id = image["id"].as_str().unwrap_or_default().to_owned();
+    let mut unmade = Unmade { glance: api.glance.clone(), call: call.glance.clone(), id: Some(id.clone()) };
+    let image = match source {
+        Source::Body { declared } => {
+            if let Err(e) = upload(api, call, &id, body, declared).await {
+                unmade.delete().await;
+                return Err(e);
+            }
+            let image = api.glance.get_image(&call.glance, &id).await?;
+            if let Err(e) = checksum_agrees(&asked, &image) {
+                unmade.delete().await;
+                return Err(e);
+            }
+            image
+        }
+        Source::CopyFrom(url) => {
+            if let Err(e) = api.glance.import_web_download(&call.glance, &id, &url).await {
+                unmade.delete().await;
+                return Err(import_error(&url, e));
+            }
+            api.glance.get_image(&call.glance, &id).await?
+        }
+        Source::Nothing => image,
+    };
+    unmade.id = None;
+    let mut response = image_answer(api, call, &image, StatusCode::CREATED).await?;
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{id}", call.images_url)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `PUT /v1/images/{id}`: the headers' changes as one v2 PATCH (properties not sent again are
+/// removed unless `x-glance-registry-purge-props` says false or bytes are sent), then the
+/// bytes or copy-from of a queued image.
+pub async fn update(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
+    let id = call.param("id");
+    let asked = meta::read_headers(call.headers)?;
+    let source = source(api, call, &asked)?;
+    let image = fetch(api, call).await?;
+    let status = image["status"].as_str().unwrap_or_default();
+    if asked.fields.get("id").is_some_and(|v| *v != image["id"]) {
+        return Err(V1Error::Forbidden("Forbidden to modify 'id' of image.".into()));
+    }
+    if asked.status.as_deref().is_some_and(|s| s != status) {
+        return Err(V1Error::Forbidden("Forbidden to modify 'status' of image.".into()));
+    }
+    if matches!(status, "active" | "deactivated") {
+        let size_changes = asked.size.is_some_and(|s| Some(s) != image["size"].as_u64());
+        let checksum_changes = asked.checksum.as_deref().is_some_and(|c| Some(c) != image["checksum"].as_str());
+        for (key, changes) in [("size", size_changes), ("checksum", checksum_changes)] {
+            if changes {
+                return Err(V1Error::Forbidden(format!("Forbidden to modify '{key}' of {status} image.")));
+            }
+        }
+    }
+    if !matches!(source, Source::Nothing) {
+        if status != "queued" {
+            return Err(V1Error::Conflict("Cannot upload to an unqueued image".into()));
+        }
+        formats_set(Some(&image), &asked)?;
+    }
+    let purge = call
+        .headers
+        .get("x-glance-registry-purge-props")
+        .is_none_or(|v| meta::bool_from_string(v.to_str().unwrap_or("")))
+        && !matches!(source, Source::Body { .. });
+    let base = api.glance.base_properties(&call.glance).await?;
+    let ops = changes(&image, &asked, purge, &base)?;
+    let mut image = if ops.is_empty() { image } else { api.glance.patch_image(&call.glance, id, &ops).await? };
+    match source {
+        Source::Body { declared } => {
+            upload(api, call, id, body, declared).await?;
+            image = api.glance.get_image(&call.glance, id).await?;
+            checksum_agrees(&asked, &image)?;
+        }
+        Source::CopyFrom(url) => {
+            api.glance.import_web_download(&call.glance, id, &url).await.map_err(|e| import_error(&url, e))?;
+            image = api.glance.get_image(&call.glance, id).await?;
+        }
+        Source::Nothing => {}
+    }
+    image_answer(api, call, &image, StatusCode::OK).await
+}
+
+/// The JSON-patch operations that make `image` what `asked` says: a `replace` per core field
+/// that changes, an `add` (v2's upsert) per property that changes, and with `purge` a `remove`
+/// per custom property not named.
+fn changes(
+    image: &Value,
+    asked: &Requested,
+    purge: bool,
+    base: &crate::mapping::PropertyNames,
+) -> Result<Vec<Value>, V1Error> {
+    let pointer = |key: &str| format!("/{}", key.replace('~', "~0").replace('/', "~1"));
+    let mut ops = Vec::new();
+    for (key, value) in asked.fields.iter().filter(|(k, _)| *k != "id") {
+        if image.get(key) != Some(value) {
+            ops.push(json!({"op": "replace", "path": pointer(key), "value": value}));
+        }
+    }
+    let visibility = image["visibility"].as_str().unwrap_or_default();
+    match asked.is_public {
+        Some(true) if visibility != "public" => {
+            ops.push(json!({"op": "replace", "path": "/visibility", "value": "public"}));
+        }
+        // Glance's own rule for v1's `is_public: false` (glance/db/utils.py): shared.
+        Some(false) if visibility == "public" => {
+            ops.push(json!({"op": "replace", "path": "/visibility", "value": "shared"}));
+        }
+        _ => {}
+    }
+    for (key, value) in &asked.properties {
+        if base.contains(key) {
+            return Err(core_property(key));
+        }
+        if image.get(key).and_then(Value::as_str) != Some(value.as_str()) {
+            ops.push(json!({"op": "add", "path": pointer(key), "value": value}));
+        }
+    }
+    if purge {
+        let custom = image.as_object().into_iter().flatten().map(|(k, _)| k);
+        for key in custom.filter(|k| !base.contains(*k) && !k.starts_with("os_glance_")) {
+            if !asked.properties.iter().any(|(k, _)| k == key) {
+                ops.push(json!({"op": "remove", "path": pointer(key)}));
+            }
+        }
+    }
+    Ok(ops)
+}
+
+fn core_property(key: &str) -> V1Error {
+    V1Error::BadRequest(format!(
+        "x-image-meta-property-{key} names a core image attribute: use x-image-meta-{key}, if v1 has it"
+    ))
+}
+
+/// v1 refused bytes whose MD5 was not the one the client declared (Glance then marked the
+/// image killed; here it is deleted or, for an update, left for the client to see).
+fn checksum_agrees(asked: &Requested, image: &Value) -> Result<(), V1Error> {
+    match (asked.checksum.as_deref(), image["checksum"].as_str()) {
+        (Some(declared), Some(computed)) if !declared.eq_ignore_ascii_case(computed) => {
+            Err(V1Error::BadRequest(format!(
+                "Supplied checksum ({declared}) and checksum generated from uploaded image ({computed}) did not match."
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn import_error(url: &str, e: UpstreamError) -> V1Error {
+    match e {
+        UpstreamError::Status { status, message } if status.is_client_error() => {
+            V1Error::BadRequest(format!("Glance would not copy from {url}: {message}"))
+        }
+        other => V1Error::Upstream(other),
+    }
+}
+
+/// `DELETE /v1/images/{id}`: 200 with an empty body, as Queens' code answered.
+pub async fn delete(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
+    let id = call.param("id");
+    api.glance.delete_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
+        Some(404) => V1Error::NotFound(format!("Image with identifier {id} not found")),
+        _ => V1Error::Upstream(e),
+    })?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Streams the request body into Glance's upload of image `id`, holding it to the size it
+/// declared and to `max_image_bytes`.
+async fn upload(
+    api: &GlanceV1Api,
+    call: &V1Call<'_>,
+    id: &str,
+    body: Body,
+    declared: Option<u64>,
+) -> Result<(), V1Error> {
+    let verdict = Arc::new(AtomicU8::new(BODY_OK));
+    let limit = api.settings.max_image_bytes;
+    let data = checked(body, declared, limit, verdict.clone());
+    let uploaded = api.glance.upload(&call.glance, id, data).await;
+    match (uploaded, verdict.load(Ordering::Relaxed)) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), BODY_TOO_LARGE) => Err(too_large(limit.unwrap_or(u64::MAX))),
+        (Err(e), _) => Err(V1Error::Upstream(e)),
+    }
+}
+
+const BODY_OK: u8 = 0;
+const BODY_TOO_LARGE: u8 = 1;
+const BODY_SHORT_OR_LONG: u8 = 2;
+
+/// Why the gateway ended a client's body early.
+#[derive(Debug, thiserror::Error)]
+enum BodyProblem {
+    #[error("the body is larger than the {0} bytes allowed")]
+    TooLarge(u64),
+    #[error("the body is {got} bytes or more, not the {declared} it declared")]
+    Long { declared: u64, got: u64 },
+    #[error("the body ended after {got} bytes, not the {declared} it declared")]
+    Short { declared: u64, got: u64 },
+}
+
+/// The request body as chunks, failing at once when it grows past `limit` or past the size
+/// it declared, or ends short of it; `verdict` records which.
+fn checked(
+    body: Body,
+    declared: Option<u64>,
+    limit: Option<u64>,
+    verdict: Arc<AtomicU8>,
+) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
+    let state = (body.into_data_stream(), 0u64, false);
+    futures_util::stream::unfold(state, move |(mut data, seen, done)| {
+        let verdict = verdict.clone();
+        async move {
+            if done {
+                return None;
+            }
+            match data.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if let Some(limit) = limit.filter(|l| seen > *l) {
+                        verdict.store(BODY_TOO_LARGE, Ordering::Relaxed);
+                        return Some((Err(BodyProblem::TooLarge(limit).into()), (data, seen, true)));
+                    }
+                    if let Some(declared) = declared.filter(|d| seen > *d) {
+                        verdict.store(BODY_SHORT_OR_LONG, Ordering::Relaxed);
+                        return Some((Err(BodyProblem::Long { declared, got: seen }.into()), (data, seen, true)));
+                    }
+                    Some((Ok(chunk), (data, seen, false)))
+                }
+                Some(Err(e)) => Some((Err(e.into()), (data, seen, true))),
+                None => match declared.filter(|d| seen != *d) {
+                    Some(declared) => {
+                        verdict.store(BODY_SHORT_OR_LONG, Ordering::Relaxed);
+                        Some((Err(BodyProblem::Short { declared, got: seen }.into()), (data, seen, true)))
+                    }
+                    None => None,
+                },
+            }
+        }
+    })
+}
+
+/// An image created for a call that has not succeeded: deleted if the call fails or is
+/// dropped (the client went), so that no half-made image stays behind.
+struct Unmade {
+    glance: GlanceClient,
+    call: Call,
+    /// `None` once the image is made, or deleted.
+    id: Option<String>,
+}
+
+impl Unmade {
+    async fn delete(&mut self) {
+        if let Some(id) = self.id.take() {
+            remove(&self.glance, &self.call, &id).await;
+        }
+    }
+}
+
+impl Drop for Unmade {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let (glance, call) = (self.glance.clone(), self.call.clone());
+            // The request is gone with its task: the deletion gets one of its own.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { remove(&glance, &call, &id).await });
+            }
+        }
+    }
+}
+
+async fn remove(glance: &GlanceClient, call: &Call, id: &str) {
+    match glance.delete_image(call, id).await {
+        Ok(()) => tracing::info!(image = %id, "deleted an image whose upload did not complete"),
+        Err(e) => tracing::error!(image = %id, error = %e, "could not delete an image whose upload did not complete"),
+    }
 }
 
 fn view<'a>(api: &'a GlanceV1Api, call: &V1Call<'_>) -> Result<&'a View, V1Error> {

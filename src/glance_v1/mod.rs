@@ -8,6 +8,7 @@
 
 mod error;
 mod images;
+mod members;
 mod meta;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::admission::Admission;
@@ -33,6 +34,14 @@ pub const ACTIONS: &[ActionSpec] = &[
     ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
     ActionSpec { name: "image_meta", needs_view: true, needs_query: false, needs_request: false },
     ActionSpec { name: "download_image", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "create_image", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "update_image", needs_view: true, needs_query: false, needs_request: false },
+    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
+    ActionSpec { name: "list_members", needs_view: false, needs_query: false, needs_request: false },
+    ActionSpec { name: "replace_members", needs_view: false, needs_query: false, needs_request: false },
+    ActionSpec { name: "add_member", needs_view: false, needs_query: false, needs_request: false },
+    ActionSpec { name: "remove_member", needs_view: false, needs_query: false, needs_request: false },
+    ActionSpec { name: "shared_images", needs_view: false, needs_query: false, needs_request: false },
 ];
 
 const DIALECT: &str = "glance_v1";
@@ -67,7 +76,11 @@ pub struct V1Call<'a> {
     route: &'a Route,
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
+    /// The request's headers: v1 says an image's metadata in them.
+    headers: &'a HeaderMap,
     glance: Call,
+    /// `{origin}{mount}/v1/images`, for `Location`.
+    images_url: String,
 }
 
 impl V1Call<'_> {
@@ -103,26 +116,41 @@ async fn handle(State(api): State<Arc<GlanceV1Api>>, request: Request) -> Respon
             return labelled(e.page(&parts.headers), UNMATCHED.into());
         }
     };
+    let origin = api.origin.origin(&parts.headers, &parts.extensions);
     let call = V1Call {
         route,
         params,
         query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+        headers: &parts.headers,
         glance: Call::new(api.glance.forwarded(&parts.headers)),
+        images_url: format!("{origin}{}/v1/images", api.settings.mount),
     };
     // Image bytes take as long as they take (idle timers watch them); anything else has the
     // request deadline.
     let limit = api.settings.request_timeout;
-    let outcome = tokio::time::timeout(limit, run(&api, &call, body)).await.unwrap_or(Err(V1Error::Timeout(limit)));
+    let outcome = if images::sends_bytes(route, &parts.headers) {
+        run(&api, &call, body).await
+    } else {
+        tokio::time::timeout(limit, run(&api, &call, body)).await.unwrap_or(Err(V1Error::Timeout(limit)))
+    };
     let mut response = outcome.unwrap_or_else(|e| e.page(&parts.headers));
     response.extensions_mut().insert(UpstreamTime(call.glance.upstream_time()));
     labelled(response, route.id.clone())
 }
 
-async fn run(api: &GlanceV1Api, call: &V1Call<'_>, _body: Body) -> Result<Response, V1Error> {
+async fn run(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
     match call.route.action.as_str() {
         "list_images" => images::list(api, call).await,
         "image_meta" => images::meta(api, call).await,
         "download_image" => images::download(api, call).await,
+        "create_image" => images::create(api, call, body).await,
+        "update_image" => images::update(api, call, body).await,
+        "delete_image" => images::delete(api, call).await,
+        "list_members" => members::list(api, call).await,
+        "replace_members" => members::replace(api, call, body).await,
+        "add_member" => members::add(api, call, body).await,
+        "remove_member" => members::remove(api, call).await,
+        "shared_images" => members::shared_images(api, call).await,
         // Mapping files are checked against ACTIONS when loaded.
         _ => Err(V1Error::NotFound("The resource could not be found.".into())),
     }
