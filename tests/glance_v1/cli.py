@@ -75,17 +75,22 @@ class Cli:
         return "exit %d, stdout %r, stderr %r" % (self.rc, self.out[-800:], self.err[-800:])
 
 
-def glance(tok, *args, stdin=True):
-    """Runs `glance --os-image-api-version 1 ...`; stdin=False runs it with standard input closed
-    (`glance ... <&-`: no image data), otherwise from /dev/null (commands that read none)."""
+def glance(tok, *args):
+    """Runs `glance --os-image-api-version 1 ...` against the gateway."""
     cmd = [GLANCE_CLI, "--os-image-api-version", "1", "--os-image-url", V1, "--os-auth-token", tok]
-    return run_cli(cmd + list(args), stdin)
+    return run_cli(cmd + list(args))
 
 
-def run_cli(cmd, stdin=True):
+def run_cli(cmd):
+    """Runs the CLI as from a terminal: its standard input is a tty, which the CLI reads as
+    "no image data" (any other standard input it would upload)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    kwargs = {"stdin": subprocess.DEVNULL} if stdin else {"preexec_fn": lambda: os.close(0)}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kwargs)
+    master, tty = os.openpty()
+    try:
+        p = subprocess.run(cmd, stdin=tty, capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        os.close(tty)
+        os.close(master)
     return Cli(p.returncode, p.stdout, p.stderr)
 
 
@@ -352,7 +357,7 @@ def scenario_update():
 def scenario_upload_to_queued():
     name = "v1cli-%s-queued" % RUN
     got = shown(glance(TOKEN, "image-create", "--name", name, "--disk-format", "raw",
-                       "--container-format", "bare", stdin=False))
+                       "--container-format", "bare"))
     image_id = got["id"]
     check("image-create without data: queued, in the CLI and in v2", ["queued", "queued"],
           [got.get("status"), v2_image(image_id)["status"]])
