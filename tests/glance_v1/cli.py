@@ -404,6 +404,12 @@ def scenario_members():
     got = glance(MEMBER_TOKEN, "image-show", image_id)
     check("image-show as the member: the image, as v2 shows it to the member",
           [0, v2_image(image_id, MEMBER_TOKEN)["id"]], [got.rc, shown(got).get("id") if got.rc == 0 else got.err])
+    ok(glance(TOKEN, "member-create", image_id, MEMBER))
+    check("member-create of a member again: still that one member in v2 (v1's PUT was idempotent)",
+          [MEMBER], v2_members(image_id))
+    err = glance(TOKEN, "member-delete", image_id, ADMIN)
+    check("member-delete of a project that is no member: the CLI shows v1's 404",
+          [1, True], [err.rc, "404 Not Found" in err.err])
     ok(glance(TOKEN, "member-delete", image_id, MEMBER))
     check("member-delete: v2 lists no member", [], v2_members(image_id))
     check("member-list --image-id after member-delete: empty", [],
@@ -436,6 +442,11 @@ def scenario_public_image():
     rows = listed(glance(TOKEN, "image-list", "--is-public", "True"))
     check("image-list --is-public True: v2's public images", [i["id"] for i in v2_list(
         "visibility=public&sort_key=name&sort_dir=asc")], [r["ID"] for r in rows])
+    status, _ = v2("POST", "/v2/images/%s/actions/deactivate" % image_id, ADMIN_TOKEN)
+    assert status == 204, "deactivating: %s" % status
+    err = glance(TOKEN, "image-download", image_id, "--file", os.devnull)
+    check("image-download of a deactivated image: the CLI shows v1's 403", [1, True],
+          [err.rc, "403 Forbidden" in err.err])
     ok(glance(ADMIN_TOKEN, "image-delete", image_id))
     check("image-delete (admin) of the public image: gone from v2", 404,
           v2("GET", "/v2/images/%s" % image_id, ADMIN_TOKEN)[0])
@@ -450,6 +461,18 @@ def scenario_bad_requests():
         check("image-create --disk-format floppy: the CLI shows v1's 400", [1, True],
               [err.rc, "400 Bad Request" in err.err])
         check("image-create --disk-format floppy: no image left in v2", [], v2_named(name))
+    finally:
+        os.unlink(path)
+    path, data = random_file(2048)
+    try:
+        for what, args in (("--checksum of other bytes", ["--checksum", hashlib.md5(b"other").hexdigest()]),
+                           ("--size other than the file's", ["--size", "5"])):
+            name = "v1cli-%s-mismatch-%s" % (RUN, args[0].strip("-"))
+            err = glance(TOKEN, "image-create", "--file", path, "--name", name, "--disk-format", "raw",
+                         "--container-format", "bare", *args)
+            check("image-create %s: the CLI shows v1's 400" % what, [1, True],
+                  [err.rc, "400 Bad Request" in err.err])
+            check("image-create %s: no image left in v2 (v1 left a killed one)" % what, [], v2_named(name))
     finally:
         os.unlink(path)
     missing = str(uuid.uuid4())
@@ -467,6 +490,44 @@ def scenario_delete():
                  ["image-download", image_id, "--file", os.devnull], ["image-delete", image_id]):
         err = glance(TOKEN, *args)
         check("%s of a deleted image: the CLI's message" % args[0], [1, gone], [err.rc, err.err.strip()])
+
+
+def scenario_protected():
+    path, _ = random_file(4096)
+    try:
+        got = shown(glance(TOKEN, "image-create", "--file", path, "--name", "v1cli-%s-protected" % RUN,
+                           "--disk-format", "raw", "--container-format", "bare", "--is-protected", "True"))
+    finally:
+        os.unlink(path)
+    image_id = got["id"]
+    check("image-create --is-protected True: protected in v2", True, v2_image(image_id)["protected"])
+    # The CLI reports a failed delete and still exits 0.
+    got = glance(TOKEN, "image-delete", image_id)
+    check("image-delete of a protected image: the CLI shows v1's 403", True, "403 Forbidden" in got.out)
+    check("image-delete of a protected image: still in v2", 200, v2("GET", "/v2/images/%s" % image_id)[0])
+    shown(glance(TOKEN, "image-update", image_id, "--is-protected", "False"))
+    check("image-update --is-protected False: not protected in v2", False, v2_image(image_id)["protected"])
+    ok(glance(TOKEN, "image-delete", image_id))
+    check("image-delete once unprotected: gone from v2", 404, v2("GET", "/v2/images/%s" % image_id)[0])
+
+
+def scenario_owner_from_non_admin():
+    # Queens' registry ignored `owner` from a non-admin, on create and on update
+    # (glance/registry/api/v1/images.py, Controller.create and .update): the image is the
+    # caller's and the call succeeds.
+    name = "v1cli-%s-owner" % RUN
+    got = glance(TOKEN, "image-create", "--name", name, "--owner", MEMBER)
+    check("image-create --owner <another project> as a non-admin: created (Queens ignored owner)",
+          [0, ""], [got.rc, got.err.strip()])
+    check("image-create --owner <another project> as a non-admin: the caller's image in v2",
+          [OWNER], [i["owner"] for i in v2_list("name=" + name)])
+    status, image = v2("POST", "/v2/images", body={"name": name + "-update"})
+    assert status == 201, "creating the image: %s" % status
+    got = glance(TOKEN, "image-update", image["id"], "--owner", MEMBER, "--name", name + "-renamed")
+    check("image-update --owner <another project> as a non-admin: succeeds (Queens ignored owner)",
+          [0, ""], [got.rc, got.err.strip()])
+    check("image-update --owner as a non-admin: v2 owner unchanged, the other change made",
+          [OWNER, name + "-renamed"], [v2_image(image["id"])["owner"], v2_image(image["id"])["name"]])
 
 
 class _Blob(http.server.BaseHTTPRequestHandler):
@@ -518,7 +579,8 @@ def scenario_version_fallback():
 
 SCENARIOS = [scenario_create_with_file, scenario_show, scenario_download, scenario_list,
              scenario_update, scenario_upload_to_queued, scenario_members, scenario_public_image,
-             scenario_bad_requests, scenario_copy_from, scenario_version_fallback, scenario_delete]
+             scenario_bad_requests, scenario_protected, scenario_owner_from_non_admin, scenario_copy_from,
+             scenario_version_fallback, scenario_delete]
 
 
 if __name__ == "__main__":
