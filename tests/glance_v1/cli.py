@@ -439,6 +439,15 @@ def scenario_public_image():
           v2_image(image_id, ADMIN_TOKEN)["visibility"])
     compare_shown("image-show of another project's public image", shown(glance(TOKEN, "image-show", image_id)),
                   v2_image(image_id))
+    # Queens' registry (Controller._get_images) lists an admin's images "as a user" unless the
+    # admin asks for is_public=None (--all-tenants): public, owned and shared with it.
+    as_user = [i["id"] for i in v2_list("sort_key=name&sort_dir=asc", ADMIN_TOKEN)
+               if i["visibility"] == "public" or i["owner"] == ADMIN]
+    check("image-list as an admin: its images as a user's (public and its own), as Queens listed them",
+          as_user, [r["ID"] for r in listed(glance(ADMIN_TOKEN, "image-list"))])
+    check("image-list --all-tenants as an admin (is_public=None): every image v2 lists to the admin",
+          [i["id"] for i in v2_list("sort_key=name&sort_dir=asc", ADMIN_TOKEN)],
+          [r["ID"] for r in listed(glance(ADMIN_TOKEN, "image-list", "--all-tenants"))])
     rows = listed(glance(TOKEN, "image-list", "--is-public", "True"))
     check("image-list --is-public True: v2's public images", [i["id"] for i in v2_list(
         "visibility=public&sort_key=name&sort_dir=asc")], [r["ID"] for r in rows])
