@@ -12,7 +12,7 @@ use crate::config::{Config, UpstreamTls};
 use crate::glance::{embedded, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::Metrics;
-use crate::mapping::{Mapping, MappingError};
+use crate::mapping::{Action, Mapping, MappingError};
 use crate::nova::{self, NovaApi};
 use crate::passthrough::Upstream;
 use crate::public_url::OriginPolicy;
@@ -91,8 +91,7 @@ impl App {
         store: Option<axum::Router>,
         previous: Option<&App>,
     ) -> Result<App, LoadError> {
-        let nova_mapping =
-            Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
+        let nova_mapping = Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA)?);
         let connect = Duration::from_secs_f64(config.glance.connect_timeout_secs);
         let idle = Duration::from_secs_f64(config.glance.timeout_secs);
         let (glance, image_api) = match &config.glance.url {
@@ -179,13 +178,7 @@ fn load_alliance(
     metrics: &Metrics,
     previous: Option<&HashMap<String, Namespace>>,
 ) -> Result<AllianceApi, LoadError> {
-    let mapping = load_mapping(
-        config.mappings_dir.as_deref(),
-        "alliance.toml",
-        BUILT_IN_ALLIANCE,
-        "alliance",
-        alliance::ACTIONS,
-    )?;
+    let mapping = load_mapping(config.mappings_dir.as_deref(), "alliance.toml", BUILT_IN_ALLIANCE)?;
     let mut namespaces = HashMap::new();
     for (name, ns) in &config.alliance.namespaces {
         let glance = match &ns.glance_url {
@@ -214,21 +207,15 @@ fn load_alliance(
 }
 
 /// Reads and compiles one mapping file from `dir`, or the built-in copy when there is no dir.
-fn load_mapping(
-    dir: Option<&Path>,
-    name: &str,
-    built_in: &str,
-    dialect: &str,
-    actions: &[crate::mapping::ActionSpec],
-) -> Result<Mapping, LoadError> {
+fn load_mapping<A: Action>(dir: Option<&Path>, name: &str, built_in: &str) -> Result<Mapping<A>, LoadError> {
     match dir {
         Some(dir) => {
             let path = dir.join(name);
             let text =
                 std::fs::read_to_string(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
-            Ok(Mapping::compile(&path.display().to_string(), &text, dialect, actions)?)
+            Ok(Mapping::compile(&path.display().to_string(), &text)?)
         }
-        None => Ok(Mapping::compile(&format!("(built-in) {name}"), built_in, dialect, actions)?),
+        None => Ok(Mapping::compile(&format!("(built-in) {name}"), built_in)?),
     }
 }
 
@@ -257,14 +244,14 @@ mod tests {
     #[test]
     fn the_shipped_mapping_files_compile() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-        load_mapping(Some(&dir), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS).unwrap();
-        load_mapping(Some(&dir), "alliance.toml", BUILT_IN_ALLIANCE, "alliance", alliance::ACTIONS).unwrap();
+        load_mapping::<nova::NovaAction>(Some(&dir), "nova.toml", BUILT_IN_NOVA).unwrap();
+        load_mapping::<alliance::AllianceAction>(Some(&dir), "alliance.toml", BUILT_IN_ALLIANCE).unwrap();
     }
 
     #[test]
     fn a_missing_mapping_file_names_its_path() {
-        let e = load_mapping(Some(Path::new("/nonexistent")), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)
-            .unwrap_err();
+        let e =
+            load_mapping::<nova::NovaAction>(Some(Path::new("/nonexistent")), "nova.toml", BUILT_IN_NOVA).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/nova.toml: "), "{e}");
     }
 }

@@ -50,9 +50,9 @@ fn check_names_file_key_and_problem() {
         ("mappings/nova.toml", "table = \"nova_status\"", "table = \"nova_state\"", "no table named `nova_state`"),
         (
             "mappings/nova.toml",
-            "transform = \"nova_date\"",
-            "transform = \"nova_datetime\"",
-            "unknown built-in transform `nova_datetime`",
+            "transform = \"utc_seconds\"",
+            "transform = \"utc_second\"",
+            "unknown built-in transform `utc_second`",
         ),
         (
             "mappings/nova.toml",

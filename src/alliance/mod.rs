@@ -23,23 +23,44 @@ use crate::config::IdentityMode;
 use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
-use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
+use crate::mapping::{split_path, Action, BindError, Lookup, Mapping, Parts, QueryMap, RequestSchema, Route, View};
 use crate::public_url::{self, OriginPolicy};
 use crate::trust::ClientCertificate;
 
 pub use error::AllianceError;
 pub use identity::TrustedCallers;
 
-/// The actions `mappings/alliance.toml` may name.
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
-    ActionSpec { name: "show_image", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "create_image", needs_view: true, needs_query: false, needs_request: true },
-    ActionSpec { name: "update_image", needs_view: true, needs_query: false, needs_request: true },
-    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
-];
+/// The calls `mappings/alliance.toml` may route to, each with what it was bound to at load.
+#[derive(Debug)]
+pub enum AllianceAction {
+    ListImages { view: Arc<View>, query: Arc<QueryMap> },
+    ShowImage { view: Arc<View> },
+    CreateImage { view: Arc<View>, request: Arc<RequestSchema> },
+    UpdateImage { view: Arc<View>, request: Arc<RequestSchema> },
+    DeleteImage,
+}
 
-const DIALECT: &str = "alliance";
+impl Action for AllianceAction {
+    const DIALECT: &'static str = "alliance";
+    const NAMES: &'static [&'static str] =
+        &["list_images", "show_image", "create_image", "update_image", "delete_image"];
+
+    fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+        Ok(match name {
+            "list_images" => AllianceAction::ListImages { view: parts.view()?, query: parts.query()? },
+            "show_image" => AllianceAction::ShowImage { view: parts.view()? },
+            "create_image" => AllianceAction::CreateImage { view: parts.view()?, request: parts.request()? },
+            "update_image" => AllianceAction::UpdateImage { view: parts.view()?, request: parts.request()? },
+            "delete_image" => AllianceAction::DeleteImage,
+            _ => return Err(BindError::UnknownAction),
+        })
+    }
+}
+
+/// Alliance's compiled mapping file.
+pub type AllianceMapping = Mapping<AllianceAction>;
+
+const DIALECT: &str = AllianceAction::DIALECT;
 const UNMATCHED: &str = "alliance.unmatched";
 const TARGET_NS: &str = "x-target-ns";
 const ENVIRONMENT: &str = "x-environment-id";
@@ -56,7 +77,7 @@ pub struct Namespace {
 /// The Alliance dialect as configured.
 #[derive(Debug)]
 pub struct AllianceApi {
-    pub mapping: Arc<Mapping>,
+    pub mapping: Arc<AllianceMapping>,
     pub namespaces: HashMap<String, Namespace>,
     pub default_namespace: Option<String>,
     /// Path prefix before `/images` ("" for none).
@@ -73,7 +94,7 @@ pub struct AllianceApi {
 
 /// One Alliance call being served.
 pub struct AllianceCall<'a> {
-    route: &'a Route,
+    route: &'a Route<AllianceAction>,
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
     namespace: &'a Namespace,
