@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
@@ -80,8 +81,8 @@ pub struct AllianceApi {
     pub mapping: Arc<AllianceMapping>,
     pub namespaces: HashMap<String, Namespace>,
     pub default_namespace: Option<String>,
-    /// Path prefix before `/images` ("" for none).
-    pub mount: String,
+    /// Path prefixes before `/images` ("" for none).
+    pub mounts: Vec<String>,
     pub body_limit: u64,
     pub request_timeout: Duration,
     /// Tokens for environments the gateway holds credentials for.
@@ -111,10 +112,26 @@ impl AllianceCall<'_> {
     }
 }
 
+/// One mount of the dialect.
+#[derive(Clone)]
+struct Mount {
+    api: Arc<AllianceApi>,
+    path: Arc<str>,
+}
+
+/// The routes of one mount: `{mount}/images` and everything below it.
+pub fn router(api: Arc<AllianceApi>, mount: &str) -> axum::Router {
+    axum::Router::new()
+        .route(&format!("{mount}/images"), any(handle))
+        .route(&format!("{mount}/images/"), any(handle))
+        .route(&format!("{mount}/images/{{*rest}}"), any(handle))
+        .with_state(Mount { api, path: mount.into() })
+}
+
 /// Serves every request under `{mount}/images`.
-pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Response {
+async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().strip_prefix(api.mount.as_str()).unwrap_or("");
+    let path = parts.uri.path().strip_prefix(&*mount).unwrap_or("");
     // `/images/` is the seed's own spelling of `/images`.
     let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     let found =
@@ -146,7 +163,7 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
             glance: Call::new(headers),
             environment,
             body: Value::Null,
-            images_url: format!("{origin}{}/images", api.mount),
+            images_url: format!("{origin}{mount}/images"),
         };
         if matches!(route.method.as_str(), "POST" | "PATCH" | "PUT") {
             let bytes = crate::body::read(&parts.headers, body, api.body_limit).await?;

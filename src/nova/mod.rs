@@ -109,9 +109,9 @@ const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-reques
 /// Settings the Nova dialect takes from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Mounts of the microversioned and legacy roots.
-    pub mount: String,
-    pub legacy_mount: String,
+    /// Mounts of the microversioned roots, and of the legacy v2 ones (`dialects.*`).
+    pub mounts: Vec<String>,
+    pub legacy_mounts: Vec<String>,
     pub max_version: ApiVersion,
     pub enforce_removal: bool,
     pub max_limit: usize,
@@ -261,15 +261,15 @@ fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap, origin: &
     labelled(response, VERSIONS.into(), headers.get(request_id::HEADER))
 }
 
-/// `GET /`: the list of both Nova roots.
+/// `GET /`: the list of Nova's roots (the first of each kind).
 pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response {
     if let Some(nova) = &api.passthrough {
         return forward(&api, nova, request).await;
     }
     let doc = versions::versions(
         &api.origin.origin(request.headers(), request.extensions()),
-        &api.settings.mount,
-        &api.settings.legacy_mount,
+        api.settings.mounts.first().map(String::as_str),
+        api.settings.legacy_mounts.first().map(String::as_str),
         api.settings.max_version,
     );
     let mut response = axum::Json(doc).into_response();
