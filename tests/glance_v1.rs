@@ -798,3 +798,47 @@ async fn max_image_bytes_refuses_larger_uploads_declared_or_not() {
         assert!(glance_named(w, &name).await.is_empty(), "{framing}");
     }
 }
+
+#[tokio::test]
+async fn renamed_output_fields_change_the_answer_not_the_calls() {
+    let _glance = GLANCE.lock().await;
+    let w = world();
+    // A copy of the shipped file with `id`, `status` and `properties` renamed in every view.
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let mut text = std::fs::read_to_string(shipped.join("glance_v1.toml")).unwrap();
+    for (field, renamed) in [("id", "image_id"), ("status", "state"), ("properties", "extra")] {
+        let from = format!("\n{field} = {{");
+        assert!(text.contains(&from), "no field `{field}`");
+        text = text.replace(&from, &format!("\n{renamed} = {{"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["nova.toml", "alliance.toml"] {
+        std::fs::copy(shipped.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("glance_v1.toml"), text).unwrap();
+    let mappings_dir = dir.path().to_owned();
+    let gw = w.h.gateway(|c| c.mappings_dir = Some(mappings_dir));
+    let get = |path: String| send(client().get(format!("{}{MOUNT}{path}", gw.base)).headers(w.h.member()));
+    // Paging still follows Glance's ids, whatever the answer calls them.
+    let query = format!("property-run={}&sort_key=name&sort_dir=asc&limit=2", w.run);
+    let first = get(format!("/v1/images/detail?{query}")).await.json();
+    let images = first["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert!(images[0].get("id").is_none() && images[0]["image_id"] == w.id("active"), "{first}");
+    assert_eq!(images[0]["state"], "active");
+    let marker = images[1]["image_id"].as_str().unwrap();
+    let next = get(format!("/v1/images/detail?{query}&marker={marker}")).await.json();
+    let names: Vec<&str> =
+        next["images"].as_array().unwrap().iter().map(|i| &i["name"].as_str().unwrap()[..1]).collect();
+    assert_eq!(names, ["p", "q"]);
+    // Headers follow the view's names; an object-valued field is still the properties.
+    let head =
+        send(client().head(format!("{}{MOUNT}/v1/images/{}", gw.base, w.id("queued"))).headers(w.h.member())).await;
+    assert_eq!(header(&head, "x-image-meta-image_id"), Some(w.id("queued")));
+    assert_eq!(header(&head, "x-image-meta-state").as_deref(), Some("queued"));
+    assert_eq!(header(&head, "x-image-meta-property-os_distro").as_deref(), Some("cirros"));
+    assert_eq!(header(&head, "x-image-meta-id"), None);
+    // Downloads and writes take the image from Glance, not from the answer.
+    let bytes = client().get(format!("{}{MOUNT}/v1/images/{}", gw.base, w.id("active"))).headers(w.h.member());
+    assert!(bytes.send().await.unwrap().bytes().await.unwrap() == w.data);
+}
