@@ -21,7 +21,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use image_gateway::mapping::{for_each_object, LinkBases, Mapping, Node, View, ViewContext};
+use image_gateway::alliance::AllianceMapping;
+use image_gateway::mapping::{for_each_object, LinkBases, Node, View, ViewContext};
+use image_gateway::nova::NovaMapping;
 use serde_json::{json, Map, Value};
 
 const NOVA: &str = include_str!("../mappings/nova.toml");
@@ -182,9 +184,8 @@ fn alternated_ratio<A, B>(rounds: usize, mut a: impl FnMut() -> A, mut b: impl F
 
 fn benches(c: &mut Criterion) {
     let page = glance_page();
-    let nova = Mapping::compile("nova.toml", NOVA, "nova", image_gateway::nova::ACTIONS).expect("nova.toml");
-    let alliance =
-        Mapping::compile("alliance.toml", ALLIANCE, "alliance", image_gateway::alliance::ACTIONS).expect("alliance");
+    let nova = NovaMapping::compile("nova.toml", NOVA).expect("nova.toml");
+    let alliance = AllianceMapping::compile("alliance.toml", ALLIANCE).expect("alliance");
     let base = image_gateway::glance::embedded::base_properties();
     let project = "9f1e3b2c4d5a6b7c8d9e0f1a2b3c4d5e";
     let nova_links = LinkBases {
@@ -195,9 +196,10 @@ fn benches(c: &mut Criterion) {
     let no_links = LinkBases::default();
     let nova_ctx = ViewContext { links: &nova_links, base_properties: &base };
     let alliance_ctx = ViewContext { links: &no_links, base_properties: &base };
-    let view = |m: &Mapping, name: &str| m.view(name).unwrap_or_else(|| panic!("no view {name}")).clone();
-    let (detail, basic, alliance_image) =
-        (view(&nova, "image_detail"), view(&nova, "image_basic"), view(&alliance, "image"));
+    let no_view = |name: &str| panic!("no view {name}");
+    let detail = nova.view("image_detail").unwrap_or_else(|| no_view("image_detail")).clone();
+    let basic = nova.view("image_basic").unwrap_or_else(|| no_view("image_basic")).clone();
+    let alliance_image = alliance.view("image").unwrap_or_else(|| no_view("image")).clone();
 
     let sizes = [
         ("glance page", page.len()),
@@ -243,9 +245,7 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
-    c.bench_function("compile/nova_toml", |b| {
-        b.iter(|| Mapping::compile("nova.toml", black_box(NOVA), "nova", image_gateway::nova::ACTIONS))
-    });
+    c.bench_function("compile/nova_toml", |b| b.iter(|| NovaMapping::compile("nova.toml", black_box(NOVA))));
 }
 
 criterion_group!(mapping, benches);

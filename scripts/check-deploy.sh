@@ -541,9 +541,18 @@ def c_ingress():
             port = b["port"].get("name", b["port"].get("number"))
             assert port in svc_ports, f"Ingress path {p['path']} goes to Service port {port!r}"
             paths.append(p["path"])
-    nova = gateway_toml().get("nova", {})
-    alliance = gateway_toml().get("alliance", {}).get("mount", "") + "/images"
-    want = {nova.get("mount", "/v2.1"), nova.get("legacy_mount", "/v2"), alliance, "/"}
+    # The gateway's defaults, as config/gateway.toml spells them, under the ConfigMap's entries.
+    dialects = {
+        "nova": {"kind": "nova", "mounts": ["/v2.1"], "legacy_mounts": ["/v2"]},
+        "alliance": {"kind": "alliance", "mounts": [""]},
+        "glance_v1": {"kind": "glance_v1", "mounts": ["/image-v1"]},
+    }
+    for name, entry in gateway_toml().get("dialects", {}).items():
+        dialects[name] = {**dialects.get(name, {}), **entry}
+    want = {"/"}
+    for entry in dialects.values():
+        suffix = "/images" if entry.get("kind") == "alliance" else ""
+        want |= {m + suffix for m in entry.get("mounts", []) + entry.get("legacy_mounts", [])}
     assert want <= set(paths), f"Ingress paths {paths} miss {sorted(want - set(paths))}"
     return f"{', '.join(paths)} -> Service {svc['metadata']['name']}"
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::Admission;
-use crate::alliance::{self, AllianceApi, Namespace};
-use crate::config::{Config, UpstreamTls};
+use crate::alliance::{self, AllianceApi, AllianceMapping, Namespace};
+use crate::config::{Config, DialectConfig, DialectKind, UpstreamTls};
 use crate::glance::{embedded, GlanceClient};
 use crate::glance_v1::{self, GlanceV1Api};
 use crate::keystone::Keystone;
 use crate::layers::metrics::Metrics;
-use crate::mapping::{Mapping, MappingError};
+use crate::mapping::{Action, Mapping, MappingError};
 use crate::nova::{self, NovaApi};
 use crate::passthrough::Upstream;
 use crate::public_url::OriginPolicy;
@@ -24,10 +24,15 @@ use crate::tls::TlsError;
 /// is `glance/<namespace>`.
 const DEFAULT_GLANCE: &str = "glance";
 
-/// The mapping files compiled into the binary, used when `mappings_dir` is not set.
-const BUILT_IN_NOVA: &str = include_str!("../mappings/nova.toml");
-const BUILT_IN_ALLIANCE: &str = include_str!("../mappings/alliance.toml");
-const BUILT_IN_GLANCE_V1: &str = include_str!("../mappings/glance_v1.toml");
+/// The mapping file compiled into the binary for each dialect kind, used when `mappings_dir`
+/// is not set.
+fn built_in_mapping(kind: DialectKind) -> &'static str {
+    match kind {
+        DialectKind::Nova => include_str!("../mappings/nova.toml"),
+        DialectKind::Alliance => include_str!("../mappings/alliance.toml"),
+        DialectKind::GlanceV1 => include_str!("../mappings/glance_v1.toml"),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -64,9 +69,12 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub glance: GlanceClient,
     pub image_api: ImageApi,
-    pub nova: Arc<NovaApi>,
-    pub alliance: Arc<AllianceApi>,
-    pub glance_v1: Arc<GlanceV1Api>,
+    /// The dialects `config.dialects` lists (at most one of each kind).
+    pub nova: Option<Arc<NovaApi>>,
+    pub alliance: Option<Arc<AllianceApi>>,
+    pub glance_v1: Option<Arc<GlanceV1Api>>,
+    /// The limit on lists in flight, shared by every dialect.
+    pub admission: Arc<Admission>,
     /// How the origin of the gateway's links is decided.
     pub origin: Arc<OriginPolicy>,
 }
@@ -94,8 +102,6 @@ impl App {
         store: Option<axum::Router>,
         previous: Option<&App>,
     ) -> Result<App, LoadError> {
-        let nova_mapping =
-            Arc::new(load_mapping(config.mappings_dir.as_deref(), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)?);
         let connect = Duration::from_secs_f64(config.glance.connect_timeout_secs);
         let idle = Duration::from_secs_f64(config.glance.timeout_secs);
         let (glance, image_api) = match &config.glance.url {
@@ -114,13 +120,13 @@ impl App {
         let glance = glance.carry_over(previous.map(|p| &p.glance));
         let image_service_url =
             config.glance.public_url.as_ref().or(config.glance.url.as_ref()).map(unversioned_endpoint);
-        let settings = nova::Settings {
-            mount: config.nova.mount.clone(),
-            legacy_mount: config.nova.legacy_mount.clone(),
+        let settings = |dialect: &DialectConfig| nova::Settings {
+            mounts: dialect.mounts.clone(),
+            legacy_mounts: dialect.legacy_mounts.clone(),
             max_version: config.max_microversion(),
             enforce_removal: config.nova.enforce_removal,
             max_limit: config.nova.max_limit as usize,
-            image_service_url,
+            image_service_url: image_service_url.clone(),
             embedded_mount: config.glance.mount.clone(),
             request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
             body_limit: config.limits.body_limit_bytes,
@@ -143,43 +149,52 @@ impl App {
         let origin = Arc::new(config.origin_policy());
         let (limit, retry_after) =
             (config.limits.max_heavy_in_flight as usize, Duration::from_secs_f64(config.limits.retry_after_secs));
-        let admission = match previous.map(|p| &p.nova.admission) {
+        let admission = match previous.map(|p| &p.admission) {
             Some(kept) if kept.same_settings(limit, retry_after) => kept.clone(),
             // A new limit counts from zero: lists still in flight under the old one are not
             // counted against it (for as long as they take).
             _ => Arc::new(Admission::new(limit, retry_after, metrics.heavy())),
         };
-        let nova = Arc::new(NovaApi {
-            mapping: nova_mapping,
-            glance: glance.clone(),
-            settings,
-            passthrough,
-            token_validator,
-            origin: origin.clone(),
-            admission: admission.clone(),
-        });
-        let glance_v1 = Arc::new(GlanceV1Api {
-            mapping: Arc::new(load_mapping(
-                config.mappings_dir.as_deref(),
-                "glance_v1.toml",
-                BUILT_IN_GLANCE_V1,
-                "glance_v1",
-                glance_v1::ACTIONS,
-            )?),
-            glance: glance.clone(),
-            settings: glance_v1::Settings {
-                mount: config.glance_v1.mount.clone(),
-                request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
-                body_limit: config.limits.body_limit_bytes,
-                max_image_bytes: config.glance_v1.max_image_bytes,
-            },
-            origin: origin.clone(),
-            admission: admission.clone(),
-        });
-        let previous_namespaces = previous.map(|p| &p.alliance.namespaces);
-        let alliance =
-            Arc::new(load_alliance(&config, &glance, &keystone, &origin, &admission, &metrics, previous_namespaces)?);
-        Ok(App { config, metrics, glance, image_api, nova, alliance, glance_v1, origin })
+        let (mut nova, mut alliance, mut v1) = (None, None, None);
+        // Each kind of dialect, built by its own module's rules.
+        for dialect in config.dialects.values() {
+            let file = (config.mappings_dir.as_deref(), dialect.mapping.as_str(), built_in_mapping(dialect.kind));
+            match dialect.kind {
+                DialectKind::Nova => {
+                    nova = Some(Arc::new(NovaApi {
+                        mapping: Arc::new(load_mapping(file)?),
+                        glance: glance.clone(),
+                        settings: settings(dialect),
+                        passthrough: passthrough.clone(),
+                        token_validator: token_validator.clone(),
+                        origin: origin.clone(),
+                        admission: admission.clone(),
+                    }))
+                }
+                DialectKind::Alliance => {
+                    let kept = previous.and_then(|p| p.alliance.as_ref()).map(|a| &a.namespaces);
+                    let shared =
+                        Shared { glance: &glance, keystone: &keystone, origin: &origin, admission: &admission };
+                    let mapping = load_mapping(file)?;
+                    alliance = Some(Arc::new(load_alliance(&config, dialect, mapping, shared, &metrics, kept)?));
+                }
+                DialectKind::GlanceV1 => {
+                    v1 = Some(Arc::new(GlanceV1Api {
+                        mapping: Arc::new(load_mapping(file)?),
+                        glance: glance.clone(),
+                        settings: glance_v1::Settings {
+                            mounts: dialect.mounts.clone(),
+                            request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
+                            body_limit: config.limits.body_limit_bytes,
+                            max_image_bytes: config.glance_v1.max_image_bytes,
+                        },
+                        origin: origin.clone(),
+                        admission: admission.clone(),
+                    }))
+                }
+            }
+        }
+        Ok(App { config, metrics, glance, image_api, nova, alliance, glance_v1: v1, admission, origin })
     }
 
     /// The in-memory store's router, when that is what serves images.
@@ -191,22 +206,16 @@ impl App {
     }
 }
 
+/// The Alliance dialect of `dialect`, each namespace with its Glance: an unchanged one keeps
+/// its client (and circuit breaker) from `previous`.
 fn load_alliance(
     config: &Config,
-    default_glance: &GlanceClient,
-    keystone: &Option<Arc<Keystone>>,
-    origin: &Arc<OriginPolicy>,
-    admission: &Arc<Admission>,
+    dialect: &DialectConfig,
+    mapping: AllianceMapping,
+    shared: Shared<'_>,
     metrics: &Metrics,
     previous: Option<&HashMap<String, Namespace>>,
 ) -> Result<AllianceApi, LoadError> {
-    let mapping = load_mapping(
-        config.mappings_dir.as_deref(),
-        "alliance.toml",
-        BUILT_IN_ALLIANCE,
-        "alliance",
-        alliance::ACTIONS,
-    )?;
     let mut namespaces = HashMap::new();
     for (name, ns) in &config.alliance.namespaces {
         let glance = match &ns.glance_url {
@@ -216,7 +225,7 @@ fn load_alliance(
                 GlanceClient::http(&upstream, config, url.clone(), &tls, metrics)?
                     .carry_over(previous.and_then(|p| p.get(name)).map(|ns| &ns.glance))
             }
-            None => default_glance.clone(),
+            None => shared.glance.clone(),
         };
         let trusted_callers = ns.trusted_callers.iter().map(alliance::TrustedCallers::from).collect();
         namespaces.insert(name.clone(), Namespace { glance, identity: ns.identity, trusted_callers });
@@ -225,31 +234,34 @@ fn load_alliance(
         mapping: Arc::new(mapping),
         namespaces,
         default_namespace: config.alliance.default_namespace.clone(),
-        mount: config.alliance.mount.clone(),
+        mounts: dialect.mounts.clone(),
         body_limit: config.limits.body_limit_bytes,
         request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
-        keystone: keystone.clone(),
-        origin: origin.clone(),
-        admission: admission.clone(),
+        keystone: shared.keystone.clone(),
+        origin: shared.origin.clone(),
+        admission: shared.admission.clone(),
     })
 }
 
+/// What every dialect shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    glance: &'a GlanceClient,
+    keystone: &'a Option<Arc<Keystone>>,
+    origin: &'a Arc<OriginPolicy>,
+    admission: &'a Arc<Admission>,
+}
+
 /// Reads and compiles one mapping file from `dir`, or the built-in copy when there is no dir.
-fn load_mapping(
-    dir: Option<&Path>,
-    name: &str,
-    built_in: &str,
-    dialect: &str,
-    actions: &[crate::mapping::ActionSpec],
-) -> Result<Mapping, LoadError> {
+fn load_mapping<A: Action>((dir, name, built_in): (Option<&Path>, &str, &str)) -> Result<Mapping<A>, LoadError> {
     match dir {
         Some(dir) => {
             let path = dir.join(name);
             let text =
                 std::fs::read_to_string(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
-            Ok(Mapping::compile(&path.display().to_string(), &text, dialect, actions)?)
+            Ok(Mapping::compile(&path.display().to_string(), &text)?)
         }
-        None => Ok(Mapping::compile(&format!("(built-in) {name}"), built_in, dialect, actions)?),
+        None => Ok(Mapping::compile(&format!("(built-in) {name}"), built_in)?),
     }
 }
 
@@ -278,15 +290,21 @@ mod tests {
     #[test]
     fn the_shipped_mapping_files_compile() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-        load_mapping(Some(&dir), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS).unwrap();
-        load_mapping(Some(&dir), "alliance.toml", BUILT_IN_ALLIANCE, "alliance", alliance::ACTIONS).unwrap();
-        load_mapping(Some(&dir), "glance_v1.toml", BUILT_IN_GLANCE_V1, "glance_v1", glance_v1::ACTIONS).unwrap();
+        let nova = built_in_mapping(DialectKind::Nova);
+        load_mapping::<nova::NovaAction>((Some(&dir), "nova.toml", nova)).unwrap();
+        load_mapping::<nova::NovaAction>((None, "nova.toml", nova)).unwrap();
+        let alliance = built_in_mapping(DialectKind::Alliance);
+        load_mapping::<alliance::AllianceAction>((Some(&dir), "alliance.toml", alliance)).unwrap();
+        load_mapping::<alliance::AllianceAction>((None, "alliance.toml", alliance)).unwrap();
+        let v1 = built_in_mapping(DialectKind::GlanceV1);
+        load_mapping::<glance_v1::GlanceV1Action>((Some(&dir), "glance_v1.toml", v1)).unwrap();
+        load_mapping::<glance_v1::GlanceV1Action>((None, "glance_v1.toml", v1)).unwrap();
     }
 
     #[test]
     fn a_missing_mapping_file_names_its_path() {
-        let e = load_mapping(Some(Path::new("/nonexistent")), "nova.toml", BUILT_IN_NOVA, "nova", nova::ACTIONS)
-            .unwrap_err();
+        let file = (Some(Path::new("/nonexistent")), "nova.toml", built_in_mapping(DialectKind::Nova));
+        let e = load_mapping::<nova::NovaAction>(file).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/nova.toml: "), "{e}");
     }
 }

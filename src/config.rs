@@ -47,9 +47,12 @@ pub struct Config {
     /// `X-Identity-Status`, ...) are believed and passed on: an auth layer in front that sets
     /// them itself. Everybody else's are dropped before any route sees them.
     pub identity_proxies: Vec<String>,
-    /// Directory holding `nova.toml` (and later dialects). Without it the mapping files built
-    /// into the binary are used.
+    /// Directory holding the dialects' mapping files. Without it the mapping files built into
+    /// the binary are used.
     pub mappings_dir: Option<PathBuf>,
+    /// The dialects served: each entry a kind (the Rust that serves it), its mapping file and
+    /// its mounts. The key names the entry in errors.
+    pub dialects: BTreeMap<String, DialectConfig>,
     pub server: ServerConfig,
     pub limits: Limits,
     pub glance: GlanceConfig,
@@ -61,11 +64,59 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+/// One dialect served by the gateway.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DialectConfig {
+    /// Which dialect this is: the module that serves it.
+    pub kind: DialectKind,
+    /// Its mapping file, in `mappings_dir`. Without `mappings_dir`, the built-in copy of the
+    /// kind's file, which this must then name.
+    pub mapping: String,
+    /// The paths its routes are served below ("" for the root, where the kind allows it).
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// Nova only: roots of the legacy v2 API (run as 2.1, no microversion headers).
+    #[serde(default)]
+    pub legacy_mounts: Vec<String>,
+}
+
+/// The dialects the gateway has Rust for.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum DialectKind {
+    Nova,
+    Alliance,
+    GlanceV1,
+}
+
+impl DialectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DialectKind::Nova => "nova",
+            DialectKind::Alliance => "alliance",
+            DialectKind::GlanceV1 => "glance_v1",
+        }
+    }
+
+    /// The name of the kind's mapping file built into the binary.
+    pub fn built_in_mapping(self) -> &'static str {
+        match self {
+            DialectKind::Nova => "nova.toml",
+            DialectKind::Alliance => "alliance.toml",
+            DialectKind::GlanceV1 => "glance_v1.toml",
+        }
+    }
+
+    /// Whether the kind serves its calls at the root (`/images` for Alliance).
+    fn mounts_at_root(self) -> bool {
+        self == DialectKind::Alliance
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllianceConfig {
-    /// Path before `/images` ("": the Alliance API is at `/images`).
-    pub mount: String,
     /// Namespace for requests without `X-Target-Ns`; unset: the header is required.
     pub default_namespace: Option<String>,
     /// `X-Target-Ns` values, each a Glance.
@@ -346,10 +397,6 @@ pub enum EmbeddedIdentity {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NovaConfig {
-    /// Mount of the microversioned API.
-    pub mount: String,
-    /// Mount of the legacy v2 API (no microversion headers).
-    pub legacy_mount: String,
     /// Highest microversion accepted (and what `latest` means); higher ones get Nova's 406.
     pub max_microversion: String,
     /// When true, answer 404 above each route's `max_version`, exactly as Nova does. By
@@ -367,13 +414,10 @@ pub struct NovaConfig {
 }
 
 /// The Glance v1 dialect (docs/glance-v1.md).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlanceV1Config {
-    /// Where it is served: its version document at the mount, its calls at `{mount}/v1/...`.
-    /// Clients are given the mount as their image endpoint.
-    pub mount: String,
-    /// Largest image a v1 upload may send; unset: as large as Glance takes (its own
+    /// Largest image one v1 upload may send; unset: as large as Glance takes (its own
     /// `image_size_cap`). Image bytes stream through, whatever this is.
     pub max_image_bytes: Option<u64>,
 }
@@ -402,6 +446,36 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             identity_proxies: Vec::new(),
             mappings_dir: None,
+            dialects: [
+                (
+                    "nova".to_owned(),
+                    DialectConfig {
+                        kind: DialectKind::Nova,
+                        mapping: "nova.toml".into(),
+                        mounts: vec!["/v2.1".into()],
+                        legacy_mounts: vec!["/v2".into()],
+                    },
+                ),
+                (
+                    "alliance".to_owned(),
+                    DialectConfig {
+                        kind: DialectKind::Alliance,
+                        mapping: "alliance.toml".into(),
+                        mounts: vec![String::new()],
+                        legacy_mounts: Vec::new(),
+                    },
+                ),
+                (
+                    "glance_v1".to_owned(),
+                    DialectConfig {
+                        kind: DialectKind::GlanceV1,
+                        mapping: "glance_v1.toml".into(),
+                        mounts: vec!["/image-v1".into()],
+                        legacy_mounts: Vec::new(),
+                    },
+                ),
+            ]
+            .into(),
             server: ServerConfig {
                 header_read_timeout_secs: 10.0,
                 keepalive_timeout_secs: 90.0,
@@ -444,8 +518,6 @@ impl Default for Config {
                 tls: UpstreamTls::default(),
             },
             nova: NovaConfig {
-                mount: "/v2.1".into(),
-                legacy_mount: "/v2".into(),
                 max_microversion: "2.104".into(),
                 enforce_removal: false,
                 max_limit: 1000,
@@ -453,7 +525,7 @@ impl Default for Config {
                 upstream_url: None,
                 upstream_tls: UpstreamTls::default(),
             },
-            glance_v1: GlanceV1Config { mount: "/image-v1".into(), max_image_bytes: None },
+            glance_v1: GlanceV1Config::default(),
             alliance: AllianceConfig::default(),
             keystone: KeystoneConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
@@ -476,6 +548,12 @@ fn trust_problem(networks: &[String]) -> Option<String> {
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.ends_with(".password") || key.ends_with(".application_credential_secret")
+}
+
+/// What is wrong with a mount path, if anything.
+fn mount_problem(mount: &str) -> Option<String> {
+    let bad = !mount.starts_with('/') || mount.ends_with('/') || mount.contains(['{', '}', '*', '?']);
+    bad.then(|| format!("`{mount}` must start with `/`, not end with `/`, and hold no pattern"))
 }
 
 /// Whether a URL carries a user or password: they would go with every client's request.
@@ -635,22 +713,11 @@ impl Config {
         {
             return invalid("glance.forward_headers", format!("`{bad}` is not a header name"));
         }
-        for (key, mount) in [
-            ("nova.mount", &self.nova.mount),
-            ("nova.legacy_mount", &self.nova.legacy_mount),
-            ("glance.mount", &self.glance.mount),
-            ("glance_v1.mount", &self.glance_v1.mount),
-        ] {
-            if !mount.starts_with('/') || mount.ends_with('/') || mount.contains(['{', '}', '*', '?']) {
-                return invalid(key, format!("`{mount}` must start with `/`, not end with `/`, and hold no pattern"));
-            }
+        if let Some(problem) = mount_problem(&self.glance.mount) {
+            return invalid("glance.mount", problem);
         }
-        let alliance_mount = &self.alliance.mount;
-        if !alliance_mount.is_empty() && (!alliance_mount.starts_with('/') || alliance_mount.ends_with('/')) {
-            return invalid(
-                "alliance.mount",
-                format!("`{alliance_mount}` must be empty or start with `/` and not end with `/`"),
-            );
+        if let Err((key, problem)) = self.dialects_problem() {
+            return invalid(key, problem);
         }
         if let Some(ns) =
             self.alliance.default_namespace.as_ref().filter(|ns| !self.alliance.namespaces.contains_key(*ns))
@@ -715,15 +782,6 @@ impl Config {
                 );
             }
         }
-        if self.nova.mount == self.nova.legacy_mount {
-            return invalid("nova.legacy_mount", "must differ from nova.mount".into());
-        }
-        if [&self.nova.mount, &self.nova.legacy_mount, &self.glance.mount].contains(&&self.glance_v1.mount) {
-            return invalid(
-                "glance_v1.mount",
-                "must differ from nova.mount, nova.legacy_mount and glance.mount".into(),
-            );
-        }
         match self.nova.max_microversion.parse::<ApiVersion>() {
             Ok(v) if v >= ApiVersion::new(2, 1) => {}
             _ => {
@@ -745,7 +803,56 @@ impl Config {
         Ok(())
     }
 
-    /// How the gateway decides the address its links use.
+    /// What is wrong with `dialects`, if anything: known files, clean mounts that no two
+    /// entries share, and each kind served by one entry at most.
+    fn dialects_problem(&self) -> Result<(), (&'static str, String)> {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut kinds: BTreeMap<DialectKind, &str> = BTreeMap::new();
+        for (name, d) in &self.dialects {
+            if let Some(other) = kinds.insert(d.kind, name) {
+                let problem =
+                    format!("`{name}` and `{other}` are both of kind `{}`: one entry per kind", d.kind.name());
+                return Err(("dialects.*.kind", problem));
+            }
+            let file_ok = d.mapping.ends_with(".toml") && !d.mapping.contains(['/', '\\']) && d.mapping != ".toml";
+            if !file_ok {
+                let problem = format!("`{}` of `{name}` is not a file name ending in .toml", d.mapping);
+                return Err(("dialects.*.mapping", problem));
+            }
+            if self.mappings_dir.is_none() && d.mapping != d.kind.built_in_mapping() {
+                let problem = format!(
+                    "`{}` of `{name}` needs mappings_dir: only `{}` is built in for kind `{}`",
+                    d.mapping,
+                    d.kind.built_in_mapping(),
+                    d.kind.name()
+                );
+                return Err(("dialects.*.mapping", problem));
+            }
+            if d.kind != DialectKind::Nova && !d.legacy_mounts.is_empty() {
+                return Err(("dialects.*.legacy_mounts", format!("`{name}`: only kind `nova` has legacy mounts")));
+            }
+            if d.kind == DialectKind::Nova && d.mounts.is_empty() && !d.legacy_mounts.is_empty() {
+                return Err(("dialects.*.mounts", format!("`{name}`: legacy mounts need a microversioned one")));
+            }
+            let keyed = d.mounts.iter().map(|m| ("dialects.*.mounts", m));
+            for (key, mount) in keyed.chain(d.legacy_mounts.iter().map(|m| ("dialects.*.legacy_mounts", m))) {
+                let root_ok = mount.is_empty() && d.kind.mounts_at_root() && key == "dialects.*.mounts";
+                if let Some(problem) = mount_problem(mount).filter(|_| !root_ok) {
+                    return Err((key, format!("`{name}`: {problem}")));
+                }
+                if let Some(other) = seen.insert(mount, name) {
+                    return Err((key, format!("`{mount}` of `{name}` is also a mount of `{other}`")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry serving dialect `kind`, if any.
+    pub fn dialect(&self, kind: DialectKind) -> Option<&DialectConfig> {
+        self.dialects.values().find(|d| d.kind == kind)
+    }
+
     /// What is wrong with a namespace's trusted callers, if anything: they exist exactly when
     /// the identity mode can use them, and none of them is "anyone".
     fn trusted_callers_problem(&self, ns: &NamespaceConfig) -> Option<String> {
@@ -823,9 +930,10 @@ mod tests {
             jail.set_env("IMAGE_GATEWAY_GLANCE__URL", "http://glance.example:9292");
             let c = load_in(jail, "listen = \"127.0.0.1:1\"\n[glance]\ntimeout_secs = 5\n").unwrap();
             assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
-            assert_eq!(c.glance.url.unwrap().as_str(), "http://glance.example:9292/");
+            assert_eq!(c.glance.url.as_ref().unwrap().as_str(), "http://glance.example:9292/");
             assert_eq!(c.glance.timeout_secs, 5.0);
-            assert_eq!(c.nova.mount, "/v2.1");
+            assert_eq!(c.dialect(DialectKind::Nova).unwrap().mounts, ["/v2.1"]);
+            assert_eq!(c.dialect(DialectKind::Alliance).unwrap().mounts, [""]);
             Ok(())
         });
     }
@@ -853,7 +961,15 @@ mod tests {
                     "glance_url",
                 ),
                 ("[glance]\ntimeout_secs = 0\n", "glance.timeout_secs"),
-                ("[nova]\nmount = \"v2.1\"\n", "nova.mount"),
+                ("[dialects.nova]\nmounts = [\"v2.1\"]\n", "dialects.*.mounts"),
+                ("[dialects.nova]\nlegacy_mounts = [\"/v2.1\"]\n", "dialects.*.legacy_mounts"),
+                ("[dialects.nova]\nmounts = [\"\"]\n", "dialects.*.mounts"),
+                ("[dialects.alliance]\nlegacy_mounts = [\"/x\"]\n", "dialects.*.legacy_mounts"),
+                ("[dialects.alliance]\nmounts = [\"/v2.1\"]\n", "dialects.*.mounts"),
+                ("[dialects.alliance]\nmapping = \"my.toml\"\n", "dialects.*.mapping"),
+                ("[dialects.alliance]\nmapping = \"../x.toml\"\n", "dialects.*.mapping"),
+                ("[dialects.other]\nkind = \"nova\"\nmapping = \"nova.toml\"\n", "dialects.*.kind"),
+                ("[dialects.nova]\nlegacy_mounts = [\"/v2\"]\nmounts = []\n", "dialects.*.mounts"),
                 ("[nova]\nmax_microversion = \"2.x\"\n", "nova.max_microversion"),
                 ("[glance]\nforward_headers = [\"bad header\"]\n", "glance.forward_headers"),
                 ("[server]\nmax_connections = 0\n", "server.max_connections"),

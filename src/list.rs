@@ -21,7 +21,7 @@ use http_body::{Frame, SizeHint};
 
 use crate::admission::Ticket;
 use crate::glance::{ListError, Listing};
-use crate::mapping::{LinkBases, Mapping, Node, PropertyNames, RawObject, RenderError, ViewContext};
+use crate::mapping::{LinkBases, Node, PropertyNames, RawObject, RenderError, View, ViewContext};
 
 /// How far an answer has got.
 #[derive(Debug, Default)]
@@ -37,9 +37,8 @@ pub type Tail = Box<dyn FnOnce(&Progress, &mut Vec<u8>) + Send + Sync>;
 
 /// What a list answer is rendered with; owned, as a streamed answer outlives its handler.
 pub struct Shape {
-    pub mapping: Arc<Mapping>,
-    /// The view each image is rendered with (checked to exist when the mapping was loaded).
-    pub view: Arc<str>,
+    /// The view each image is rendered with.
+    pub view: Arc<View>,
     pub links: LinkBases,
     pub base_properties: Arc<PropertyNames>,
     pub tail: Tail,
@@ -62,9 +61,7 @@ impl Shape {
         out: &mut Vec<u8>,
         progress: &mut Progress,
     ) -> Result<(), ListError<RenderError>> {
-        let view = self.mapping.view(&self.view).ok_or_else(|| {
-            ListError::Visit(RenderError { field: "route".into(), problem: format!("no view `{}`", self.view) })
-        })?;
+        let view = &self.view;
         let ctx = ViewContext { links: &self.links, base_properties: &self.base_properties };
         let keep = self.keep.as_ref();
         let full = |count: usize| keep.and_then(|k| k.limit).is_some_and(|limit| count >= limit);

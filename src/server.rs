@@ -5,7 +5,7 @@
 //! Around every route, the edge layer ([`crate::layers::edge`]): oversized headers refused,
 //! tokens marked sensitive, request ids checked, made and echoed, a tracing span, panics
 //! caught, metrics and the access log. The routes: `/healthz`, `/readyz`, `/metrics`, the Nova
-//! mounts, the Glance v1 mount, the Alliance dialect and Glance's own API (passed through, or without a Glance the
+//! mounts, the Alliance dialect and Glance's own API (passed through, or without a Glance the
 //! embedded store's).
 
 mod conn;
@@ -73,13 +73,28 @@ impl Lifecycle {
 /// The whole gateway as one service.
 pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
     let metrics = app.metrics.clone();
-    let nova_cfg = &app.config.nova;
-    let nova_mounts = [nova_cfg.mount.clone(), nova_cfg.legacy_mount.clone()];
     let max_target = app.config.server.max_request_target_bytes;
-    let mut routes = Router::new()
-        .nest_service(&nova_cfg.mount, nova_mount(&app, &nova_cfg.mount, false))
-        .nest_service(&nova_cfg.legacy_mount, nova_mount(&app, &nova_cfg.legacy_mount, true))
-        .nest_service(&app.glance_v1.settings.mount, crate::glance_v1::mount(app.glance_v1.clone()));
+    let mut routes = Router::new();
+    let mut nova_mounts = Vec::new();
+    if let Some(nova) = &app.nova {
+        let settings = &nova.settings;
+        let mounts = settings.mounts.iter().map(|m| (m, false)).chain(settings.legacy_mounts.iter().map(|m| (m, true)));
+        for (path, legacy) in mounts {
+            routes = routes.nest_service(path, nova::mount(nova.clone(), path, legacy));
+            nova_mounts.push(path.clone());
+        }
+        routes = routes.merge(Router::new().route("/", get(nova::root)).with_state(nova.clone()));
+    }
+    if let Some(alliance) = &app.alliance {
+        for mount in &alliance.mounts {
+            routes = routes.merge(alliance::router(alliance.clone(), mount));
+        }
+    }
+    if let Some(v1) = &app.glance_v1 {
+        for mount in &v1.settings.mounts {
+            routes = routes.nest_service(mount, crate::glance_v1::mount(v1.clone(), mount));
+        }
+    }
     let image_mount = &app.config.glance.mount;
     routes = match &app.image_api {
         ImageApi::Embedded(store) => routes.nest_service(
@@ -100,19 +115,12 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
             routes.merge(passthrough)
         }
     };
-    let root = Router::new().route("/", get(nova::root)).with_state(app.nova.clone());
-    let alliance_mount = &app.config.alliance.mount;
-    let alliance = Router::new()
-        .route(&format!("{alliance_mount}/images"), any(alliance::handle))
-        .route(&format!("{alliance_mount}/images/"), any(alliance::handle))
-        .route(&format!("{alliance_mount}/images/{{*rest}}"), any(alliance::handle))
-        .with_state(app.alliance.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { metrics: metrics.clone(), lifecycle });
-    routes.merge(root).merge(alliance).merge(ops).layer(EdgeLayer::new(
+    routes.merge(ops).layer(EdgeLayer::new(
         metrics,
         nova_mounts,
         image_mount.clone(),
@@ -143,10 +151,6 @@ async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axu
     });
     response.extensions_mut().insert(glance.label.clone());
     response
-}
-
-fn nova_mount(app: &Arc<App>, path: &str, legacy: bool) -> Router {
-    nova::mount(app.nova.clone(), path, legacy)
 }
 
 /// Whether this replica can take traffic: its configuration is loaded (it is, or it would not

@@ -30,8 +30,9 @@ fn scratch() -> tempfile::TempDir {
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
     std::fs::copy(root.join("config/gateway.toml"), dir.path().join("config/gateway.toml")).unwrap();
-    for mapping in ["nova.toml", "alliance.toml"] {
-        std::fs::copy(root.join("mappings").join(mapping), dir.path().join("mappings").join(mapping)).unwrap();
+    for mapping in std::fs::read_dir(root.join("mappings")).unwrap() {
+        let mapping = mapping.unwrap().file_name();
+        std::fs::copy(root.join("mappings").join(&mapping), dir.path().join("mappings").join(&mapping)).unwrap();
     }
     dir
 }
@@ -50,9 +51,9 @@ fn check_names_file_key_and_problem() {
         ("mappings/nova.toml", "table = \"nova_status\"", "table = \"nova_state\"", "no table named `nova_state`"),
         (
             "mappings/nova.toml",
-            "transform = \"nova_date\"",
-            "transform = \"nova_datetime\"",
-            "unknown built-in transform `nova_datetime`",
+            "transform = \"utc_seconds\"",
+            "transform = \"utc_second\"",
+            "unknown built-in transform `utc_second`",
         ),
         (
             "mappings/nova.toml",

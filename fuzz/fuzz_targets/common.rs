@@ -4,19 +4,18 @@
 
 use std::sync::LazyLock;
 
-use image_gateway::mapping::{LinkBases, Mapping, PropertyNames, View, ViewContext};
+use image_gateway::alliance::AllianceMapping;
+use image_gateway::mapping::{LinkBases, PropertyNames, QueryMap, View, ViewContext};
+use image_gateway::nova::NovaMapping;
 
 pub const NOVA: &str = include_str!("../../mappings/nova.toml");
 pub const ALLIANCE: &str = include_str!("../../mappings/alliance.toml");
 
-pub static NOVA_MAPPING: LazyLock<Mapping> = LazyLock::new(|| {
-    Mapping::compile("nova.toml", NOVA, "nova", image_gateway::nova::ACTIONS).expect("mappings/nova.toml compiles")
-});
+pub static NOVA_MAPPING: LazyLock<NovaMapping> =
+    LazyLock::new(|| NovaMapping::compile("nova.toml", NOVA).expect("mappings/nova.toml compiles"));
 
-pub static ALLIANCE_MAPPING: LazyLock<Mapping> = LazyLock::new(|| {
-    Mapping::compile("alliance.toml", ALLIANCE, "alliance", image_gateway::alliance::ACTIONS)
-        .expect("mappings/alliance.toml compiles")
-});
+pub static ALLIANCE_MAPPING: LazyLock<AllianceMapping> =
+    LazyLock::new(|| AllianceMapping::compile("alliance.toml", ALLIANCE).expect("mappings/alliance.toml compiles"));
 
 
 /// Glance 33's base image properties, as the embedded store's schema declares them.
@@ -32,10 +31,12 @@ pub fn context() -> ViewContext<'static> {
     ViewContext { links: &LINKS, base_properties: &BASE }
 }
 
-/// Every view a route of `mapping` renders with, each once.
-pub fn views(mapping: &Mapping) -> Vec<&View> {
-    let mut names: Vec<&str> = mapping.routes.iter().filter_map(|r| r.view.as_deref()).collect();
-    names.sort_unstable();
-    names.dedup();
-    names.into_iter().filter_map(|name| mapping.view(name)).collect()
+/// Every view of both shipped files.
+pub fn views() -> impl Iterator<Item = &'static View> {
+    NOVA_MAPPING.views().chain(ALLIANCE_MAPPING.views())
+}
+
+/// Every query map of both shipped files.
+pub fn queries() -> impl Iterator<Item = &'static QueryMap> {
+    NOVA_MAPPING.queries().chain(ALLIANCE_MAPPING.queries())
 }

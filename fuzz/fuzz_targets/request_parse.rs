@@ -14,26 +14,20 @@ const MAX_VERSION: ApiVersion = ApiVersion::new(2, 104);
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let mappings = [&*common::NOVA_MAPPING, &*common::ALLIANCE_MAPPING];
-
     // The path, split and routed.
     if let Some(segments) = split_path(&text) {
-        for mapping in mappings {
-            for method in METHODS {
-                let _ = mapping.routes.lookup(method, &segments);
-            }
+        for method in METHODS {
+            let _ = common::NOVA_MAPPING.routes.lookup(method, &segments);
+            let _ = common::ALLIANCE_MAPPING.routes.lookup(method, &segments);
         }
     }
 
     // The query string, through every query map.
     let query: Vec<(String, String)> = url::form_urlencoded::parse(data).into_owned().collect();
-    for mapping in mappings {
-        let names: Vec<&str> = mapping.routes.iter().filter_map(|r| r.query.as_deref()).collect();
-        for map in names.into_iter().filter_map(|n| mapping.query(n)) {
-            let _ = map.translate(&query);
-            for (key, _) in &query {
-                let _ = map.knows(key);
-            }
+    for map in common::queries() {
+        let _ = map.translate(&query);
+        for (key, _) in &query {
+            let _ = map.knows(key);
         }
     }
 

@@ -7,9 +7,11 @@ use serde_json::{json, Value};
 
 use crate::glance::{ListError, UpstreamError};
 use crate::list;
-use crate::mapping::{LinkBases, RequestSchema, View, ViewContext};
+use std::sync::Arc;
 
-use super::{AllianceApi, AllianceCall, AllianceError};
+use crate::mapping::{LinkBases, QueryMap, RequestSchema, View, ViewContext};
+
+use super::{AllianceAction, AllianceApi, AllianceCall, AllianceError};
 
 /// Glance pagination parameters the gateway sets itself; filters may not.
 const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
@@ -22,23 +24,21 @@ static NO_LINKS: LinkBases =
     LinkBases { versioned: String::new(), unversioned: String::new(), image_service: String::new() };
 
 pub async fn run(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
-    match call.route.action.as_str() {
-        "list_images" => list(api, call).await,
-        "show_image" => {
+    match &call.route.action {
+        AllianceAction::ListImages { view, query } => list(api, call, view, query).await,
+        AllianceAction::ShowImage { view } => {
             let image = resolve(call, call.param("image")).await?;
-            render(api, call, &image).await.map(ok)
+            render(call, view, &image).await.map(ok)
         }
-        "create_image" => create(api, call).await,
-        "update_image" => update(api, call).await.map(ok),
-        "delete_image" => {
+        AllianceAction::CreateImage { view, request } => create(call, view, request).await,
+        AllianceAction::UpdateImage { view, request } => update(call, view, request).await.map(ok),
+        AllianceAction::DeleteImage => {
             let image = resolve(call, call.param("image")).await?;
             let id = image["id"].as_str().unwrap_or_default();
             call.namespace.glance.delete_image(&call.glance, id).await?;
             // The seed answers a delete 200 with no body.
             Ok(StatusCode::OK.into_response())
         }
-        // Mapping files are checked against ACTIONS when loaded.
-        other => Err(AllianceError::NoRoute(other.to_owned())),
     }
 }
 
@@ -47,7 +47,12 @@ fn ok(body: impl Serialize) -> Response {
 }
 
 /// `GET /images`: every page Glance has, or up to `limit`.
-async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
+async fn list(
+    api: &AllianceApi,
+    call: &AllianceCall<'_>,
+    view: &Arc<View>,
+    query_map: &QueryMap,
+) -> Result<Response, AllianceError> {
     let last = |key: &str| call.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let limit = match last("limit") {
         Some(v) => Some(v.parse::<usize>().ok().filter(|l| *l > 0).ok_or_else(|| {
@@ -55,20 +60,16 @@ async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, Al
         })?),
         None => None,
     };
-    let query_map =
-        call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
     let filters: Vec<_> = query_map
         .translate(&call.query)
         .into_iter()
         .filter(|(k, _)| !GLANCE_PAGINATION.contains(&k.as_str()))
         .collect();
     let marker = last("marker").filter(|m| !m.is_empty());
-    let view = call.route.view.clone().ok_or_else(|| missing("view"))?;
     let ticket = api.admission.try_admit(super::DIALECT)?;
     let glance = &call.namespace.glance;
     let shape = list::Shape {
-        mapping: api.mapping.clone(),
-        view,
+        view: view.clone(),
         links: NO_LINKS.clone(),
         base_properties: glance.base_properties(&call.glance).await?,
         tail: Box::new(|_, _| {}),
@@ -83,8 +84,8 @@ async fn list(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, Al
 
 /// `POST /images`: create, then start the import of `copy_from`. An import that cannot start
 /// takes the new image with it, so nothing half-made stays behind.
-async fn create(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
-    let mut fields = schema(api, call)?.parse(&call.body)?;
+async fn create(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) -> Result<Response, AllianceError> {
+    let mut fields = schema.parse(&call.body)?;
     // What the seed's clients get back from a create without one.
     fields.entry("visibility").or_insert_with(|| json!("private"));
     let glance = &call.namespace.glance;
@@ -102,7 +103,7 @@ async fn create(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, 
         },
         None => image,
     };
-    let mut response = (StatusCode::CREATED, axum::Json(render(api, call, &image).await?)).into_response();
+    let mut response = (StatusCode::CREATED, axum::Json(render(call, view, &image).await?)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("{}/{id}", call.images_url)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -122,8 +123,8 @@ fn import_error(uri: &str, e: UpstreamError) -> AllianceError {
 const FORMATS: [&str; 2] = ["disk_format", "container_format"];
 
 /// `PATCH` or `PUT /images/{id or name}`: one `replace` per field that changes.
-async fn update(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, AllianceError> {
-    let fields = schema(api, call)?.parse(&call.body)?;
+async fn update(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) -> Result<Value, AllianceError> {
+    let fields = schema.parse(&call.body)?;
     if fields.contains_key(COPY_FROM) {
         return Err(AllianceError::BadRequest("copy_from can only be given when the image is created".into()));
     }
@@ -142,7 +143,7 @@ async fn update(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Value, All
         .collect();
     let updated =
         if ops.is_empty() { image } else { call.namespace.glance.patch_image(&call.glance, &id, &ops).await? };
-    render(api, call, &updated).await
+    render(call, view, &updated).await
 }
 
 /// An image by id, or by name among the environment's own images.
@@ -168,24 +169,8 @@ async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, All
     }
 }
 
-async fn render(api: &AllianceApi, call: &AllianceCall<'_>, image: &Value) -> Result<Value, AllianceError> {
+async fn render(call: &AllianceCall<'_>, view: &View, image: &Value) -> Result<Value, AllianceError> {
     let base = call.namespace.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &NO_LINKS, base_properties: &base };
-    Ok(view(api, call)?.render(image, &ctx)?)
-}
-
-fn view<'a>(api: &'a AllianceApi, call: &AllianceCall<'_>) -> Result<&'a View, AllianceError> {
-    call.route.view.as_deref().and_then(|v| api.mapping.view(v)).ok_or_else(|| missing("view"))
-}
-
-fn schema<'a>(api: &'a AllianceApi, call: &AllianceCall<'_>) -> Result<&'a RequestSchema, AllianceError> {
-    call.route.request.as_deref().and_then(|r| api.mapping.request(r)).ok_or_else(|| missing("request schema"))
-}
-
-/// The mapping was validated at load; this only guards against a future action mix-up.
-fn missing(what: &str) -> AllianceError {
-    AllianceError::Render(crate::mapping::RenderError {
-        field: "route".into(),
-        problem: format!("route has no {what}"),
-    })
+    Ok(view.render(image, &ctx)?)
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
@@ -23,23 +24,44 @@ use crate::config::IdentityMode;
 use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
-use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
+use crate::mapping::{split_path, Action, BindError, Lookup, Mapping, Parts, QueryMap, RequestSchema, Route, View};
 use crate::public_url::{self, OriginPolicy};
 use crate::trust::ClientCertificate;
 
 pub use error::AllianceError;
 pub use identity::TrustedCallers;
 
-/// The actions `mappings/alliance.toml` may name.
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
-    ActionSpec { name: "show_image", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "create_image", needs_view: true, needs_query: false, needs_request: true },
-    ActionSpec { name: "update_image", needs_view: true, needs_query: false, needs_request: true },
-    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
-];
+/// The calls `mappings/alliance.toml` may route to, each with what it was bound to at load.
+#[derive(Debug)]
+pub enum AllianceAction {
+    ListImages { view: Arc<View>, query: Arc<QueryMap> },
+    ShowImage { view: Arc<View> },
+    CreateImage { view: Arc<View>, request: Arc<RequestSchema> },
+    UpdateImage { view: Arc<View>, request: Arc<RequestSchema> },
+    DeleteImage,
+}
 
-const DIALECT: &str = "alliance";
+impl Action for AllianceAction {
+    const DIALECT: &'static str = "alliance";
+    const NAMES: &'static [&'static str] =
+        &["list_images", "show_image", "create_image", "update_image", "delete_image"];
+
+    fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+        Ok(match name {
+            "list_images" => AllianceAction::ListImages { view: parts.view()?, query: parts.query()? },
+            "show_image" => AllianceAction::ShowImage { view: parts.view()? },
+            "create_image" => AllianceAction::CreateImage { view: parts.view()?, request: parts.request()? },
+            "update_image" => AllianceAction::UpdateImage { view: parts.view()?, request: parts.request()? },
+            "delete_image" => AllianceAction::DeleteImage,
+            _ => return Err(BindError::UnknownAction),
+        })
+    }
+}
+
+/// Alliance's compiled mapping file.
+pub type AllianceMapping = Mapping<AllianceAction>;
+
+const DIALECT: &str = AllianceAction::DIALECT;
 const UNMATCHED: &str = "alliance.unmatched";
 const TARGET_NS: &str = "x-target-ns";
 const ENVIRONMENT: &str = "x-environment-id";
@@ -56,11 +78,11 @@ pub struct Namespace {
 /// The Alliance dialect as configured.
 #[derive(Debug)]
 pub struct AllianceApi {
-    pub mapping: Arc<Mapping>,
+    pub mapping: Arc<AllianceMapping>,
     pub namespaces: HashMap<String, Namespace>,
     pub default_namespace: Option<String>,
-    /// Path prefix before `/images` ("" for none).
-    pub mount: String,
+    /// Path prefixes before `/images` ("" for none).
+    pub mounts: Vec<String>,
     pub body_limit: u64,
     pub request_timeout: Duration,
     /// Tokens for environments the gateway holds credentials for.
@@ -73,7 +95,7 @@ pub struct AllianceApi {
 
 /// One Alliance call being served.
 pub struct AllianceCall<'a> {
-    route: &'a Route,
+    route: &'a Route<AllianceAction>,
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
     namespace: &'a Namespace,
@@ -90,10 +112,26 @@ impl AllianceCall<'_> {
     }
 }
 
+/// One mount of the dialect.
+#[derive(Clone)]
+struct Mount {
+    api: Arc<AllianceApi>,
+    path: Arc<str>,
+}
+
+/// The routes of one mount: `{mount}/images` and everything below it.
+pub fn router(api: Arc<AllianceApi>, mount: &str) -> axum::Router {
+    axum::Router::new()
+        .route(&format!("{mount}/images"), any(handle))
+        .route(&format!("{mount}/images/"), any(handle))
+        .route(&format!("{mount}/images/{{*rest}}"), any(handle))
+        .with_state(Mount { api, path: mount.into() })
+}
+
 /// Serves every request under `{mount}/images`.
-pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Response {
+async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().strip_prefix(api.mount.as_str()).unwrap_or("");
+    let path = parts.uri.path().strip_prefix(&*mount).unwrap_or("");
     // `/images/` is the seed's own spelling of `/images`.
     let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     let found =
@@ -125,7 +163,7 @@ pub async fn handle(State(api): State<Arc<AllianceApi>>, request: Request) -> Re
             glance: Call::new(headers),
             environment,
             body: Value::Null,
-            images_url: format!("{origin}{}/images", api.mount),
+            images_url: format!("{origin}{mount}/images"),
         };
         if matches!(route.method.as_str(), "POST" | "PATCH" | "PUT") {
             let bytes = crate::body::read(&parts.headers, body, api.body_limit).await?;

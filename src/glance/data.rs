@@ -157,7 +157,8 @@ impl GlanceClient {
         };
         let exchange = async {
             match &self.transport {
-                Transport::Http { client, base } => {
+                Transport::Http { client, uploads, base } => {
+                    let client = if body.is_some() { uploads } else { client };
                     let mut url = base.clone();
                     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), out.path));
                     let mut request = client.request(out.method.clone(), url).headers(call.0.headers.clone()).header(
@@ -277,4 +278,99 @@ async fn error_answer(status: StatusCode, body: Body) -> UpstreamError {
 fn member_path(method: Method, id: &str, member: &str) -> Result<Outgoing, UpstreamError> {
     Outgoing::image(method.clone(), id, None)?;
     Ok(Outgoing::new(method, &["images", id, "members", member]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::metrics::Metrics;
+    use axum::routing::{get, put};
+    use futures_util::stream;
+
+    const ID: &str = "0b7e3a5c-1f2d-4e6a-8b9c-0d1e2f3a4b5c";
+
+    /// A client of `router` with `glance.timeout_secs` = 30.
+    fn client(router: axum::Router) -> GlanceClient {
+        let mut config = crate::config::Config::default();
+        config.glance.timeout_secs = 30.0;
+        GlanceClient::embedded("glance", &config, router, &Metrics::new())
+    }
+
+    /// `count` chunks of one byte, `every` apart.
+    fn slow(count: usize, every: Duration) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        stream::iter(0..count).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Ok(Bytes::from_static(b"x"))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_that_keeps_moving_outlasts_the_call_deadline() {
+        let router = axum::Router::new()
+            .route("/v2/images/{id}/file", get(|| async { Body::from_stream(slow(5, Duration::from_secs(20))) }));
+        let started = Instant::now();
+        let data = client(router).download(&Call::default(), ID).await.unwrap().unwrap();
+        let bytes = data.body.collect().await.unwrap().to_bytes();
+        assert_eq!((bytes.len(), started.elapsed()), (5, Duration::from_secs(100)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_download_that_stops_moving_fails_after_the_idle_time() {
+        let router = axum::Router::new().route(
+            "/v2/images/{id}/file",
+            get(|| async { Body::from_stream(slow(1, Duration::ZERO).chain(stream::pending())) }),
+        );
+        let started = Instant::now();
+        let data = client(router).download(&Call::default(), ID).await.unwrap().unwrap();
+        let error = data.body.collect().await.unwrap_err();
+        assert_eq!(IdleError::stalled_in(&error), Some(Duration::from_secs(30)));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_keeps_moving_outlasts_the_call_deadline_and_a_stalled_glance_does_not() {
+        // Glance reads the whole body, then answers.
+        let reads = axum::Router::new().route(
+            "/v2/images/{id}/file",
+            put(|body: Body| async move {
+                let n = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                assert_eq!(n, 5);
+                StatusCode::NO_CONTENT
+            }),
+        );
+        let started = Instant::now();
+        client(reads).upload(&Call::default(), ID, slow(5, Duration::from_secs(20))).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(100));
+        // Glance takes the body, then never answers: the upload fails `timeout` after the last byte.
+        let hangs = axum::Router::new().route(
+            "/v2/images/{id}/file",
+            put(|body: Body| async move {
+                let _ = body.collect().await;
+                std::future::pending::<StatusCode>().await
+            }),
+        );
+        let started = Instant::now();
+        let e = client(hangs).upload(&Call::default(), ID, slow(2, Duration::from_secs(20))).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Timeout(_)), "{e}");
+        assert_eq!(started.elapsed(), Duration::from_secs(70));
+    }
+
+    #[tokio::test]
+    async fn a_failing_client_body_is_the_clients_failure() {
+        let router = axum::Router::new().route(
+            "/v2/images/{id}/file",
+            put(|body: Body| async move {
+                match body.collect().await {
+                    Ok(_) => StatusCode::NO_CONTENT,
+                    Err(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                }
+            }),
+        );
+        let glance = client(router);
+        let data = stream::iter([Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("client went"))]);
+        let e = glance.upload(&Call::default(), ID, data).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::ClientBody(_)), "{e}");
+        assert_eq!(e.gateway_status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(e.outcome(), Outcome::Healthy, "not counted against Glance");
+    }
 }

@@ -254,7 +254,13 @@ impl Listing {
 
 #[derive(Clone, Debug)]
 enum Transport {
-    Http { client: reqwest::Client, base: Url },
+    Http {
+        client: reqwest::Client,
+        /// For uploads: a body that streams from a client cannot be sent twice, so it never
+        /// goes on a pooled connection the server may be closing; it gets a new one.
+        uploads: reqwest::Client,
+        base: Url,
+    },
     Embedded(axum::Router),
 }
 
@@ -281,15 +287,16 @@ impl GlanceClient {
         tls: &ClientTls,
         metrics: &Metrics,
     ) -> Result<Self, reqwest::Error> {
-        let client = tls
-            .reqwest()
-            .connect_timeout(Duration::from_secs_f64(config.glance.connect_timeout_secs))
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .tcp_nodelay(true)
-            .user_agent(concat!("image-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self::with(name, Transport::Http { client, base }, config, metrics))
+        let builder = || {
+            tls.reqwest()
+                .connect_timeout(Duration::from_secs_f64(config.glance.connect_timeout_secs))
+                .pool_idle_timeout(POOL_IDLE)
+                .tcp_nodelay(true)
+                .user_agent(concat!("image-gateway/", env!("CARGO_PKG_VERSION")))
+        };
+        let client = builder().pool_max_idle_per_host(POOL_MAX_IDLE).build()?;
+        let uploads = builder().pool_max_idle_per_host(0).build()?;
+        Ok(Self::with(name, Transport::Http { client, uploads, base }, config, metrics))
     }
 
     /// A client of an in-process embedded store (or of any router that speaks Glance v2).
@@ -468,7 +475,7 @@ impl GlanceClient {
         let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
         let started = Instant::now();
         let sent = match &self.transport {
-            Transport::Http { client, base } => {
+            Transport::Http { client, base, .. } => {
                 tokio::time::timeout(self.timeout, send_http(self.breaker.name(), client, base, call, out)).await
             }
             Transport::Embedded(router) => tokio::time::timeout(self.timeout, send_embedded(router, call, out)).await,

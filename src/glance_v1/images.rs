@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 
 use crate::glance::{BoxError, Call, GlanceClient, ListError, UpstreamError};
 use crate::list;
-use crate::mapping::{LinkBases, RawObject, Route, View, ViewContext};
+use crate::mapping::{LinkBases, QueryMap, RawObject, View, ViewContext};
 
 use super::meta::{self, Requested};
-use super::{GlanceV1Api, V1Call, V1Error};
+use super::{GlanceV1Action, GlanceV1Api, V1Call, V1Error};
 
 /// v1's `limit_param_default` and `api_limit_max`.
 const DEFAULT_LIMIT: i64 = 25;
@@ -31,7 +31,12 @@ static NO_LINKS: LinkBases =
 
 /// `GET /v1/images` and `/v1/images/detail`: v1's parameters checked as v1 checked them, then
 /// translated by the route's query map and listed page by page ([`crate::list`]).
-pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
+pub async fn list(
+    api: &GlanceV1Api,
+    call: &V1Call<'_>,
+    view: &Arc<View>,
+    query_map: &QueryMap,
+) -> Result<Response, V1Error> {
     let last = |key: &str| call.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let bad = |m: &str| V1Error::BadRequest(m.to_owned());
     let limit = match last("limit").map(|v| v.trim().parse::<i64>()) {
@@ -57,7 +62,7 @@ pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Er
             return Err(bad(&format!("Bad value passed to filter {key} got {value}")));
         }
     }
-    if last("changes-since").is_some_and(|t| crate::mapping::parse_utc(t).is_err()) {
+    if last("changes-since").is_some_and(|t| crate::mapping::view::utc_microseconds(t).is_err()) {
         return Err(bad("Unrecognized changes-since value"));
     }
     // v1's own words for v2's booleans.
@@ -76,8 +81,6 @@ pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Er
             return Err(bad(&format!("Bad value passed to filter is_public got {}", last("is_public").unwrap_or(""))))
         }
     };
-    let query_map =
-        call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
     let query: Vec<(String, String)> = call
         .query
         .iter()
@@ -100,14 +103,12 @@ pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Er
         test: Box::new(|image: &RawObject<'_>| image.get("visibility").is_none_or(|v| v.get() != "\"public\"")),
         limit: Some(limit),
     });
-    let view = call.route.view.clone().ok_or_else(|| missing("view"))?;
     let ticket = api.admission.try_admit(super::DIALECT)?;
     let base_properties = api.glance.base_properties(&call.glance).await?;
     let glance_limit = if keep.is_some() { None } else { Some(limit) };
     let listing = api.glance.listing(&call.glance, filters, marker.as_deref(), glance_limit);
     let shape = list::Shape {
-        mapping: api.mapping.clone(),
-        view,
+        view: view.clone(),
         links: NO_LINKS.clone(),
         base_properties,
         // v1 lists have no links: clients page with `marker` until a short page.
@@ -121,16 +122,16 @@ pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Er
 }
 
 /// `HEAD /v1/images/{id}`: the image as headers.
-pub async fn meta(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
+pub async fn meta(api: &GlanceV1Api, call: &V1Call<'_>, view: &View) -> Result<Response, V1Error> {
     let image = fetch(api, call).await?;
     let mut response = StatusCode::OK.into_response();
-    write_image_headers(api, call, &image, response.headers_mut()).await?;
+    write_image_headers(api, call, view, &image, response.headers_mut()).await?;
     Ok(response)
 }
 
 /// `GET /v1/images/{id}`: the bytes, streamed from Glance, under the image's headers. As v1, an
 /// image that is not active has none to give (404; deactivated: 403).
-pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
+pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>, view: &View) -> Result<Response, V1Error> {
     let id = call.param("id");
     let image = fetch(api, call).await?;
     match image["status"].as_str() {
@@ -144,7 +145,7 @@ pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, 
         None => (Some(0), Body::empty()),
     };
     let mut response = body.into_response();
-    write_image_headers(api, call, &image, response.headers_mut()).await?;
+    write_image_headers(api, call, view, &image, response.headers_mut()).await?;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     if let Some(length) = length {
@@ -157,10 +158,11 @@ pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, 
 async fn write_image_headers(
     api: &GlanceV1Api,
     call: &V1Call<'_>,
+    view: &View,
     image: &Value,
     headers: &mut HeaderMap,
 ) -> Result<(), V1Error> {
-    meta::write_headers(&render(api, call, image).await?, headers);
+    meta::write_headers(&render(api, call, view, image).await?, headers);
     if let Some(etag) = image["checksum"].as_str().and_then(|c| HeaderValue::from_str(c).ok()) {
         headers.insert(header::ETAG, etag);
     }
@@ -182,20 +184,21 @@ fn not_found_as_v1(e: UpstreamError, id: &str) -> V1Error {
 }
 
 /// Shapes one Glance image with the route's view.
-async fn render(api: &GlanceV1Api, call: &V1Call<'_>, image: &Value) -> Result<Value, V1Error> {
+async fn render(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, image: &Value) -> Result<Value, V1Error> {
     let base = api.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &NO_LINKS, base_properties: &base };
-    Ok(view(api, call)?.render(image, &ctx)?)
+    Ok(view.render(image, &ctx)?)
 }
 
 /// `{"image": ...}`, as v1 answered a create or an update.
 async fn image_answer(
     api: &GlanceV1Api,
     call: &V1Call<'_>,
+    view: &View,
     image: &Value,
     status: StatusCode,
 ) -> Result<Response, V1Error> {
-    let body = json!({ "image": render(api, call, image).await? });
+    let body = json!({ "image": render(api, call, view, image).await? });
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(etag) = image["checksum"].as_str().and_then(|c| HeaderValue::from_str(c).ok()) {
         response.headers_mut().insert(header::ETAG, etag);
@@ -204,8 +207,8 @@ async fn image_answer(
 }
 
 /// Whether a call streams image bytes in, and so has no total deadline (idle timers watch it).
-pub fn sends_bytes(route: &Route, headers: &HeaderMap) -> bool {
-    matches!(route.action.as_str(), "create_image" | "update_image") && carries_body(headers)
+pub fn sends_bytes(action: &GlanceV1Action, headers: &HeaderMap) -> bool {
+    matches!(action, GlanceV1Action::CreateImage { .. } | GlanceV1Action::UpdateImage { .. }) && carries_body(headers)
 }
 
 /// Whether a request says it has a body.
@@ -279,7 +282,7 @@ fn formats_set(image: Option<&Value>, asked: &Requested) -> Result<(), V1Error> 
 /// upload, or its copy-from started as a `web-download` import. An image whose bytes do not
 /// all arrive (the client went, sent other than it declared, Glance refused them) is deleted:
 /// nothing half-made stays behind.
-pub async fn create(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
+pub async fn create(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, body: Body) -> Result<Response, V1Error> {
     let asked = meta::read_headers(call.headers)?;
     let source = source(api, call, &asked)?;
     if !matches!(source, Source::Nothing) {
@@ -322,7 +325,7 @@ pub async fn create(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<
         Source::Nothing => image,
     };
     unmade.id = None;
-    let mut response = image_answer(api, call, &image, StatusCode::CREATED).await?;
+    let mut response = image_answer(api, call, view, &image, StatusCode::CREATED).await?;
     if let Ok(location) = HeaderValue::from_str(&format!("{}/{id}", call.images_url)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -332,7 +335,7 @@ pub async fn create(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<
 /// `PUT /v1/images/{id}`: the headers' changes as one v2 PATCH (properties not sent again are
 /// removed unless `x-glance-registry-purge-props` says false or bytes are sent), then the
 /// bytes or copy-from of a queued image.
-pub async fn update(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
+pub async fn update(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, body: Body) -> Result<Response, V1Error> {
     let id = call.param("id");
     let asked = meta::read_headers(call.headers)?;
     let source = source(api, call, &asked)?;
@@ -379,7 +382,7 @@ pub async fn update(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<
         }
         Source::Nothing => {}
     }
-    image_answer(api, call, &image, StatusCode::OK).await
+    image_answer(api, call, view, &image, StatusCode::OK).await
 }
 
 /// The JSON-patch operations that make `image` what `asked` says: a `replace` per core field
@@ -576,15 +579,6 @@ async fn remove(glance: &GlanceClient, call: &Call, id: &str) {
         Ok(()) => tracing::info!(image = %id, "deleted an image whose upload did not complete"),
         Err(e) => tracing::error!(image = %id, error = %e, "could not delete an image whose upload did not complete"),
     }
-}
-
-fn view<'a>(api: &'a GlanceV1Api, call: &V1Call<'_>) -> Result<&'a View, V1Error> {
-    call.route.view.as_deref().and_then(|v| api.mapping.view(v)).ok_or_else(|| missing("view"))
-}
-
-/// The mapping was validated at load; this only guards against a future action mix-up.
-fn missing(what: &str) -> V1Error {
-    V1Error::Render(crate::mapping::RenderError { field: "route".into(), problem: format!("route has no {what}") })
 }
 
 /// oslo's `is_uuid_like`, as v1 checked markers: a UUID, hyphenated or not, in any case; given

@@ -96,7 +96,7 @@ pub fn read_headers(headers: &HeaderMap) -> Result<Requested, V1Error> {
             "status" => asked.status = Some(text.to_owned()),
             "copy_from" => asked.copy_from = Some(text.to_owned()),
             "created_at" | "updated_at" | "deleted_at"
-                if !text.is_empty() && crate::mapping::parse_utc(text).is_err() =>
+                if !text.is_empty() && crate::mapping::view::utc_microseconds(text).is_err() =>
             {
                 return Err(V1Error::BadRequest(format!("Invalid time format for {field}.")));
             }

@@ -24,34 +24,87 @@ use serde_json::{json, Value};
 use crate::admission::Admission;
 use crate::glance::{Call, GlanceClient};
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
-use crate::mapping::{split_path, ActionSpec, Lookup, Mapping, Route};
+use crate::mapping::{split_path, Action, BindError, Lookup, Mapping, Parts, QueryMap, Route, View};
 use crate::public_url::OriginPolicy;
 
 pub use error::V1Error;
 
-/// The actions `mappings/glance_v1.toml` may name.
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
-    ActionSpec { name: "image_meta", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "download_image", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "create_image", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "update_image", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
-    ActionSpec { name: "list_members", needs_view: false, needs_query: false, needs_request: false },
-    ActionSpec { name: "replace_members", needs_view: false, needs_query: false, needs_request: false },
-    ActionSpec { name: "add_member", needs_view: false, needs_query: false, needs_request: false },
-    ActionSpec { name: "remove_member", needs_view: false, needs_query: false, needs_request: false },
-    ActionSpec { name: "shared_images", needs_view: false, needs_query: false, needs_request: false },
-];
+/// The calls `mappings/glance_v1.toml` may route to, each bound to the view or query map of
+/// its route when the file is loaded.
+#[derive(Debug)]
+pub enum GlanceV1Action {
+    ListImages {
+        view: Arc<View>,
+        query: Arc<QueryMap>,
+    },
+    /// HEAD: the view written as headers.
+    ImageMeta {
+        view: Arc<View>,
+    },
+    DownloadImage {
+        view: Arc<View>,
+    },
+    CreateImage {
+        view: Arc<View>,
+    },
+    UpdateImage {
+        view: Arc<View>,
+    },
+    DeleteImage,
+    ListMembers,
+    ReplaceMembers,
+    AddMember,
+    RemoveMember,
+    SharedImages,
+}
 
-const DIALECT: &str = "glance_v1";
+impl Action for GlanceV1Action {
+    const DIALECT: &'static str = "glance_v1";
+    const NAMES: &'static [&'static str] = &[
+        "list_images",
+        "image_meta",
+        "download_image",
+        "create_image",
+        "update_image",
+        "delete_image",
+        "list_members",
+        "replace_members",
+        "add_member",
+        "remove_member",
+        "shared_images",
+    ];
+
+    fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+        Ok(match name {
+            "list_images" => GlanceV1Action::ListImages { view: parts.view()?, query: parts.query()? },
+            "image_meta" => GlanceV1Action::ImageMeta { view: parts.view()? },
+            "download_image" => GlanceV1Action::DownloadImage { view: parts.view()? },
+            "create_image" => GlanceV1Action::CreateImage { view: parts.view()? },
+            "update_image" => GlanceV1Action::UpdateImage { view: parts.view()? },
+            "delete_image" => GlanceV1Action::DeleteImage,
+            "list_members" => GlanceV1Action::ListMembers,
+            "replace_members" => GlanceV1Action::ReplaceMembers,
+            "add_member" => GlanceV1Action::AddMember,
+            "remove_member" => GlanceV1Action::RemoveMember,
+            "shared_images" => GlanceV1Action::SharedImages,
+            _ => return Err(BindError::UnknownAction),
+        })
+    }
+}
+
+/// The v1 dialect's compiled mapping file.
+pub type GlanceV1Mapping = Mapping<GlanceV1Action>;
+
+const DIALECT: &str = GlanceV1Action::DIALECT;
 const UNMATCHED: &str = "glance_v1.unmatched";
 const VERSIONS: &str = "glance_v1.versions";
 
 /// Settings the v1 dialect takes from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub mount: String,
+    /// Where it is served (`dialects.*.mounts`): the version document at each, the calls
+    /// below it at `/v1/...`.
+    pub mounts: Vec<String>,
     /// Deadline of a call that sends no image bytes.
     pub request_timeout: Duration,
     /// Largest JSON body (member lists).
@@ -63,7 +116,7 @@ pub struct Settings {
 /// The v1 dialect: its mapping, its Glance, its settings.
 #[derive(Debug)]
 pub struct GlanceV1Api {
-    pub mapping: Arc<Mapping>,
+    pub mapping: Arc<GlanceV1Mapping>,
     pub glance: GlanceClient,
     pub settings: Settings,
     pub origin: Arc<OriginPolicy>,
@@ -73,7 +126,7 @@ pub struct GlanceV1Api {
 
 /// One v1 call being served.
 pub struct V1Call<'a> {
-    route: &'a Route,
+    route: &'a Route<GlanceV1Action>,
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
     /// The request's headers: v1 says an image's metadata in them.
@@ -89,19 +142,25 @@ impl V1Call<'_> {
     }
 }
 
-/// The service for the v1 mount, to be nested at `settings.mount`.
-pub fn mount(api: Arc<GlanceV1Api>) -> Router {
-    Router::new().fallback(handle).with_state(api)
+#[derive(Clone, Debug)]
+struct Mount {
+    api: Arc<GlanceV1Api>,
+    path: Arc<str>,
 }
 
-async fn handle(State(api): State<Arc<GlanceV1Api>>, request: Request) -> Response {
+/// The service for one v1 mount, to be nested at `path`.
+pub fn mount(api: Arc<GlanceV1Api>, path: &str) -> Router {
+    Router::new().fallback(handle).with_state(Mount { api, path: path.into() })
+}
+
+async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     if matches!(path, "" | "/" | "/versions") && matches!(parts.method, Method::GET | Method::HEAD) {
         // glanceclient reads `/versions` and takes only a 200 there.
         let status = if path == "/versions" { StatusCode::OK } else { StatusCode::MULTIPLE_CHOICES };
         let origin = api.origin.origin(&parts.headers, &parts.extensions);
-        let response = (status, axum::Json(versions(&origin, &api.settings.mount))).into_response();
+        let response = (status, axum::Json(versions(&origin, &mount))).into_response();
         return labelled(response, VERSIONS.into());
     }
     let found = split_path(path).map(|segments| api.mapping.routes.lookup(parts.method.as_str(), &segments));
@@ -123,12 +182,12 @@ async fn handle(State(api): State<Arc<GlanceV1Api>>, request: Request) -> Respon
         query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
         headers: &parts.headers,
         glance: Call::new(api.glance.forwarded(&parts.headers)),
-        images_url: format!("{origin}{}/v1/images", api.settings.mount),
+        images_url: format!("{origin}{mount}/v1/images"),
     };
     // Image bytes take as long as they take (idle timers watch them); anything else has the
     // request deadline.
     let limit = api.settings.request_timeout;
-    let outcome = if images::sends_bytes(route, &parts.headers) {
+    let outcome = if images::sends_bytes(&route.action, &parts.headers) {
         run(&api, &call, body).await
     } else {
         tokio::time::timeout(limit, run(&api, &call, body)).await.unwrap_or(Err(V1Error::Timeout(limit)))
@@ -139,25 +198,23 @@ async fn handle(State(api): State<Arc<GlanceV1Api>>, request: Request) -> Respon
 }
 
 async fn run(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
-    match call.route.action.as_str() {
-        "list_images" => images::list(api, call).await,
-        "image_meta" => images::meta(api, call).await,
-        "download_image" => images::download(api, call).await,
-        "create_image" => images::create(api, call, body).await,
-        "update_image" => images::update(api, call, body).await,
-        "delete_image" => images::delete(api, call).await,
-        "list_members" => members::list(api, call).await,
-        "replace_members" => members::replace(api, call, body).await,
-        "add_member" => members::add(api, call, body).await,
-        "remove_member" => members::remove(api, call).await,
-        "shared_images" => members::shared_images(api, call).await,
-        // Mapping files are checked against ACTIONS when loaded.
-        _ => Err(V1Error::NotFound("The resource could not be found.".into())),
+    match &call.route.action {
+        GlanceV1Action::ListImages { view, query } => images::list(api, call, view, query).await,
+        GlanceV1Action::ImageMeta { view } => images::meta(api, call, view).await,
+        GlanceV1Action::DownloadImage { view } => images::download(api, call, view).await,
+        GlanceV1Action::CreateImage { view } => images::create(api, call, view, body).await,
+        GlanceV1Action::UpdateImage { view } => images::update(api, call, view, body).await,
+        GlanceV1Action::DeleteImage => images::delete(api, call).await,
+        GlanceV1Action::ListMembers => members::list(api, call).await,
+        GlanceV1Action::ReplaceMembers => members::replace(api, call, body).await,
+        GlanceV1Action::AddMember => members::add(api, call, body).await,
+        GlanceV1Action::RemoveMember => members::remove(api, call).await,
+        GlanceV1Action::SharedImages => members::shared_images(api, call).await,
     }
 }
 
 /// The methods the routes of `path` take, for `Allow`.
-fn allowed(mapping: &Mapping, path: &str) -> String {
+fn allowed(mapping: &GlanceV1Mapping, path: &str) -> String {
     let segments = split_path(path).unwrap_or_default();
     let takes = |method: &&str| matches!(mapping.routes.lookup(method, &segments), Lookup::Found { .. });
     ["GET", "HEAD", "POST", "PUT", "DELETE"].into_iter().filter(takes).collect::<Vec<_>>().join(", ")

@@ -52,7 +52,7 @@ pub struct EdgeLayer {
 struct Shared {
     metrics: Arc<Metrics>,
     /// Where refusals are Nova faults.
-    nova_mounts: [String; 2],
+    nova_mounts: Vec<String>,
     /// Where refusals are in Glance's error shape.
     glance_mount: String,
     /// Longest request target (path and query) served.
@@ -64,7 +64,7 @@ struct Shared {
 impl EdgeLayer {
     pub fn new(
         metrics: Arc<Metrics>,
-        nova_mounts: [String; 2],
+        nova_mounts: Vec<String>,
         glance_mount: String,
         max_target: usize,
         identity_proxies: Vec<Cidr>,
@@ -236,7 +236,7 @@ mod tests {
         metrics: &Arc<Metrics>,
         identity_proxies: Vec<Cidr>,
     ) -> impl Service<Request, Response = Response, Error = Infallible> + Clone {
-        let mounts = ["/v2.1".to_owned(), "/v2".to_owned()];
+        let mounts = vec!["/v2.1".to_owned(), "/v2".to_owned()];
         let layer = EdgeLayer::new(metrics.clone(), mounts, "/image".into(), 8192, identity_proxies);
         layer.layer(service_fn(|req: Request| async move {
             match req.uri().path() {

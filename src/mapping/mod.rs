@@ -12,6 +12,12 @@
 //! - `[table.<name>]`: value tables (`values` and an optional `default`).
 //!
 //! See `mappings/nova.toml` for a complete, commented example.
+//!
+//! The engine knows no dialect. A dialect plugs in with an enum of its calls implementing
+//! [`Action`]: [`Mapping::<A>::compile`](Mapping::compile) binds each route's `action` to the
+//! compiled view, query map, request schema or view field it uses, once, and the dialect's
+//! handler matches on `route.action`. Transforms are generic, with their parameters (`args`)
+//! in the file ([`Transform`]).
 
 pub mod doc;
 pub mod path;
@@ -21,6 +27,7 @@ pub mod route;
 pub mod view;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -31,7 +38,9 @@ pub use path::PathExpr;
 pub use query::{ParamRule, ParamTransform, QueryMap};
 pub use request::{RequestError, RequestSchema};
 pub use route::{split_path, ApiVersion, Lookup, Route, RouteTable};
-pub use view::{parse_utc, LinkBases, PropertyNames, RenderError, Rendered, Table, Transform, View, ViewContext};
+pub use view::{
+    FieldRef, LinkBases, PropertyNames, PropertyRule, RenderError, Rendered, Table, Transform, View, ViewContext,
+};
 
 /// A mapping file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,48 +52,115 @@ pub struct MappingError {
     pub problem: String,
 }
 
-/// What a dialect's action needs from the routes that name it.
-#[derive(Clone, Copy, Debug)]
-pub struct ActionSpec {
-    pub name: &'static str,
-    pub needs_view: bool,
-    pub needs_query: bool,
-    pub needs_request: bool,
+/// A dialect's actions, as the `action` of a mapping file's routes names them.
+///
+/// This is how a dialect plugs into the engine: its module defines an enum of the calls it
+/// serves and implements this trait for it. When a file is loaded, each route's action is
+/// bound once ([`Action::bind`]) to the compiled parts of the route it uses (its view, query
+/// map, request schema, or one field of its view), which the enum variant keeps. A request
+/// then finds its route ([`RouteTable::lookup`]) and matches on `route.action`: no name is
+/// looked up per request, and a route that lacks a part its action needs never loads.
+pub trait Action: Sized {
+    /// What a mapping file for these actions declares as its `dialect`.
+    const DIALECT: &'static str;
+    /// Every action name the dialect serves, for errors.
+    const NAMES: &'static [&'static str];
+
+    /// The action `name`, bound to the parts of its route it uses; [`BindError::UnknownAction`]
+    /// for a name the dialect does not serve.
+    fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError>;
 }
 
-/// A compiled mapping file.
+/// Why a route's action could not be bound.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BindError {
+    /// Not one of [`Action::NAMES`].
+    UnknownAction,
+    /// The route lacks what the action needs: `part` is the route's key at fault (`view`,
+    /// `query`, `request`).
+    Needs { part: &'static str, problem: String },
+}
+
+/// The compiled parts a route names, handed to [`Action::bind`].
+#[derive(Debug)]
+pub struct Parts<'a> {
+    action: &'a str,
+    view: Option<(&'a str, &'a Arc<View>)>,
+    query: Option<&'a Arc<QueryMap>>,
+    request: Option<&'a Arc<RequestSchema>>,
+}
+
+impl Parts<'_> {
+    /// The route's view, for an action that renders images.
+    pub fn view(&self) -> Result<Arc<View>, BindError> {
+        self.view.map(|(_, v)| v.clone()).ok_or_else(|| self.needs("view", "a view"))
+    }
+
+    /// The first field of the route's view with transform `transform`, for an action that
+    /// needs that part of an image alone (see [`FieldRef`]).
+    pub fn view_field(&self, transform: &str) -> Result<FieldRef, BindError> {
+        let (name, view) = self.view.ok_or_else(|| self.needs("view", "a view"))?;
+        FieldRef::with_transform(view, transform).ok_or_else(|| BindError::Needs {
+            part: "view",
+            problem: format!("action `{}` needs a field with transform `{transform}` in view `{name}`", self.action),
+        })
+    }
+
+    /// The route's query map, for an action that lists.
+    pub fn query(&self) -> Result<Arc<QueryMap>, BindError> {
+        self.query.cloned().ok_or_else(|| self.needs("query", "a query map"))
+    }
+
+    /// The route's request schema, for an action that reads a body.
+    pub fn request(&self) -> Result<Arc<RequestSchema>, BindError> {
+        self.request.cloned().ok_or_else(|| self.needs("request", "a request schema"))
+    }
+
+    fn needs(&self, part: &'static str, what: &str) -> BindError {
+        BindError::Needs { part, problem: format!("action `{}` needs {what}", self.action) }
+    }
+}
+
+/// A compiled mapping file of the dialect whose actions are `A`.
 #[derive(Clone, Debug)]
-pub struct Mapping {
-    pub dialect: String,
-    pub routes: RouteTable,
-    views: HashMap<String, View>,
-    queries: HashMap<String, QueryMap>,
-    requests: HashMap<String, RequestSchema>,
+pub struct Mapping<A> {
+    pub routes: RouteTable<A>,
+    // By name, for tools, tests and benchmarks: requests reach these through their route's
+    // action (see [`Action`]).
+    views: HashMap<String, Arc<View>>,
+    queries: HashMap<String, Arc<QueryMap>>,
+    requests: HashMap<String, Arc<RequestSchema>>,
 }
 
-impl Mapping {
-    pub fn view(&self, name: &str) -> Option<&View> {
+impl<A> Mapping<A> {
+    pub fn view(&self, name: &str) -> Option<&Arc<View>> {
         self.views.get(name)
     }
 
-    pub fn query(&self, name: &str) -> Option<&QueryMap> {
-        self.queries.get(name)
-    }
-
-    pub fn request(&self, name: &str) -> Option<&RequestSchema> {
+    pub fn request(&self, name: &str) -> Option<&Arc<RequestSchema>> {
         self.requests.get(name)
     }
 
-    /// Parses and checks a mapping file. `file` only names it in errors; `dialect` is the
-    /// dialect the file must declare and `actions` the handlers that dialect implements.
-    pub fn compile(file: &str, text: &str, dialect: &str, actions: &[ActionSpec]) -> Result<Mapping, MappingError> {
+    pub fn views(&self) -> impl Iterator<Item = &View> {
+        self.views.values().map(|v| &**v)
+    }
+
+    pub fn queries(&self) -> impl Iterator<Item = &QueryMap> {
+        self.queries.values().map(|q| &**q)
+    }
+}
+
+impl<A: Action> Mapping<A> {
+    /// Parses and checks a mapping file. `file` only names it in errors; the file must declare
+    /// `A`'s dialect and name only `A`'s actions.
+    pub fn compile(file: &str, text: &str) -> Result<Mapping<A>, MappingError> {
         let err = |key: &str, problem: String| MappingError { file: file.to_owned(), key: key.to_owned(), problem };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let key = e.span().map_or_else(String::new, |span| line_of(text, span.start));
             err(&key, e.message().to_owned())
         })?;
-        if raw.dialect != dialect {
-            return Err(err("dialect", format!("expected `{dialect}`, found `{}`", raw.dialect)));
+        if raw.dialect != A::DIALECT {
+            return Err(err("dialect", format!("expected `{}`, found `{}`", A::DIALECT, raw.dialect)));
         }
 
         let mut tables = HashMap::new();
@@ -108,14 +184,14 @@ impl Mapping {
                             .ok_or_else(|| err(&format!("{key}.table"), format!("no table named `{t}`")))
                     })
                     .transpose()?;
-                let transform = f
-                    .transform
-                    .map(|t| {
-                        Transform::by_name(&t).ok_or_else(|| {
-                            err(&format!("{key}.transform"), unknown("built-in transform", &t, Transform::NAMES))
-                        })
-                    })
-                    .transpose()?;
+                let transform = match (f.transform, f.args) {
+                    (Some(t), args) => Some(
+                        Transform::compile(&t, args.unwrap_or_default())
+                            .map_err(|problem| err(&format!("{key}.transform"), problem))?,
+                    ),
+                    (None, Some(_)) => return Err(err(&format!("{key}.args"), "args without a transform".into())),
+                    (None, None) => None,
+                };
                 compiled.push(view::Field {
                     name: field_name,
                     path,
@@ -125,7 +201,7 @@ impl Mapping {
                     omit_when_missing: f.omit_when_missing,
                 });
             }
-            views.insert(view_name, View { fields: compiled });
+            views.insert(view_name, Arc::new(View { fields: compiled }));
         }
 
         let mut queries = HashMap::new();
@@ -135,7 +211,8 @@ impl Mapping {
                     .transform
                     .map(|t| {
                         ParamTransform::by_name(&t).ok_or_else(|| {
-                            err(&format!("{key}.transform"), unknown("query transform", &t, ParamTransform::NAMES))
+                            let names: Vec<&str> = ParamTransform::NAMES.iter().map(|(n, _)| *n).collect();
+                            err(&format!("{key}.transform"), unknown("query transform", &t, &names))
                         })
                     })
                     .transpose()?;
@@ -150,64 +227,49 @@ impl Mapping {
                 let compiled = rule(format!("query.{name}.prefix.{prefix}"), r)?;
                 map.prefixes.push((prefix, compiled));
             }
-            queries.insert(name, map);
+            queries.insert(name, Arc::new(map));
         }
 
-        let requests: HashMap<String, RequestSchema> = raw
+        let requests: HashMap<String, Arc<RequestSchema>> = raw
             .request
             .into_iter()
-            .map(|(name, r)| (name, RequestSchema { root: r.root, fields: r.fields, read_only: r.read_only }))
+            .map(|(name, r)| (name, Arc::new(RequestSchema { root: r.root, fields: r.fields, read_only: r.read_only })))
             .collect();
 
         let mut routes = RouteTable::default();
         for (i, r) in raw.route.into_iter().enumerate() {
             let key = format!("route[{i}]");
-            let spec = actions.iter().find(|a| a.name == r.action).ok_or_else(|| {
-                err(
-                    &format!("{key}.action"),
-                    unknown("action", &r.action, &actions.iter().map(|a| (a.name, ())).collect::<Vec<_>>()),
-                )
-            })?;
             let template = r.path.parse().map_err(|p| err(&format!("{key}.path"), p))?;
             if !r.method.bytes().all(|b| b.is_ascii_uppercase()) || r.method.is_empty() {
                 return Err(err(&format!("{key}.method"), format!("`{}` is not an upper-case HTTP method", r.method)));
             }
-            match (&r.view, spec.needs_view) {
-                (Some(v), _) if !views.contains_key(v) => {
-                    return Err(err(&format!("{key}.view"), format!("no view named `{v}`")))
-                }
-                (None, true) => {
-                    return Err(err(
-                        &format!("{key}.view"),
-                        format!("action `{}` renders images and needs a view", r.action),
-                    ))
-                }
-                _ => {}
-            }
-            match (&r.query, spec.needs_query) {
-                (Some(q), _) if !queries.contains_key(q) => {
-                    return Err(err(&format!("{key}.query"), format!("no query map named `{q}`")))
-                }
-                (None, true) => {
-                    return Err(err(
-                        &format!("{key}.query"),
-                        format!("action `{}` lists images and needs a query map", r.action),
-                    ))
-                }
-                _ => {}
-            }
-            match (&r.request, spec.needs_request) {
-                (Some(q), _) if !requests.contains_key(q) => {
-                    return Err(err(&format!("{key}.request"), format!("no request schema named `{q}`")))
-                }
-                (None, true) => {
-                    return Err(err(
-                        &format!("{key}.request"),
-                        format!("action `{}` reads a body and needs a request schema", r.action),
-                    ))
-                }
-                _ => {}
-            }
+            // A part the route names must exist, whether or not its action uses it.
+            let view = match &r.view {
+                Some(v) => Some((
+                    v.as_str(),
+                    views.get(v).ok_or_else(|| err(&format!("{key}.view"), format!("no view named `{v}`")))?,
+                )),
+                None => None,
+            };
+            let query = match &r.query {
+                Some(q) => Some(
+                    queries.get(q).ok_or_else(|| err(&format!("{key}.query"), format!("no query map named `{q}`")))?,
+                ),
+                None => None,
+            };
+            let request = match &r.request {
+                Some(q) => Some(
+                    requests
+                        .get(q)
+                        .ok_or_else(|| err(&format!("{key}.request"), format!("no request schema named `{q}`")))?,
+                ),
+                None => None,
+            };
+            let parts = Parts { action: &r.action, view, query, request };
+            let action = A::bind(&r.action, &parts).map_err(|e| match e {
+                BindError::UnknownAction => err(&format!("{key}.action"), unknown("action", &r.action, A::NAMES)),
+                BindError::Needs { part, problem } => err(&format!("{key}.{part}"), problem),
+            })?;
             let max_version = r
                 .max_version
                 .map(|v| {
@@ -216,26 +278,16 @@ impl Mapping {
                 })
                 .transpose()?;
             routes
-                .insert(Route {
-                    id: r.id.into(),
-                    method: r.method,
-                    template,
-                    action: r.action,
-                    view: r.view.map(Into::into),
-                    query: r.query,
-                    request: r.request,
-                    max_version,
-                })
+                .insert(Route { id: r.id.into(), method: r.method, template, action, max_version })
                 .map_err(|p| err(&key, p))?;
         }
 
-        Ok(Mapping { dialect: raw.dialect, routes, views, queries, requests })
+        Ok(Mapping { routes, views, queries, requests })
     }
 }
 
-fn unknown<T>(what: &str, name: &str, known: &[(&str, T)]) -> String {
-    let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
-    format!("unknown {what} `{name}` (known: {})", names.join(", "))
+fn unknown(what: &str, name: &str, known: &[&str]) -> String {
+    format!("unknown {what} `{name}` (known: {})", known.join(", "))
 }
 
 fn line_of(text: &str, offset: usize) -> String {
@@ -287,6 +339,8 @@ struct RawField {
     path: String,
     table: Option<String>,
     transform: Option<String>,
+    /// The transform's arguments, checked by the transform when the file is loaded.
+    args: Option<serde_json::Map<String, Value>>,
     default: Option<Value>,
     #[serde(default)]
     omit_when_missing: bool,
@@ -322,10 +376,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const ACTIONS: &[ActionSpec] = &[
-        ActionSpec { name: "list", needs_view: true, needs_query: true, needs_request: false },
-        ActionSpec { name: "show", needs_view: true, needs_query: false, needs_request: false },
-    ];
+    /// A dialect of two actions, bound as a real dialect binds its own.
+    #[derive(Debug)]
+    enum Demo {
+        List { view: Arc<View>, query: Arc<QueryMap> },
+        Show { view: Arc<View> },
+        Props { props: FieldRef },
+    }
+
+    impl Action for Demo {
+        const DIALECT: &'static str = "demo";
+        const NAMES: &'static [&'static str] = &["list", "show", "props"];
+
+        fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+            Ok(match name {
+                "list" => Demo::List { view: parts.view()?, query: parts.query()? },
+                "show" => Demo::Show { view: parts.view()? },
+                "props" => Demo::Props { props: parts.view_field("custom_properties")? },
+                _ => return Err(BindError::UnknownAction),
+            })
+        }
+    }
 
     const GOOD: &str = r#"
 dialect = "demo"
@@ -360,20 +431,65 @@ size = { path = "$.size", default = 0 }
 owner = { path = "$.owner", omit_when_missing = true }
 "#;
 
-    fn compile(text: &str) -> Result<Mapping, MappingError> {
-        Mapping::compile("demo.toml", text, "demo", ACTIONS)
+    fn compile(text: &str) -> Result<Mapping<Demo>, MappingError> {
+        Mapping::compile("demo.toml", text)
     }
 
+    /// Routes come out with their actions bound to the compiled parts they name.
     #[test]
     fn a_good_file_compiles_and_renders_in_file_order() {
         let m = compile(GOOD).unwrap();
         let base = PropertyNames::default();
         let links = LinkBases::default();
         let ctx = ViewContext { links: &links, base_properties: &base };
-        let out = m.view("thing").unwrap().render(&json!({"id": "a", "status": "queued", "size": null}), &ctx).unwrap();
+        let Lookup::Found { route, .. } = m.routes.lookup("GET", &split_path("/things").unwrap()) else {
+            panic!("no list route")
+        };
+        let Demo::List { view, query } = &route.action else { panic!("{:?}", route.action) };
+        let out = view.render(&json!({"id": "a", "status": "queued", "size": null}), &ctx).unwrap();
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"ident":"a","state":"UNKNOWN","size":0}"#);
-        let q = m.query("filters").unwrap().translate(&[("state".into(), "X".into())]);
+        let q = query.translate(&[("state".into(), "X".into())]);
         assert_eq!(q, vec![("status".to_string(), "x".to_string())]);
+        let Lookup::Found { route, .. } = m.routes.lookup("GET", &split_path("/things/7").unwrap()) else {
+            panic!("no show route")
+        };
+        let Demo::Show { view: shown } = &route.action else { panic!("{:?}", route.action) };
+        assert!(Arc::ptr_eq(view, shown), "views are compiled once and shared");
+    }
+
+    #[test]
+    fn transforms_take_checked_args() {
+        let text = GOOD.replace(
+            "ident = { path = \"$.id\" }",
+            "ident = { path = \"$.id\", transform = \"links\", args = { collection = \"things\" } }",
+        );
+        compile(&text).unwrap();
+        let e = compile(&text.replace("collection = ", "kind = ")).unwrap_err();
+        assert_eq!(e.key, "view.thing.ident.transform");
+        assert!(e.problem.contains("unknown field `kind`"), "{e}");
+        let e = compile(&GOOD.replace("size = { path = \"$.size\",", "size = { path = \"$.size\", args = {},"))
+            .unwrap_err();
+        assert_eq!((e.key.as_str(), e.problem.as_str()), ("view.thing.size.args", "args without a transform"));
+    }
+
+    #[test]
+    fn an_action_may_bind_one_field_of_its_view() {
+        let route = "[[route]]\nid = \"demo.props\"\nmethod = \"GET\"\npath = \"/things/{id}/props\"\naction = \"props\"\nview = \"thing\"\n";
+        let e = compile(&format!("{GOOD}\n{route}")).unwrap_err();
+        assert_eq!(e.key, "route[2].view");
+        assert!(e.problem.contains("needs a field with transform `custom_properties` in view `thing`"), "{e}");
+        let with_props = GOOD.replace(
+            "[view.thing]\n",
+            "[view.thing]\nmeta_data = { path = \"$\", transform = \"custom_properties\" }\n",
+        );
+        let m = compile(&format!("{with_props}\n{route}")).unwrap();
+        let Lookup::Found { route, .. } = m.routes.lookup("GET", &split_path("/things/7/props").unwrap()) else {
+            panic!("no props route")
+        };
+        let Demo::Props { props } = &route.action else { panic!("{:?}", route.action) };
+        let base: PropertyNames = ["id"].iter().map(|s| s.to_string()).collect();
+        let ctx = ViewContext { links: &LinkBases::default(), base_properties: &base };
+        assert_eq!(props.value(&json!({"id": "7", "k": "v"}), &ctx).unwrap(), Some(json!({"k": "v"})));
     }
 
     /// Each broken variant of GOOD must be refused, naming the key at fault.

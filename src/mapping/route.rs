@@ -137,30 +137,24 @@ pub fn split_path(path: &str) -> Option<Vec<String>> {
 /// Path parameters by name, in template order.
 pub type Params = Vec<(String, String)>;
 
-/// A route as declared in a mapping file.
+/// A route as declared in a mapping file, its action bound (see [`super::Action`]).
 #[derive(Clone, Debug)]
-pub struct Route {
+pub struct Route<A> {
     /// Stable identifier used in metrics and logs, e.g. `nova.images.show`.
     pub id: std::sync::Arc<str>,
     pub method: String,
     pub template: Template,
-    /// The handler the dialect runs for this route.
-    pub action: String,
-    /// The view that shapes the response, if the action renders images.
-    pub view: Option<std::sync::Arc<str>>,
-    /// The query map that translates list filters, if the action lists.
-    pub query: Option<String>,
-    /// The schema of the request body, if the action reads one.
-    pub request: Option<String>,
+    /// What the dialect runs for this route, with the views, query map or schema it uses.
+    pub action: A,
     /// Last microversion at which the upstream API still served the route.
     pub max_version: Option<ApiVersion>,
 }
 
 /// The result of looking a request up.
 #[derive(Debug)]
-pub enum Lookup<'a> {
+pub enum Lookup<'a, A> {
     Found {
-        route: &'a Route,
+        route: &'a Route<A>,
         params: Params,
     },
     /// The path is known but not for this method.
@@ -169,14 +163,20 @@ pub enum Lookup<'a> {
 }
 
 /// The routes of one dialect.
-#[derive(Clone, Debug, Default)]
-pub struct RouteTable {
-    routes: Vec<Route>,
+#[derive(Clone, Debug)]
+pub struct RouteTable<A> {
+    routes: Vec<Route<A>>,
 }
 
-impl RouteTable {
+impl<A> Default for RouteTable<A> {
+    fn default() -> Self {
+        RouteTable { routes: Vec::new() }
+    }
+}
+
+impl<A> RouteTable<A> {
     /// Adds a route; fails if it is ambiguous with one already added (same method).
-    pub fn insert(&mut self, route: Route) -> Result<(), String> {
+    pub fn insert(&mut self, route: Route<A>) -> Result<(), String> {
         if let Some(other) =
             self.routes.iter().find(|r| r.method == route.method && r.template.ambiguous_with(&route.template))
         {
@@ -189,8 +189,8 @@ impl RouteTable {
         Ok(())
     }
 
-    pub fn lookup(&self, method: &str, segments: &[String]) -> Lookup<'_> {
-        let mut best: Option<(&Route, Params, Vec<bool>)> = None;
+    pub fn lookup(&self, method: &str, segments: &[String]) -> Lookup<'_, A> {
+        let mut best: Option<(&Route<A>, Params, Vec<bool>)> = None;
         let mut path_known = false;
         for route in &self.routes {
             let Some((params, rank)) = route.template.matches(segments) else {
@@ -211,7 +211,7 @@ impl RouteTable {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+    pub fn iter(&self) -> impl Iterator<Item = &Route<A>> {
         self.routes.iter()
     }
 }
@@ -232,20 +232,11 @@ impl fmt::Display for Template {
 mod tests {
     use super::*;
 
-    fn route(id: &str, method: &str, path: &str) -> Route {
-        Route {
-            id: id.into(),
-            method: method.into(),
-            template: path.parse().unwrap(),
-            action: "x".into(),
-            view: None,
-            query: None,
-            request: None,
-            max_version: None,
-        }
+    fn route(id: &str, method: &str, path: &str) -> Route<()> {
+        Route { id: id.into(), method: method.into(), template: path.parse().unwrap(), action: (), max_version: None }
     }
 
-    fn table() -> RouteTable {
+    fn table() -> RouteTable<()> {
         let mut t = RouteTable::default();
         // Declared parameter-first on purpose: the literal must still win.
         t.insert(route("show", "GET", "/images/{id}")).unwrap();
@@ -254,7 +245,7 @@ mod tests {
         t
     }
 
-    fn found(t: &RouteTable, method: &str, path: &str) -> Option<(String, Vec<(String, String)>)> {
+    fn found(t: &RouteTable<()>, method: &str, path: &str) -> Option<(String, Vec<(String, String)>)> {
         match t.lookup(method, &split_path(path).unwrap()) {
             Lookup::Found { route, params } => Some((route.id.to_string(), params)),
             _ => None,

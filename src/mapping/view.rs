@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -60,93 +61,155 @@ impl Table {
     }
 }
 
-/// The built-in transforms a mapping file may name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The built-in transforms a mapping file may name, each with its `args` checked at load.
+/// They are named for what they do, not for a dialect: any mapping file may use any of them.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Transform {
-    /// Any RFC 3339 time → `YYYY-MM-DDThh:mm:ssZ` in UTC, no fraction (Nova's `isotime`).
-    NovaDate,
-    /// A truthy string (`1/t/true/on/y/yes`, any case) → `AUTO`, anything else → `MANUAL`.
-    AutoManual,
-    /// An image id → Nova's `[self, bookmark, alternate]` links.
-    NovaLinks,
-    /// A server id → Nova's `{"id", "links": [self, bookmark]}`.
-    NovaServer,
-    /// A whole image → its custom (non-base) properties, without Glance's internal
-    /// `os_glance_*` bookkeeping.
-    CustomProperties,
-    /// As `custom_properties`, with `block_device_mapping` and `mappings` JSON-decoded as Nova does.
-    NovaMetadata,
+    /// Any RFC 3339 time (or a zoneless one, taken as UTC) → `YYYY-MM-DDThh:mm:ssZ` in UTC,
+    /// without a fraction (oslo's `isotime`, as Nova writes times).
+    UtcSeconds,
+    /// The same times → `YYYY-MM-DDThh:mm:ss.ffffff` in UTC, without a zone (Python's
+    /// `isoformat` of a naive UTC time, as Glance v1 wrote them).
+    UtcMicroseconds,
+    /// A truthy string (`1/t/true/on/y/yes`, any case, as oslo's `bool_from_string`) → `yes`,
+    /// anything else → `no`. Args: `yes`, `no` (any JSON values).
+    Truthy { yes: Value, no: Value },
+    /// An id → the `[self, bookmark(, alternate)]` links of `<collection>/<id>`. Args:
+    /// `collection`, `alternate` (whether to add the image service's link; default false).
+    Links { collection: String, alternate: bool },
+    /// An id → `{"id": <id>, "links": [self, bookmark]}` of `<collection>/<id>`. Args: `collection`.
+    IdAndLinks { collection: String },
+    /// A whole image → its custom (non-base) properties. Args: `decode_json` (keys whose
+    /// string value is handed back decoded when it holds JSON), `keep_internal` (keep
+    /// Glance's own `os_glance_*` bookkeeping; default false).
+    CustomProperties(PropertyRule),
     /// Lowercases a string.
     Lowercase,
-    /// Any RFC 3339 time → `YYYY-MM-DDThh:mm:ss.ffffff` in UTC, without a zone (Python's
-    /// `datetime.isoformat()` of a naive UTC time with microseconds).
-    UtcMicroseconds,
 }
 
-impl Transform {
-    pub const NAMES: &'static [(&'static str, Transform)] = &[
-        ("nova_date", Transform::NovaDate),
-        ("auto_manual", Transform::AutoManual),
-        ("nova_links", Transform::NovaLinks),
-        ("nova_server", Transform::NovaServer),
-        ("custom_properties", Transform::CustomProperties),
-        ("nova_metadata", Transform::NovaMetadata),
-        ("lowercase", Transform::Lowercase),
-        ("utc_microseconds", Transform::UtcMicroseconds),
-    ];
+/// How [`Transform::CustomProperties`] picks and shapes an image's custom properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyRule {
+    #[serde(default)]
+    pub decode_json: Vec<String>,
+    #[serde(default)]
+    pub keep_internal: bool,
+}
 
-    pub fn by_name(name: &str) -> Option<Transform> {
-        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+/// A transform's `args` as the mapping file gives them, before they are checked.
+type Args = serde_json::Map<String, Value>;
+
+impl Transform {
+    /// Every transform name, for errors.
+    pub const NAMES: &'static [&'static str] =
+        &["utc_seconds", "utc_microseconds", "truthy", "links", "id_and_links", "custom_properties", "lowercase"];
+
+    /// The transform `name` with its `args`; `Err` says what is wrong with either.
+    pub fn compile(name: &str, args: Args) -> Result<Transform, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NoArgs {}
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TruthyArgs {
+            yes: Value,
+            no: Value,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct LinksArgs {
+            collection: String,
+            #[serde(default)]
+            alternate: bool,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct IdArgs {
+            collection: String,
+        }
+        fn read<T: serde::de::DeserializeOwned>(args: Args) -> Result<T, String> {
+            serde_json::from_value(Value::Object(args)).map_err(|e| format!("bad args: {e}"))
+        }
+        fn checked_collection(collection: String) -> Result<String, String> {
+            if collection.is_empty() || collection.contains(['/', '?', '#']) {
+                return Err(format!("bad args: `{collection}` is not a collection name"));
+            }
+            Ok(collection)
+        }
+        Ok(match name {
+            "utc_seconds" => read::<NoArgs>(args).map(|_| Transform::UtcSeconds)?,
+            "utc_microseconds" => read::<NoArgs>(args).map(|_| Transform::UtcMicroseconds)?,
+            "lowercase" => read::<NoArgs>(args).map(|_| Transform::Lowercase)?,
+            "truthy" => {
+                let TruthyArgs { yes, no } = read(args)?;
+                Transform::Truthy { yes, no }
+            }
+            "links" => {
+                let LinksArgs { collection, alternate } = read(args)?;
+                Transform::Links { collection: checked_collection(collection)?, alternate }
+            }
+            "id_and_links" => {
+                let IdArgs { collection } = read(args)?;
+                Transform::IdAndLinks { collection: checked_collection(collection)? }
+            }
+            "custom_properties" => Transform::CustomProperties(read(args)?),
+            other => return Err(format!("unknown built-in transform `{other}` (known: {})", Self::NAMES.join(", "))),
+        })
+    }
+
+    /// The name a mapping file gives this transform.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transform::UtcSeconds => "utc_seconds",
+            Transform::UtcMicroseconds => "utc_microseconds",
+            Transform::Truthy { .. } => "truthy",
+            Transform::Links { .. } => "links",
+            Transform::IdAndLinks { .. } => "id_and_links",
+            Transform::CustomProperties(_) => "custom_properties",
+            Transform::Lowercase => "lowercase",
+        }
     }
 
     /// Links and property maps are not built here: they borrow the image and the context and
     /// are written out when the answer is serialized.
-    fn apply<'a>(self, value: Node<'a>, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
+    fn apply<'a>(&'a self, value: Node<'a>, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
         Ok(match self {
-            Transform::NovaDate => {
+            Transform::UtcSeconds => {
                 let raw = expect_str(&value, "a date")?;
-                // Glance writes its times as Nova does: those need no reformatting.
-                if is_nova_time(&raw) {
+                // Glance v2 writes its times this way already: those need no reformatting.
+                if is_utc_seconds(&raw) {
                     drop(raw);
                     Out::Node(value)
                 } else {
-                    Out::owned(Value::String(nova_date(&raw)?))
+                    Out::owned(Value::String(utc_seconds(&raw)?))
                 }
             }
-            Transform::AutoManual => {
+            Transform::UtcMicroseconds => Out::owned(Value::String(utc_microseconds(&expect_str(&value, "a date")?)?)),
+            Transform::Truthy { yes, no } => {
                 let text = expect_str(&value, "a string")?;
-                let truthy = ["1", "t", "true", "on", "y", "yes"].iter().any(|yes| text.eq_ignore_ascii_case(yes));
-                Out::Text(if truthy { "AUTO" } else { "MANUAL" })
+                let truthy = ["1", "t", "true", "on", "y", "yes"].iter().any(|y| text.eq_ignore_ascii_case(y));
+                Out::Node(Node::Tree(if truthy { yes } else { no }))
             }
-            Transform::NovaLinks => Out::Links(Links {
+            Transform::Links { collection, alternate } => Out::Links(Links {
                 bases: ctx.links,
-                collection: "images",
-                id: expect_doc_str(&value, "an image id")?,
-                alternate: true,
+                collection,
+                id: expect_doc_str(&value, "an id")?,
+                alternate: *alternate,
             }),
-            Transform::NovaServer => Out::Server(Links {
+            Transform::IdAndLinks { collection } => Out::Server(Links {
                 bases: ctx.links,
-                collection: "servers",
-                id: expect_doc_str(&value, "a server id")?,
+                collection,
+                id: expect_doc_str(&value, "an id")?,
                 alternate: false,
             }),
-            Transform::CustomProperties | Transform::NovaMetadata => {
+            Transform::CustomProperties(rule) => {
                 if value.members_in_doc().is_none() {
                     return Err("expected an image object".into());
                 }
-                Out::Properties(Properties {
-                    image: value,
-                    base: ctx.base_properties,
-                    nova: self == Transform::NovaMetadata,
-                })
+                Out::Properties(Properties { image: value, base: ctx.base_properties, rule })
             }
             Transform::Lowercase => Out::owned(Value::from(expect_str(&value, "a string")?.to_lowercase())),
-            Transform::UtcMicroseconds => {
-                let raw = expect_str(&value, "a date")?;
-                let utc = parse_utc(&raw)?;
-                let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]");
-                Out::owned(Value::String(utc.format(out).map_err(|e| e.to_string())?))
-            }
         })
     }
 }
@@ -159,24 +222,30 @@ fn expect_doc_str<'a>(value: &Node<'a>, what: &str) -> Result<Cow<'a, str>, Stri
     value.str_in_doc().ok_or_else(|| format!("expected {what} string, found {}", value.to_value()))
 }
 
-/// Formats a Glance timestamp the way Nova's `isotime` does.
-pub fn nova_date(raw: &str) -> Result<String, String> {
-    let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    parse_utc(raw)?.format(out).map_err(|e| e.to_string())
-}
-
-/// An RFC 3339 time, or one without a zone (Glance's database times, which are UTC), in UTC.
-pub fn parse_utc(raw: &str) -> Result<OffsetDateTime, String> {
-    let bad = |_| format!("`{raw}` is not an ISO 8601 time");
+/// Any RFC 3339 time, or a zoneless one (Glance's database times: UTC), in UTC.
+fn utc_time(raw: &str) -> Result<OffsetDateTime, String> {
     let parsed = OffsetDateTime::parse(raw, &Rfc3339).or_else(|_| {
         let naive = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]");
         PrimitiveDateTime::parse(raw, naive).map(PrimitiveDateTime::assume_utc)
     });
-    Ok(parsed.map_err(bad)?.to_offset(UtcOffset::UTC))
+    Ok(parsed.map_err(|_| format!("`{raw}` is not an ISO 8601 time"))?.to_offset(UtcOffset::UTC))
 }
 
-/// Whether `raw` is a valid time already in Nova's form, `YYYY-MM-DDThh:mm:ssZ`.
-fn is_nova_time(raw: &str) -> bool {
+/// A time as oslo's `isotime` writes it: `YYYY-MM-DDThh:mm:ssZ`.
+pub fn utc_seconds(raw: &str) -> Result<String, String> {
+    let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    utc_time(raw)?.format(out).map_err(|e| e.to_string())
+}
+
+/// A time as Python's `isoformat` writes a naive UTC one with its microseconds:
+/// `YYYY-MM-DDThh:mm:ss.ffffff`.
+pub fn utc_microseconds(raw: &str) -> Result<String, String> {
+    let out = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]");
+    utc_time(raw)?.format(out).map_err(|e| e.to_string())
+}
+
+/// Whether `raw` is a valid time already in the form `YYYY-MM-DDThh:mm:ssZ`.
+fn is_utc_seconds(raw: &str) -> bool {
     let b = raw.as_bytes();
     let shaped = b.len() == 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':';
     if !shaped || b[19] != b'Z' {
@@ -237,7 +306,6 @@ pub struct Rendered<'a> {
 #[derive(Debug)]
 enum Out<'a> {
     Node(Node<'a>),
-    Text(&'static str),
     Links(Links<'a>),
     /// `{"id": ..., "links": [...]}`.
     Server(Links<'a>),
@@ -250,11 +318,11 @@ impl Out<'_> {
     }
 }
 
-/// Nova's link list for one resource.
+/// The link list of one resource.
 #[derive(Clone, Debug)]
 struct Links<'a> {
     bases: &'a LinkBases,
-    collection: &'static str,
+    collection: &'a str,
     id: Cow<'a, str>,
     alternate: bool,
 }
@@ -265,23 +333,23 @@ struct Properties<'a> {
     /// An object whose members are the document's ([`Node::members_in_doc`]).
     image: Node<'a>,
     base: &'a PropertyNames,
-    nova: bool,
+    rule: &'a PropertyRule,
 }
 
 impl<'a> Properties<'a> {
     fn iter(&self) -> impl Iterator<Item = (&'a str, Node<'a>)> + '_ {
         let members = self.image.members_in_doc().unwrap_or(Members::Raw([].iter()));
-        members.filter(move |(k, _)| !self.base.contains(*k) && (self.nova || !k.starts_with("os_glance_"))).map(
-            move |(k, v)| {
-                // Nova hands these two back decoded when they hold JSON.
-                if self.nova && (k == "block_device_mapping" || k == "mappings") {
+        let rule = self.rule;
+        members
+            .filter(move |(k, _)| !self.base.contains(*k) && (rule.keep_internal || !k.starts_with("os_glance_")))
+            .map(move |(k, v)| {
+                if rule.decode_json.iter().any(|d| d == k) {
                     if let Some(decoded) = v.as_str().and_then(|s| serde_json::from_str(&s).ok()) {
                         return (k, Node::Owned(decoded));
                     }
                 }
                 (k, v)
-            },
-        )
+            })
     }
 }
 
@@ -296,21 +364,9 @@ impl View {
     pub fn render_ref<'a>(&'a self, image: Node<'a>, ctx: &ViewContext<'a>) -> Result<Rendered<'a>, RenderError> {
         let mut fields = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
-            let failed = |problem| RenderError { field: field.name.clone(), problem };
-            let out = match field.path.eval_node(image.clone()).filter(|v| !v.is_null()) {
-                // A query's matches are a new array: what is made of it cannot borrow from it.
-                Some(Node::Owned(v)) => {
-                    let out = shape(field, Node::Tree(&v), ctx).map_err(failed)?;
-                    Out::owned(serde_json::to_value(&out).map_err(|e| failed(e.to_string()))?)
-                }
-                Some(node) => shape(field, node, ctx).map_err(failed)?,
-                None => match &field.default {
-                    Some(default) => Out::Node(Node::Tree(default)),
-                    None if field.omit_when_missing => continue,
-                    None => Out::owned(Value::Null),
-                },
-            };
-            fields.push((field, out));
+            if let Some(out) = field.out(image.clone(), ctx)? {
+                fields.push((field, out));
+            }
         }
         if !fields.iter().any(|(f, _)| f.name == SPREAD) {
             let entries = fields.into_iter().map(|(f, out)| (Cow::Borrowed(f.name.as_str()), out)).collect();
@@ -360,6 +416,33 @@ impl View {
     }
 }
 
+/// One field of a view, found when the mapping is loaded, for an action that needs that
+/// field's value of an image apart from the whole answer (e.g. one metadata item): reading it
+/// from the image through the field's rule, the action never depends on the field's name.
+#[derive(Clone, Debug)]
+pub struct FieldRef {
+    view: Arc<View>,
+    index: usize,
+}
+
+impl FieldRef {
+    /// The first field of `view` whose transform is `transform` (a name of [`Transform::NAMES`]).
+    pub fn with_transform(view: &Arc<View>, transform: &str) -> Option<FieldRef> {
+        let index = view.fields.iter().position(|f| f.transform.as_ref().is_some_and(|t| t.name() == transform))?;
+        Some(FieldRef { view: view.clone(), index })
+    }
+
+    /// The field's value for `image`, as the view would put it out (`None`: the view would
+    /// leave the field out).
+    pub fn value(&self, image: &Value, ctx: &ViewContext<'_>) -> Result<Option<Value>, RenderError> {
+        let field = &self.view.fields[self.index];
+        let Some(out) = field.out(Node::Tree(image), ctx)? else { return Ok(None) };
+        serde_json::to_value(&out)
+            .map(Some)
+            .map_err(|e| RenderError { field: field.name.clone(), problem: e.to_string() })
+    }
+}
+
 impl View {
     /// Renders `image` as the next element of a JSON array being written onto `out`, of which
     /// `written` elements are out already: how list answers are written, image by image.
@@ -381,25 +464,35 @@ impl View {
     }
 }
 
+impl Field {
+    /// What the field puts out for `image`; `None`: nothing (missing, `omit_when_missing`).
+    fn out<'a>(&'a self, image: Node<'a>, ctx: &ViewContext<'a>) -> Result<Option<Out<'a>>, RenderError> {
+        let failed = |problem| RenderError { field: self.name.clone(), problem };
+        Ok(Some(match self.path.eval_node(image).filter(|v| !v.is_null()) {
+            // A query's matches are a new array: what is made of it cannot borrow from it.
+            Some(Node::Owned(v)) => {
+                let out = shape(self, Node::Tree(&v), ctx).map_err(failed)?;
+                Out::owned(serde_json::to_value(&out).map_err(|e| failed(e.to_string()))?)
+            }
+            Some(node) => shape(self, node, ctx).map_err(failed)?,
+            None => match &self.default {
+                Some(default) => Out::Node(Node::Tree(default)),
+                None if self.omit_when_missing => return Ok(None),
+                None => Out::owned(Value::Null),
+            },
+        }))
+    }
+}
+
 /// A present value through the field's table, then its transform.
 fn shape<'a>(field: &'a Field, value: Node<'a>, ctx: &ViewContext<'a>) -> Result<Out<'a>, String> {
     let mapped = match field.table.as_ref().and_then(|table| table.apply(&value)) {
         Some(mapped) => Node::Tree(mapped),
         None => value,
     };
-    match field.transform {
+    match &field.transform {
         Some(t) => t.apply(mapped, ctx),
         None => Ok(Out::Node(mapped)),
-    }
-}
-
-impl Rendered<'_> {
-    /// The string the view put out under `key`, if it put out a plain string there.
-    pub fn get_str(&self, key: &str) -> Option<Cow<'_, str>> {
-        self.entries.iter().find(|(k, _)| k == key).and_then(|(_, out)| match out {
-            Out::Node(node) => node.as_str(),
-            _ => None,
-        })
     }
 }
 
@@ -417,7 +510,6 @@ impl Serialize for Out<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Out::Node(node) => node.serialize(serializer),
-            Out::Text(text) => serializer.serialize_str(text),
             Out::Links(links) => links.serialize(serializer),
             Out::Server(links) => {
                 let mut map = serializer.serialize_map(Some(2))?;
@@ -505,77 +597,125 @@ mod tests {
         Ok(serde_json::to_value(&out).expect("a rendered value is JSON"))
     }
 
+    fn compiled(name: &str, args: Value) -> Result<Transform, String> {
+        Transform::compile(name, args.as_object().cloned().unwrap_or_default())
+    }
+
     #[test]
-    fn nova_dates_are_utc_without_fraction() {
-        assert_eq!(nova_date("2024-05-01T10:20:30Z").unwrap(), "2024-05-01T10:20:30Z");
-        assert_eq!(nova_date("2024-05-01T10:20:30.123456Z").unwrap(), "2024-05-01T10:20:30Z");
-        assert_eq!(nova_date("2024-05-01T12:20:30+02:00").unwrap(), "2024-05-01T10:20:30Z");
-        assert_eq!(nova_date("2024-05-01T10:20:30.5").unwrap(), "2024-05-01T10:20:30Z");
-        assert!(nova_date("yesterday").is_err());
-        // Times already in Nova's form are kept as they are, if they are times at all.
+    fn utc_seconds_drop_the_fraction() {
+        assert_eq!(utc_seconds("2024-05-01T10:20:30Z").unwrap(), "2024-05-01T10:20:30Z");
+        assert_eq!(utc_seconds("2024-05-01T10:20:30.123456Z").unwrap(), "2024-05-01T10:20:30Z");
+        assert_eq!(utc_seconds("2024-05-01T12:20:30+02:00").unwrap(), "2024-05-01T10:20:30Z");
+        assert_eq!(utc_seconds("2024-05-01T10:20:30.5").unwrap(), "2024-05-01T10:20:30Z");
+        assert!(utc_seconds("yesterday").is_err());
+        // Times already in this form are kept as they are, if they are times at all.
         for ok in ["2024-05-01T10:20:30Z", "2024-02-29T23:59:59Z", "0001-01-01T00:00:00Z"] {
-            assert!(is_nova_time(ok), "{ok}");
-            assert_eq!(nova_date(ok).unwrap(), ok);
+            assert!(is_utc_seconds(ok), "{ok}");
+            assert_eq!(utc_seconds(ok).unwrap(), ok);
         }
         for other in ["2023-02-29T10:20:30Z", "2024-13-01T10:20:30Z", "2024-05-01T24:00:00Z", "2024-05-01 10:20:30Z"] {
-            assert!(!is_nova_time(other), "{other}");
+            assert!(!is_utc_seconds(other), "{other}");
         }
-        assert!(nova_date("2023-02-29T10:20:30Z").is_err());
-        assert!(apply(Transform::NovaDate, json!("2023-02-29T10:20:30Z")).is_err());
-        assert_eq!(apply(Transform::NovaDate, json!("2024-05-01T10:20:30Z")).unwrap(), json!("2024-05-01T10:20:30Z"));
+        assert!(utc_seconds("2023-02-29T10:20:30Z").is_err());
+        assert!(apply(Transform::UtcSeconds, json!("2023-02-29T10:20:30Z")).is_err());
+        assert_eq!(apply(Transform::UtcSeconds, json!("2024-05-01T10:20:30Z")).unwrap(), json!("2024-05-01T10:20:30Z"));
+    }
+
+    /// Glance v1's form, e.g. `2016-05-10T21:35:15.000000` in its api-ref.
+    #[test]
+    fn utc_microseconds_have_six_digits_and_no_zone() {
+        assert_eq!(utc_microseconds("2016-05-10T21:35:15Z").unwrap(), "2016-05-10T21:35:15.000000");
+        assert_eq!(utc_microseconds("2016-05-10T23:35:15.5+02:00").unwrap(), "2016-05-10T21:35:15.500000");
+        assert_eq!(utc_microseconds("2016-05-10T21:35:15.123456").unwrap(), "2016-05-10T21:35:15.123456");
+        assert!(apply(Transform::UtcMicroseconds, json!("2023-02-29T10:20:30Z")).is_err());
     }
 
     #[test]
-    fn microsecond_times_are_utc_without_a_zone() {
-        for (given, want) in [
-            ("2024-05-01T10:20:30Z", "2024-05-01T10:20:30.000000"),
-            ("2024-05-01T10:20:30.5Z", "2024-05-01T10:20:30.500000"),
-            ("2024-05-01T12:20:30.123456789+02:00", "2024-05-01T10:20:30.123456"),
-            ("2024-05-01T10:20:30", "2024-05-01T10:20:30.000000"),
-        ] {
-            assert_eq!(apply(Transform::UtcMicroseconds, json!(given)).unwrap(), json!(want), "{given}");
-        }
-        assert!(apply(Transform::UtcMicroseconds, json!("yesterday")).is_err());
-        assert!(apply(Transform::UtcMicroseconds, json!(5)).is_err());
-    }
-
-    #[test]
-    fn auto_manual_follows_oslo_truthiness() {
+    fn truthy_follows_oslo_truthiness() {
+        let t = compiled("truthy", json!({"yes": "AUTO", "no": "MANUAL"})).unwrap();
         for yes in ["True", "1", "t", "ON", "y", "yes"] {
-            assert_eq!(apply(Transform::AutoManual, json!(yes)).unwrap(), json!("AUTO"), "{yes}");
+            assert_eq!(apply(t.clone(), json!(yes)).unwrap(), json!("AUTO"), "{yes}");
         }
         for no in ["False", "0", "", "maybe"] {
-            assert_eq!(apply(Transform::AutoManual, json!(no)).unwrap(), json!("MANUAL"), "{no}");
+            assert_eq!(apply(t.clone(), json!(no)).unwrap(), json!("MANUAL"), "{no}");
         }
-        assert!(apply(Transform::AutoManual, json!(true)).is_err());
+        assert!(apply(t, json!(true)).is_err());
     }
 
     #[test]
-    fn links_are_self_bookmark_alternate() {
-        let links = apply(Transform::NovaLinks, json!("i1")).unwrap();
+    fn links_are_self_bookmark_and_maybe_alternate() {
+        let links = apply(compiled("links", json!({"collection": "images", "alternate": true})).unwrap(), json!("i1"));
         assert_eq!(
-            links,
+            links.unwrap(),
             json!([
                 {"rel": "self", "href": "http://gw/v2.1/p1/images/i1"},
                 {"rel": "bookmark", "href": "http://gw/p1/images/i1"},
                 {"rel": "alternate", "type": "application/vnd.openstack.image", "href": "http://glance:9292/images/i1"}
             ])
         );
-        let server = apply(Transform::NovaServer, json!("s1")).unwrap();
+        let plain = apply(compiled("links", json!({"collection": "flavors"})).unwrap(), json!("f")).unwrap();
+        assert_eq!(plain.as_array().map(Vec::len), Some(2));
+        let server = apply(compiled("id_and_links", json!({"collection": "servers"})).unwrap(), json!("s1")).unwrap();
+        assert_eq!(server["id"], json!("s1"));
         assert_eq!(server["links"][1]["href"], json!("http://gw/p1/servers/s1"));
     }
 
+    /// Arguments are checked when the file is loaded, each problem named.
     #[test]
-    fn metadata_is_every_non_base_key() {
+    fn transform_args_are_checked() {
+        let err = |name, args| compiled(name, args).unwrap_err();
+        assert!(err("links", json!({})).contains("missing field `collection`"));
+        assert!(err("links", json!({"collection": "a/b"})).contains("not a collection name"));
+        assert!(err("links", json!({"collection": "images", "alt": true})).contains("unknown field `alt`"));
+        assert!(err("utc_seconds", json!({"x": 1})).contains("unknown field `x`"));
+        assert!(err("truthy", json!({"yes": 1})).contains("missing field `no`"));
+        assert!(err("custom_properties", json!({"decode_json": "mappings"})).contains("bad args"));
+        assert!(err("shout", json!({})).starts_with("unknown built-in transform `shout`"));
+        for name in Transform::NAMES {
+            if let Ok(t) = compiled(name, json!({})) {
+                assert_eq!(t.name(), *name);
+            }
+        }
+    }
+
+    #[test]
+    fn custom_properties_are_every_non_base_key() {
         let image = json!({"id": "i", "name": "n", "os_distro": "x", "block_device_mapping": "[{\"a\": 1}]", "mappings": "not json", "os_glance_import_task": "t"});
         assert_eq!(
-            apply(Transform::CustomProperties, image.clone()).unwrap(),
+            apply(compiled("custom_properties", json!({})).unwrap(), image.clone()).unwrap(),
             json!({"os_distro": "x", "block_device_mapping": "[{\"a\": 1}]", "mappings": "not json"})
         );
+        let decoded = json!({"decode_json": ["block_device_mapping", "mappings"], "keep_internal": true});
         assert_eq!(
-            apply(Transform::NovaMetadata, image).unwrap(),
+            apply(compiled("custom_properties", decoded).unwrap(), image).unwrap(),
             json!({"os_distro": "x", "block_device_mapping": [{"a": 1}], "mappings": "not json", "os_glance_import_task": "t"})
         );
+    }
+
+    #[test]
+    fn a_field_ref_reads_its_field_from_the_image() {
+        let base: PropertyNames = ["id", "name"].iter().map(|s| s.to_string()).collect();
+        let links = bases();
+        let ctx = ViewContext { links: &links, base_properties: &base };
+        let field = |name: &str, path: &str, transform| Field {
+            name: name.into(),
+            path: PathExpr::parse(path).unwrap(),
+            table: None,
+            transform,
+            default: None,
+            omit_when_missing: true,
+        };
+        let rule = PropertyRule { decode_json: vec!["m".into()], keep_internal: false };
+        let view = Arc::new(View {
+            fields: vec![
+                field("ident", "$.id", None),
+                field("meta_data", "$", Some(Transform::CustomProperties(rule))),
+            ],
+        });
+        let props = FieldRef::with_transform(&view, "custom_properties").unwrap();
+        let image = json!({"id": "i", "name": "n", "m": "[1]", "k": "v"});
+        assert_eq!(props.value(&image, &ctx).unwrap(), Some(json!({"m": [1], "k": "v"})));
+        assert!(FieldRef::with_transform(&view, "links").is_none());
     }
 
     #[test]
@@ -594,7 +734,7 @@ mod tests {
         let view = View {
             fields: vec![
                 field("id", "$.id", None),
-                field(SPREAD, "$", Some(Transform::CustomProperties)),
+                field(SPREAD, "$", Some(Transform::CustomProperties(PropertyRule::default()))),
                 field("distro", "$.os_distro", None),
             ],
         };
@@ -602,12 +742,16 @@ mod tests {
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"id":"i","os_distro":"x","id2":"y","distro":"x"}"#);
         // A named field keeps its key, wherever it stands; one that was omitted leaves it to the spread.
         let mut clash = field("os_distro", "$.name", None);
-        let view = View { fields: vec![field(SPREAD, "$", Some(Transform::CustomProperties)), clash.clone()] };
+        let view = View {
+            fields: vec![field(SPREAD, "$", Some(Transform::CustomProperties(PropertyRule::default()))), clash.clone()],
+        };
         let out = view.render(&json!({"id": "i", "name": "n", "os_distro": "x"}), &ctx).unwrap();
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"os_distro":"n"}"#);
         clash.path = PathExpr::parse("$.missing").unwrap();
         clash.omit_when_missing = true;
-        let view = View { fields: vec![field(SPREAD, "$", Some(Transform::CustomProperties)), clash] };
+        let view = View {
+            fields: vec![field(SPREAD, "$", Some(Transform::CustomProperties(PropertyRule::default()))), clash],
+        };
         let out = view.render(&json!({"id": "i", "os_distro": "x"}), &ctx).unwrap();
         assert_eq!(out, json!({"os_distro": "x"}));
         // Two spreads: the first one's keys stay; a query's matches are an array, not an object.

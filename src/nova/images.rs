@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use crate::glance::{ListError, UpstreamError};
 use crate::list;
-use crate::mapping::{View, ViewContext};
+use std::sync::Arc;
+
+use crate::mapping::{QueryMap, View, ViewContext};
 
 use super::fault::NovaError;
 use super::{NovaApi, NovaCall};
@@ -17,9 +19,12 @@ const PAGINATION_INTEGERS: [&str; 3] = ["limit", "page_size", "offset"];
 const GLANCE_PAGINATION: [&str; 2] = ["limit", "marker"];
 
 /// `GET /images` and `GET /images/detail`, written page by page ([`crate::list`]).
-pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaError> {
-    let query_map =
-        call.route.query.as_deref().and_then(|q| api.mapping.query(q)).ok_or_else(|| missing("query map"))?;
+pub async fn list(
+    api: &NovaApi,
+    call: &NovaCall<'_>,
+    view: &Arc<View>,
+    query_map: &QueryMap,
+) -> Result<Response, NovaError> {
     for (key, value) in call.query.iter().filter(|(k, _)| PAGINATION_INTEGERS.contains(&k.as_str())) {
         validate_positive_integer(key, value)?;
     }
@@ -32,7 +37,6 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaEr
         .into_iter()
         .filter(|(k, _)| !GLANCE_PAGINATION.contains(&k.as_str()))
         .collect();
-    let view = call.route.view.clone().ok_or_else(|| missing("view"))?;
     let ticket = api.admission.try_admit(super::DIALECT)?;
     let base_properties = api.glance.base_properties(&call.glance).await?;
 
@@ -51,14 +55,7 @@ pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Response, NovaEr
             let _ = serde_json::to_writer(out, &[Link { rel: "next", href }]);
         }
     });
-    let shape = list::Shape {
-        mapping: api.mapping.clone(),
-        view,
-        links: call.links.clone(),
-        base_properties,
-        tail,
-        keep: None,
-    };
+    let shape = list::Shape { view: view.clone(), links: call.links.clone(), base_properties, tail, keep: None };
     let listing = api.glance.listing(&call.glance, filters, marker, limit);
     list::respond(listing, shape, ticket).await.map_err(|e| match e {
         ListError::Upstream(e) => list_error(e),
@@ -73,9 +70,9 @@ struct Link {
 }
 
 /// `GET /images/{id}`.
-pub async fn show(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+pub async fn show(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
     let image = fetch(api, call, call.param("id")).await?;
-    Ok(serde_json::json!({ "image": render(api, call, &image).await? }))
+    Ok(serde_json::json!({ "image": render(api, call, view, &image).await? }))
 }
 
 /// `DELETE /images/{id}`.
@@ -101,20 +98,11 @@ pub(super) async fn fetch(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Resul
     })
 }
 
-/// Shapes one Glance image with the route's view.
-pub(super) async fn render(api: &NovaApi, call: &NovaCall<'_>, image: &Value) -> Result<Value, NovaError> {
+/// Shapes one Glance image with `view`.
+pub(super) async fn render(api: &NovaApi, call: &NovaCall<'_>, view: &View, image: &Value) -> Result<Value, NovaError> {
     let base = api.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &call.links, base_properties: &base };
-    Ok(view(api, call)?.render(image, &ctx)?)
-}
-
-fn view<'a>(api: &'a NovaApi, call: &NovaCall<'_>) -> Result<&'a View, NovaError> {
-    call.route.view.as_deref().and_then(|v| api.mapping.view(v)).ok_or_else(|| missing("view"))
-}
-
-/// The mapping was validated at load, so this only guards against a future action mix-up.
-fn missing(what: &str) -> NovaError {
-    NovaError::Render(crate::mapping::RenderError { field: "route".into(), problem: format!("route has no {what}") })
+    Ok(view.render(image, &ctx)?)
 }
 
 /// How Glance's list errors reach a Nova client (`_translate_plain_exception`).
@@ -163,7 +151,7 @@ fn validate_positive_integer(key: &str, value: &str) -> Result<(), NovaError> {
 
 /// The `next` href up to the marker's value: the request's own query, sorted, without
 /// parameters Nova's schema strips, then `marker=`, last (as Nova 34 writes it).
-fn next_link_base(call: &NovaCall<'_>, query_map: &crate::mapping::QueryMap) -> String {
+fn next_link_base(call: &NovaCall<'_>, query_map: &QueryMap) -> String {
     let mut pairs: Vec<(&str, &str)> = call
         .query
         .iter()

@@ -6,7 +6,7 @@
 //! `remove` operations on properties only. Unlike Nova, a write never sends `move`, never
 //! rewrites visibility and never touches a base property (docs/compatibility.md).
 
-use crate::mapping::PropertyNames;
+use crate::mapping::{FieldRef, PropertyNames, View, ViewContext};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -22,18 +22,21 @@ fn valid_key(key: &str) -> bool {
 }
 
 /// `GET .../metadata`.
-pub async fn list(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+pub async fn list(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
     let image = fetch(api, call, call.param("image_id")).await?;
-    render(api, call, &image).await
+    render(api, call, view, &image).await
 }
 
-/// `GET .../metadata/{key}`.
-pub async fn show_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+/// `GET .../metadata/{key}`: the item of the image's metadata as the view's metadata field
+/// shapes it, whatever that field is called.
+pub async fn show_item(api: &NovaApi, call: &NovaCall<'_>, metadata: &FieldRef) -> Result<Value, NovaError> {
     let image = fetch(api, call, call.param("image_id")).await?;
     let key = call.param("key");
-    let mut rendered = render(api, call, &image).await?;
-    let value = rendered
-        .get_mut("metadata")
+    let base = api.glance.base_properties(&call.glance).await?;
+    let ctx = ViewContext { links: &call.links, base_properties: &base };
+    let value = metadata
+        .value(&image, &ctx)?
+        .as_mut()
         .and_then(|m| m.get_mut(key))
         .map(Value::take)
         .ok_or_else(|| NovaError::NotFound(NOT_FOUND_DEFAULT.into()))?;
@@ -41,14 +44,14 @@ pub async fn show_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, Nova
 }
 
 /// `POST .../metadata`: merge, answered with every property Glance holds afterwards.
-pub async fn merge(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+pub async fn merge(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
     let wanted = parse(call, "metadata")?;
     let current = Current::fetch(api, call).await?;
     let mut merged = current.props.clone();
     merged.extend(current.writable(wanted));
     check_quota(api, merged.len())?;
     let updated = patch(api, call, &current, &merged).await?;
-    render(api, call, &updated).await
+    render(api, call, view, &updated).await
 }
 
 /// `PUT .../metadata`: replace all, answered with the request's own metadata.

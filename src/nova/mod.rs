@@ -28,26 +28,74 @@ use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
-use crate::mapping::{split_path, ActionSpec, ApiVersion, LinkBases, Lookup, Mapping, Route};
+use crate::mapping::{
+    split_path, Action, ApiVersion, BindError, FieldRef, LinkBases, Lookup, Mapping, Parts, QueryMap, Route, View,
+};
 use crate::passthrough::Upstream;
 use crate::public_url::OriginPolicy;
 
 use fault::{NovaError, PageFormat, NOT_FOUND_DEFAULT};
 
-/// The actions `mappings/nova.toml` may name.
-pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec { name: "list_images", needs_view: true, needs_query: true, needs_request: false },
-    ActionSpec { name: "show_image", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "delete_image", needs_view: false, needs_query: false, needs_request: false },
-    ActionSpec { name: "list_metadata", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "show_metadata_item", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "merge_metadata", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "replace_metadata", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "set_metadata_item", needs_view: true, needs_query: false, needs_request: false },
-    ActionSpec { name: "delete_metadata_item", needs_view: true, needs_query: false, needs_request: false },
-];
+/// The calls `mappings/nova.toml` may route to, each with what it was bound to at load.
+#[derive(Debug)]
+pub enum NovaAction {
+    ListImages {
+        view: Arc<View>,
+        query: Arc<QueryMap>,
+    },
+    ShowImage {
+        view: Arc<View>,
+    },
+    DeleteImage,
+    ListMetadata {
+        view: Arc<View>,
+    },
+    /// `metadata`: the view's custom-properties field, which the item is taken from.
+    ShowMetadataItem {
+        metadata: FieldRef,
+    },
+    MergeMetadata {
+        view: Arc<View>,
+    },
+    ReplaceMetadata,
+    SetMetadataItem,
+    DeleteMetadataItem,
+}
 
-const DIALECT: &str = "nova";
+impl Action for NovaAction {
+    const DIALECT: &'static str = "nova";
+    const NAMES: &'static [&'static str] = &[
+        "list_images",
+        "show_image",
+        "delete_image",
+        "list_metadata",
+        "show_metadata_item",
+        "merge_metadata",
+        "replace_metadata",
+        "set_metadata_item",
+        "delete_metadata_item",
+    ];
+
+    fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+        Ok(match name {
+            "list_images" => NovaAction::ListImages { view: parts.view()?, query: parts.query()? },
+            "show_image" => NovaAction::ShowImage { view: parts.view()? },
+            "delete_image" => NovaAction::DeleteImage,
+            "list_metadata" => NovaAction::ListMetadata { view: parts.view()? },
+            "show_metadata_item" => NovaAction::ShowMetadataItem { metadata: parts.view_field("custom_properties")? },
+            "merge_metadata" => NovaAction::MergeMetadata { view: parts.view()? },
+            "replace_metadata" => NovaAction::ReplaceMetadata,
+            "set_metadata_item" => NovaAction::SetMetadataItem,
+            "delete_metadata_item" => NovaAction::DeleteMetadataItem,
+            _ => return Err(BindError::UnknownAction),
+        })
+    }
+}
+
+/// Nova's compiled mapping file.
+pub type NovaMapping = Mapping<NovaAction>;
+
+const DIALECT: &str = NovaAction::DIALECT;
 /// The label of requests no route claims.
 const UNMATCHED: &str = "nova.unmatched";
 /// The label of the version documents.
@@ -61,9 +109,9 @@ const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-reques
 /// Settings the Nova dialect takes from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Mounts of the microversioned and legacy roots.
-    pub mount: String,
-    pub legacy_mount: String,
+    /// Mounts of the microversioned roots, and of the legacy v2 ones (`dialects.*`).
+    pub mounts: Vec<String>,
+    pub legacy_mounts: Vec<String>,
     pub max_version: ApiVersion,
     pub enforce_removal: bool,
     pub max_limit: usize,
@@ -81,7 +129,7 @@ pub struct Settings {
 /// The Nova dialect: its mapping, its Glance, its settings.
 #[derive(Debug)]
 pub struct NovaApi {
-    pub mapping: Arc<Mapping>,
+    pub mapping: Arc<NovaMapping>,
     pub glance: GlanceClient,
     pub settings: Settings,
     /// The real Nova, for everything under the mounts that is not an image call.
@@ -96,7 +144,7 @@ pub struct NovaApi {
 
 /// One Nova call being served.
 pub struct NovaCall<'a> {
-    route: &'a Route,
+    route: &'a Route<NovaAction>,
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
     links: LinkBases,
@@ -213,15 +261,15 @@ fn version_document(api: &NovaApi, mount: &Mount, headers: &HeaderMap, origin: &
     labelled(response, VERSIONS.into(), headers.get(request_id::HEADER))
 }
 
-/// `GET /`: the list of both Nova roots.
+/// `GET /`: the list of Nova's roots (the first of each kind).
 pub async fn root(State(api): State<Arc<NovaApi>>, request: Request) -> Response {
     if let Some(nova) = &api.passthrough {
         return forward(&api, nova, request).await;
     }
     let doc = versions::versions(
         &api.origin.origin(request.headers(), request.extensions()),
-        &api.settings.mount,
-        &api.settings.legacy_mount,
+        api.settings.mounts.first().map(String::as_str),
+        api.settings.legacy_mounts.first().map(String::as_str),
         api.settings.max_version,
     );
     let mut response = axum::Json(doc).into_response();
@@ -298,18 +346,16 @@ type Reply = Result<Option<Response>, NovaError>;
 
 async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Reply {
     let json = |body: Value| Some(axum::Json(body).into_response());
-    match call.route.action.as_str() {
-        "list_images" => images::list(api, call).await.map(Some),
-        "show_image" => images::show(api, call).await.map(json),
-        "delete_image" => images::delete(api, call).await.map(|()| None),
-        "list_metadata" => metadata::list(api, call).await.map(json),
-        "show_metadata_item" => metadata::show_item(api, call).await.map(json),
-        "merge_metadata" => metadata::merge(api, call).await.map(json),
-        "replace_metadata" => metadata::replace(api, call).await.map(json),
-        "set_metadata_item" => metadata::set_item(api, call).await.map(json),
-        "delete_metadata_item" => metadata::delete_item(api, call).await.map(|()| None),
-        // Mapping files are checked against ACTIONS when loaded.
-        _ => Err(NovaError::NoRoute(PageFormat::Html)),
+    match &call.route.action {
+        NovaAction::ListImages { view, query } => images::list(api, call, view, query).await.map(Some),
+        NovaAction::ShowImage { view } => images::show(api, call, view).await.map(json),
+        NovaAction::DeleteImage => images::delete(api, call).await.map(|()| None),
+        NovaAction::ListMetadata { view } => metadata::list(api, call, view).await.map(json),
+        NovaAction::ShowMetadataItem { metadata } => metadata::show_item(api, call, metadata).await.map(json),
+        NovaAction::MergeMetadata { view } => metadata::merge(api, call, view).await.map(json),
+        NovaAction::ReplaceMetadata => metadata::replace(api, call).await.map(json),
+        NovaAction::SetMetadataItem => metadata::set_item(api, call).await.map(json),
+        NovaAction::DeleteMetadataItem => metadata::delete_item(api, call).await.map(|()| None),
     }
 }
 

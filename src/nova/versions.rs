@@ -39,9 +39,11 @@ pub fn version(origin: &str, mount: &str, legacy: bool, max: ApiVersion) -> Valu
     json!({"version": entry(origin, mount, legacy, max, true)})
 }
 
-/// `GET /`: both roots, v2.0 first.
-pub fn versions(origin: &str, mount: &str, legacy_mount: &str, max: ApiVersion) -> Value {
-    json!({"versions": [entry(origin, legacy_mount, true, max, false), entry(origin, mount, false, max, false)]})
+/// `GET /`: the roots served, v2.0 first.
+pub fn versions(origin: &str, mount: Option<&str>, legacy_mount: Option<&str>, max: ApiVersion) -> Value {
+    let legacy = legacy_mount.map(|m| entry(origin, m, true, max, false));
+    let current = mount.map(|m| entry(origin, m, false, max, false));
+    json!({"versions": legacy.into_iter().chain(current).collect::<Vec<_>>()})
 }
 
 #[cfg(test)]
@@ -55,9 +57,11 @@ mod tests {
         assert_eq!(doc["version"]["version"], "2.104");
         assert_eq!(doc["version"]["links"][0]["href"], "http://gw/v2.1/");
         assert_eq!(doc["version"]["media-types"][0]["type"], "application/vnd.openstack.compute+json;version=2.1");
-        let list = versions("http://gw", "/v2.1", "/v2", max);
+        let list = versions("http://gw", Some("/v2.1"), Some("/v2"), max);
         assert_eq!(list["versions"][0]["id"], "v2.0");
         assert_eq!(list["versions"][1]["links"], json!([{"rel": "self", "href": "http://gw/v2.1/"}]));
         assert!(list["versions"][1].get("media-types").is_none());
+        let alone = versions("http://gw", Some("/v2.1"), None, max);
+        assert_eq!(alone["versions"].as_array().map(|v| v[0]["id"].clone()), Some(json!("v2.1")));
     }
 }
