@@ -6,7 +6,8 @@ V1_ENDPOINT is what users give `--os-image-url`: the gateway's Glance v1 mount, 
 GLANCE_URL, a Glance that maps `gw:<project>:<user>:<roles>` tokens to identities
 (scripts/openstack/glance.sh, GLANCE_AUTH=token). Each CLI call is run as users run it and its
 outcome is checked against Glance's own v2 state, read from GLANCE_URL with the same token.
-Every check is a counted case; a failed one prints what was expected and what came. The script
+A few requests other v1 clients make and the CLI does not are sent as they are. Every check is
+a counted case; a failed one prints what was expected and what came. The script
 prints `glance-v1: N passed, M failed` and exits non-zero on any failure.
 """
 
@@ -605,10 +606,37 @@ def scenario_version_fallback():
     compare_shown("glance without --os-image-api-version: image-show", shown(got), v2_image(image["id"]))
 
 
+def v1_raw(method, path, headers=None, body=None):
+    """(status, headers) of a request straight to the gateway's v1 API."""
+    req = urllib.request.Request(V1 + path, data=body, method=method,
+                                 headers=dict(headers or {}, **{"X-Auth-Token": TOKEN}))
+    try:
+        with urllib.request.urlopen(req) as res:
+            res.read()
+            return res.status, res.headers
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code, e.headers
+
+
+def scenario_requests_the_cli_does_not_make():
+    # Other v1 clients' requests, against Queens' glance/api/v1 (router.py, images.py).
+    status, headers = v1_raw("HEAD", "/v1/images/detail")
+    check("HEAD /v1/images/detail: Queens' 405 (the detail route took HEAD only to refuse it), Allow: GET",
+          [405, "GET"], [status, headers.get("Allow")])
+    name = "v1cli-%s-text-plain" % RUN
+    status, _ = v1_raw("POST", "/v1/images", {
+        "x-image-meta-name": name, "x-image-meta-disk_format": "raw",
+        "x-image-meta-container_format": "bare", "Content-Type": "text/plain"}, b"not an image")
+    check("POST /v1/images with bytes as text/plain: Queens' 400 (Content-Type must be "
+          "application/octet-stream)", 400, status)
+    check("POST /v1/images with bytes as text/plain: no image left in v2", [], v2_named(name))
+
+
 SCENARIOS = [scenario_create_with_file, scenario_show, scenario_download, scenario_list,
              scenario_update, scenario_create_from_a_pipe, scenario_upload_to_queued, scenario_members,
              scenario_public_image, scenario_bad_requests, scenario_protected, scenario_owner_from_non_admin, scenario_copy_from,
-             scenario_version_fallback, scenario_delete]
+             scenario_version_fallback, scenario_requests_the_cli_does_not_make, scenario_delete]
 
 
 if __name__ == "__main__":
