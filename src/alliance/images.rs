@@ -5,12 +5,13 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::glance::{ListError, UpstreamError};
+use crate::glance::ListError;
 use crate::list;
 use std::sync::Arc;
 
 use crate::mapping::{LinkBases, QueryMap, RequestSchema, View, ViewContext};
 
+use super::error::GlanceCall;
 use super::{AllianceAction, AllianceApi, AllianceCall, AllianceError};
 
 /// Glance pagination parameters the gateway sets itself; filters may not.
@@ -97,7 +98,7 @@ async fn create(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
                 if let Err(cleanup) = glance.delete_image(&call.glance, &id).await {
                     tracing::error!(image = %id, error = %cleanup, "could not delete an image whose import failed");
                 }
-                return Err(import_error(uri, e));
+                return Err(AllianceError::from_glance(GlanceCall::Import(uri), e));
             }
         },
         None => image,
@@ -107,15 +108,6 @@ async fn create(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
-}
-
-fn import_error(uri: &str, e: UpstreamError) -> AllianceError {
-    match e {
-        UpstreamError::Status { status, message } if status.is_client_error() => {
-            AllianceError::BadRequest(format!("copy_from {uri} cannot be imported: {message}"))
-        }
-        other => AllianceError::Upstream(other),
-    }
 }
 
 /// The fields Glance fixes once an image leaves `queued`.
@@ -149,11 +141,8 @@ async fn update(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
 async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, AllianceError> {
     let glance = &call.namespace.glance;
     if crate::glance::is_image_id(id_or_name) {
-        return glance.get_image(&call.glance, id_or_name).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-            // Another environment's image is "not found", never "forbidden": ids do not leak.
-            Some(403 | 404) => AllianceError::NotFound(format!("No image with id {id_or_name}")),
-            _ => AllianceError::Upstream(e),
-        });
+        let by_id = GlanceCall::GetById(id_or_name);
+        return glance.get_image(&call.glance, id_or_name).await.map_err(|e| AllianceError::from_glance(by_id, e));
     }
     // Glance names are at most 255 characters: a longer one names nothing, and is not asked for.
     if id_or_name.chars().count() > MAX_NAME {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::fault::{NovaError, NOT_FOUND_DEFAULT};
-use super::images::{fetch, glanceclient_text, render};
+use super::fault::{GlanceCall, NovaError, NOT_FOUND_DEFAULT};
+use super::images::{fetch, render};
 use super::{NovaApi, NovaCall};
 
 /// Nova's metadata key pattern, `^[a-zA-Z0-9-_:. ]{1,255}$`.
@@ -152,16 +152,7 @@ async fn patch(
         return Ok(current.image.clone());
     }
     let id = call.param("image_id");
-    api.glance.patch_image(&call.glance, id, &ops).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-        Some(401) => NovaError::Unauthorized,
-        Some(403) => NovaError::Forbidden(format!("Not authorized for image {id}.")),
-        Some(404) => NovaError::NotFound("Image not found.".into()),
-        Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
-        Some(409) => NovaError::Conflict(glanceclient_text(&e)),
-        // Glance's own property quota (image_property_quota).
-        Some(413) => NovaError::Forbidden("Image metadata limit exceeded".into()),
-        _ => NovaError::Upstream(e),
-    })
+    api.glance.patch_image(&call.glance, id, &ops).await.map_err(|e| NovaError::from_glance(GlanceCall::Patch, id, e))
 }
 
 /// JSON-patch operations from one property set to another: `remove` for keys that go,

@@ -22,7 +22,6 @@ use axum::Router;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
-use crate::body::BodyError;
 use crate::glance::UpstreamError;
 use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
@@ -307,8 +306,8 @@ async fn serve(
         }
         // Nova decodes a body before it dispatches on the version; its schema checks come after.
         if matches!(call.route.method.as_str(), "POST" | "PUT") {
-            let bytes = crate::body::read(headers, body, limit).await.map_err(nova_body_error)?;
-            call.body = crate::body::json(headers, &bytes, NOVA_JSON).map_err(nova_body_error)?;
+            let bytes = crate::body::read(headers, body, limit).await?;
+            call.body = crate::body::json(headers, &bytes, NOVA_JSON)?;
         }
         if api.settings.enforce_removal && call.route.max_version.is_some_and(|max| version > max) {
             return Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()));
@@ -328,17 +327,6 @@ async fn serve(
         Err(e) => e.into_response(),
     };
     (response, call.glance.upstream_time())
-}
-
-/// How Nova answers a body it cannot read or decode.
-fn nova_body_error(e: BodyError) -> NovaError {
-    match e {
-        BodyError::TooLarge(limit) => NovaError::BodyTooLarge(limit),
-        BodyError::NotJson => NovaError::UnsupportedMediaType,
-        BodyError::Malformed => NovaError::BadRequest("Malformed request body".into()),
-        BodyError::Unreadable(e) => NovaError::BadRequest(e),
-        BodyError::Stalled(idle) => NovaError::BodyStalled(idle),
-    }
 }
 
 /// What an action answers: a JSON body (200), or nothing (204).
