@@ -1,16 +1,21 @@
 """Checks the deployment artefacts in deploy/ offline, without a cluster or a container engine:
 
   (a) every manifest in deploy/kubernetes against the Kubernetes 1.32 JSON schemas, strict
-      (unknown fields are errors); the ServiceMonitor (a CRD, absent from those
-      schemas) by its shape instead; the kustomization's resource list; `kubectl kustomize`
+      (unknown fields are errors); the Prometheus Operator's objects (CRDs, absent from those
+      schemas) by their shape instead; the kustomization's resource list; `kubectl kustomize`
       if present;
   (b) that the Dockerfile, the manifests, the ConfigMaps and the nginx example agree with each
       other (port, probe paths, config and mappings paths, drain and grace periods, ...), and,
       when a built image-gateway binary is there, that the binary accepts the ConfigMaps'
       configuration and mapping files with the Deployment's environment;
-  (c) the nginx example with `nginx -t`.
+  (c) the nginx example with `nginx -t`;
+  (d) the monitoring: deploy/prometheus's alert rules with `promtool check rules` and its rule
+      tests with `promtool test rules`, the Grafana dashboard's shape and every PromQL
+      expression in it, the PrometheusRule manifest against the rules file, and every metric
+      and label the rules and the dashboard name against what the built binary's /metrics
+      serves; then self-tests showing that broken copies of them fail those checks.
 
-nginx is the installed one, or Debian's binary fetched with `apt-get download`
+nginx and promtool are the installed ones, or Debian's binaries fetched with `apt-get download`
 into target/deploy-tools (nothing is installed or started). Python packages
 (scripts/check-deploy-requirements.txt) go to target/deploy-venv, installed once and again only
 when that file changes.
@@ -18,7 +23,7 @@ when that file changes.
 One line per check, then `deploy: N passed, M failed` (`, K skipped` when some could not run);
 exits non-zero when any check failed. Environment:
   CHECK_DEPLOY_ROOT   the tree to check (default: this repository); for trying broken copies
-  IMAGE_GATEWAY_BIN   the binary for the configuration check (default:
+  IMAGE_GATEWAY_BIN   the binary for the configuration and metrics checks (default:
                       target/release or target/debug image-gateway of this repository, when built)
 
 Run it as `python3 scripts/check_deploy` (or scripts/check-deploy.sh).
@@ -33,6 +38,7 @@ ensure_venv()  # the imports below live in target/deploy-venv
 
 import consistency  # noqa: E402
 import manifests  # noqa: E402
+import monitoring  # noqa: E402
 from report import Report  # noqa: E402
 from tree import Tree  # noqa: E402
 
@@ -51,11 +57,13 @@ def gateway_binary():
 def main():
     root = os.path.realpath(os.environ.get("CHECK_DEPLOY_ROOT") or REPO)
     nginx, nginx_note = debian_program("nginx", "usr/sbin/nginx")
+    promtool, promtool_note = debian_program("prometheus", "usr/bin/promtool", alone=True)
     gateway = gateway_binary()
     report = Report()
     tree = Tree(root)
     manifests.run(report, tree)
     consistency.run(report, tree, gateway, nginx, nginx_note)
+    monitoring.run(report, tree, gateway, promtool, promtool_note)
     print(report.summary())
     return 1 if report.failed else 0
 

@@ -16,17 +16,20 @@ DEFAULT_DRAIN, DEFAULT_GRACE = 5.0, 25.0
 
 
 def run(report, tree, gateway_bin, nginx, nginx_note):
-    report.check(f"dockerfile parses {tree.rel(tree.dockerfile_path)}", lambda: f"{tree.parse_dockerfile()} stages (BuildKit's parser)")
+    report.check(
+        f"dockerfile parses {tree.rel(tree.dockerfile_path)}",
+        lambda: f"{tree.parse_dockerfile()} stages (BuildKit's parser)",
+    )
     for name, fn in CHECKS:
-        report.check(name, lambda: fn(tree))
+        report.check(name, fn, tree)
     if gateway_bin:
-        report.check("image-gateway check accepts the ConfigMaps and env", lambda: gateway_check(tree, gateway_bin))
-        report.check("image-gateway check accepts the example Secret's keys", lambda: gateway_check(tree, gateway_bin, True))
+        report.check("image-gateway check accepts the ConfigMaps and env", gateway_check, tree, gateway_bin)
+        report.check("image-gateway check accepts the example Secret's keys", gateway_check, tree, gateway_bin, True)
     else:
         for what in ("the ConfigMaps and env", "the example Secret's keys"):
             report.skip(f"image-gateway check accepts {what}", "no built binary (target/{release,debug}/image-gateway)")
     if nginx:
-        report.check(f"nginx -t {tree.rel(tree.nginx_conf)}", lambda: nginx_t(nginx, tree.nginx_conf))
+        report.check(f"nginx -t {tree.rel(tree.nginx_conf)}", nginx_t, nginx, tree.nginx_conf)
     else:
         report.skip(f"nginx -t {tree.rel(tree.nginx_conf)}", nginx_note or "no nginx")
 
@@ -176,7 +179,9 @@ def c_selectors(t):
     labels = t.deployment()["spec"]["template"]["metadata"]["labels"]
 
     def matches(sel, what):
-        assert sel and all(labels.get(k) == v for k, v in sel.items()), f"{what} {sel} does not select the pods {labels}"
+        assert sel and all(labels.get(k) == v for k, v in sel.items()), (
+            f"{what} {sel} does not select the pods {labels}"
+        )
 
     matches(t.deployment()["spec"]["selector"]["matchLabels"], "Deployment selector")
     matches(t.one("Service")["spec"]["selector"], "Service selector")
@@ -241,7 +246,9 @@ def c_secret(t):
     secrets = {s["metadata"]["name"]: s for s in t.objects("Secret")}
     for r in refs:
         assert r["name"] in secrets, f"Secret {r['name']} is referenced, but no example of it is in deploy/kubernetes"
-        assert r.get("optional") is True, f"the reference to Secret {r['name']} is not optional: pods would not start without it"
+        assert r.get("optional") is True, (
+            f"the reference to Secret {r['name']} is not optional: pods would not start without it"
+        )
     for s in secrets.values():
         keys = list(s.get("stringData", {})) + list(s.get("data", {}))
         bad = [k for k in keys if not re.fullmatch(r"IMAGE_GATEWAY_[A-Za-z0-9_]+", k)]
@@ -255,7 +262,14 @@ def c_servicemonitor(t):
     svc = t.one("Service")
     for sm in sms:
         spec = sm["spec"]
-        extra = set(spec) - {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels"}
+        extra = set(spec) - {
+            "selector",
+            "endpoints",
+            "namespaceSelector",
+            "jobLabel",
+            "targetLabels",
+            "podTargetLabels",
+        }
         assert not extra, f"unexpected spec fields {sorted(extra)}"
         sel = spec["selector"]["matchLabels"]
         assert all(svc["metadata"].get("labels", {}).get(k) == v for k, v in sel.items()), (
@@ -275,14 +289,18 @@ def c_dockerfile(t):
     assert m, f"builder {builder['image']!r} is not the official rust image with a pinned 1.x tag"
     runs = " ".join(" ".join(c.value) for c in builder["cmds"] if c.cmd.upper() == "RUN")
     builds = [b.strip() for b in re.findall(r"cargo build[^&;|]*", runs)]
-    assert builds and all("--locked" in b and "--release" in b for b in builds), f"cargo build without --locked --release: {builds}"
+    assert builds and all("--locked" in b and "--release" in b for b in builds), (
+        f"cargo build without --locked --release: {builds}"
+    )
     assert not [c for c in final["cmds"] if c.cmd.upper() == "RUN"], "RUN in the final stage (it has no shell)"
     for instr in ("ENTRYPOINT", "CMD"):
         c = t.df_last(instr)
         assert c and c.json, f"{instr} is missing or in shell form (the runtime image has no shell)"
     assert t.df_last("ENTRYPOINT").value[0] == "/usr/local/bin/image-gateway", "ENTRYPOINT is not the binary"
     assert tuple(t.df_last("CMD").value[:1]) == ("serve",), "CMD does not serve"
-    copied = [c.value[-1] for c in final["cmds"] if c.cmd.upper() == "COPY" and any(f.startswith("--from") for f in c.flags)]
+    copied = [
+        c.value[-1] for c in final["cmds"] if c.cmd.upper() == "COPY" and any(f.startswith("--from") for f in c.flags)
+    ]
     assert "/usr/local/bin/image-gateway" in copied, "the binary is not copied to /usr/local/bin/image-gateway"
     # Every COPY source from the build context must exist there (the context is the repo root).
     missing = []
@@ -364,7 +382,9 @@ def gateway_check(t, binary, with_secrets=False):
                 env.update({k: str(v) for k, v in sec.get("stringData", {}).items()})
             if "url" not in t.gateway_toml().get("keystone", {}):
                 env["IMAGE_GATEWAY_KEYSTONE__URL"] = "http://keystone.invalid:5000/v3"
-        out = subprocess.run([binary, "check", "--config", config_path], env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [binary, "check", "--config", config_path], env=env, capture_output=True, text=True, timeout=60
+        )
         msg = (out.stdout + out.stderr).strip().replace(tmp, "")
         assert out.returncode == 0, msg
         return f"{msg} ({binary})"
@@ -373,16 +393,16 @@ def gateway_check(t, binary, with_secrets=False):
 def nginx_t(nginx, conf):
     with tempfile.TemporaryDirectory() as tmp:
         os.makedirs(os.path.join(tmp, "logs"))
-        temp = "\n".join(
-            f"    {d}_temp_path {tmp}/{d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
+        temp = "\n".join(f"    {d}_temp_path {tmp}/{d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         wrapper = os.path.join(tmp, "nginx.conf")
         with open(wrapper, "w") as f:
             f.write(
                 f"pid {tmp}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n"
                 f"    access_log {tmp}/logs/access.log;\n{temp}\n    include {conf};\n}}\n"
             )
-        out = subprocess.run([nginx, "-t", "-p", tmp + "/", "-e", "stderr", "-c", wrapper], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [nginx, "-t", "-p", tmp + "/", "-e", "stderr", "-c", wrapper], capture_output=True, text=True, timeout=60
+        )
         msg = (out.stdout + out.stderr).strip().replace(tmp, "")
         assert out.returncode == 0, msg.replace("\n", " | ")
         version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()

@@ -18,7 +18,7 @@ OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 def run(report, tree):
     for path in tree.manifest_paths():
-        report.check(f"yaml {tree.rel(path)}", lambda: f"{tree.load_manifest(path)} document(s)")
+        report.check(f"yaml {tree.rel(path)}", lambda p: f"{tree.load_manifest(p)} document(s)", path)
 
     for name, ds in tree.docs.items():
         for d in ds:
@@ -30,11 +30,11 @@ def run(report, tree):
             tree.resources.append((name, d))
 
     for name, d in tree.resources:
-        report.check(f"schema {name} {d['kind']}/{d.get('metadata', {}).get('name')}", lambda: schema(d))
+        report.check(f"schema {name} {d['kind']}/{d.get('metadata', {}).get('name')}", schema, d)
 
-    report.check("kustomization resources", lambda: kustomization(tree))
+    report.check("kustomization resources", kustomization, tree)
     if shutil.which("kubectl") or shutil.which("kustomize"):
-        report.check("kustomize build", lambda: kustomize_build(tree))
+        report.check("kustomize build", kustomize_build, tree)
     else:
         report.skip("kustomize build", "neither kubectl nor kustomize installed")
 
@@ -51,9 +51,9 @@ def schema(d):
         version = kubernetes_validate.validate(d, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as e:
         where = ".".join(str(p) for p in e.path)
-        raise AssertionError(f"{where}: {e.message}")
+        raise AssertionError(f"{where}: {e.message}") from None
     except kubernetes_validate.SchemaNotFoundError as e:
-        raise AssertionError(e.message)
+        raise AssertionError(e.message) from None
     return f"Kubernetes {version}, strict"
 
 

@@ -20,11 +20,11 @@ class Report:
         self.skipped += 1
         print(f"skip  {name}: {detail}", flush=True)
 
-    def check(self, name, fn):
-        """Runs fn(); it returns a detail string (pass) or raises AssertionError (fail). Returns
-        whether it passed."""
+    def check(self, name, fn, *args):
+        """Runs fn(*args); it returns a detail string (pass) or raises AssertionError (fail).
+        Returns whether it passed."""
         try:
-            detail = fn() or ""
+            detail = fn(*args) or ""
         except AssertionError as e:
             self.fail(name, str(e) or "assertion failed")
             return False

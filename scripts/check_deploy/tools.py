@@ -56,7 +56,14 @@ def debian_program(package, program, alone=False):
             return run.returncode == 0
 
         # A machine whose package lists were never fetched needs `apt-get update` first.
-        if not (fetch() or (os.getuid() == 0 and subprocess.run(["apt-get", "update"], capture_output=True).returncode == 0 and fetch())):
+        if not (
+            fetch()
+            or (
+                os.getuid() == 0
+                and subprocess.run(["apt-get", "update"], capture_output=True).returncode == 0
+                and fetch()
+            )
+        ):
             return None, f"apt-get download {package} failed"
         target = os.path.join(TOOLS, package)
         shutil.rmtree(target, ignore_errors=True)
