@@ -4,6 +4,7 @@ shape, and every PromQL expression in it parsed by promtool), and every metric, 
 value both of them name, against what the built binary serves on /metrics. Then self-tests:
 broken copies of those files must fail the same checks."""
 
+import dataclasses
 import json
 import os
 import re
@@ -60,11 +61,14 @@ def run(report, tree, gateway, promtool, promtool_note):
     self_tests(report, tree, files, promtool, served)
 
 
+@dataclasses.dataclass(frozen=True)
 class Files:
     """The texts the checks read, so that self-tests can hand them broken copies."""
 
-    def __init__(self, rules, rule_tests, dashboard, operations):
-        self.rules, self.rule_tests, self.dashboard, self.operations = rules, rule_tests, dashboard, operations
+    rules: str
+    rule_tests: str
+    dashboard: str
+    operations: str
 
     @classmethod
     def read(cls, root):
@@ -73,9 +77,6 @@ class Files:
                 return f.read()
 
         return cls(text(RULES), text(RULE_TESTS), text(DASHBOARD), text(OPERATIONS))
-
-    def replace(self, **changes):
-        return Files(**{**vars(self), **changes})
 
     def rule_doc(self):
         return yaml.load(self.rules, Loader=StrictLoader)
@@ -338,7 +339,7 @@ def caught(check, files, field, old, new):
     text = getattr(files, field)
     assert old in text, f"the self-test's anchor {old!r} is gone from {field}: update the self-test"
     try:
-        check(files.replace(**{field: text.replace(old, new, 1)}))
+        check(dataclasses.replace(files, **{field: text.replace(old, new, 1)}))
     except AssertionError as e:
         return "caught: " + " ".join(str(e).split())[:200]
     raise AssertionError("the broken copy passed")

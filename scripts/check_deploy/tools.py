@@ -55,15 +55,11 @@ def debian_program(package, program, alone=False):
             run = subprocess.run(["apt-get", "download", package], cwd=dl, capture_output=True)
             return run.returncode == 0
 
-        # A machine whose package lists were never fetched needs `apt-get update` first.
-        if not (
-            fetch()
-            or (
-                os.getuid() == 0
-                and subprocess.run(["apt-get", "update"], capture_output=True).returncode == 0
-                and fetch()
-            )
-        ):
+        fetched = fetch()
+        if not fetched and os.getuid() == 0:
+            # A machine whose package lists were never fetched needs `apt-get update` first.
+            fetched = subprocess.run(["apt-get", "update"], capture_output=True).returncode == 0 and fetch()
+        if not fetched:
             return None, f"apt-get download {package} failed"
         target = os.path.join(TOOLS, package)
         shutil.rmtree(target, ignore_errors=True)
