@@ -179,10 +179,12 @@ def prometheus_rule_agrees(tree, files):
         "not a PrometheusRule"
     )
     assert pr.get("spec") == files.rule_doc(), f"its spec differs from {RULES}: regenerate it as its header says"
+    # A Prometheus selects ServiceMonitors and rules by label (often the same `release:`): one
+    # edited without the other would be scraped without alerts, or alert on nothing.
     labels = pr["metadata"].get("labels", {})
-    svc = tree.one("Service")["metadata"].get("labels", {})
-    assert labels == svc, f"labels {labels} differ from the Service's {svc} (rule selectors pick both alike)"
-    return f"spec is {RULES}"
+    monitor = tree.one("ServiceMonitor")["metadata"].get("labels", {})
+    assert labels == monitor, f"labels {labels} differ from the ServiceMonitor's {monitor}"
+    return f"spec is {RULES}; labels are the ServiceMonitor's"
 
 
 # --- the dashboard --------------------------------------------------------------------------
