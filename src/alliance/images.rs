@@ -27,14 +27,16 @@ static NO_LINKS: LinkBases =
 pub async fn run(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
     match &call.route.action {
         AllianceAction::ListImages { view, query } => list(api, call, view, query).await,
-        AllianceAction::ShowImage { view } => {
-            let image = resolve(call, call.param("image")).await?;
+        AllianceAction::ShowImage { view, image } => {
+            let image = resolve(call, call.param(*image)).await?;
             render(call, view, &image).await.map(ok)
         }
         AllianceAction::CreateImage { view, request } => create(call, view, request).await,
-        AllianceAction::UpdateImage { view, request } => update(call, view, request).await.map(ok),
-        AllianceAction::DeleteImage => {
-            let image = resolve(call, call.param("image")).await?;
+        AllianceAction::UpdateImage { view, request, image } => {
+            update(call, view, request, call.param(*image)).await.map(ok)
+        }
+        AllianceAction::DeleteImage { image } => {
+            let image = resolve(call, call.param(*image)).await?;
             let id = image["id"].as_str().unwrap_or_default();
             call.namespace.glance.delete_image(&call.glance, id).await?;
             // The seed answers a delete 200 with no body.
@@ -114,12 +116,17 @@ async fn create(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
 const FORMATS: [&str; 2] = ["disk_format", "container_format"];
 
 /// `PATCH` or `PUT /images/{id or name}`: one `replace` per field that changes.
-async fn update(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) -> Result<Value, AllianceError> {
+async fn update(
+    call: &AllianceCall<'_>,
+    view: &View,
+    schema: &RequestSchema,
+    id_or_name: &str,
+) -> Result<Value, AllianceError> {
     let fields = schema.parse(&call.body)?;
     if fields.contains_key(COPY_FROM) {
         return Err(AllianceError::BadRequest("copy_from can only be given when the image is created".into()));
     }
-    let image = resolve(call, call.param("image")).await?;
+    let image = resolve(call, id_or_name).await?;
     let id = image["id"].as_str().unwrap_or_default().to_owned();
     // Glance changes the formats of a queued image only (403 once it has data, even to the
     // same value); the seed's own update names them on an imported image and expects the rest

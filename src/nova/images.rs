@@ -70,14 +70,13 @@ struct Link {
 }
 
 /// `GET /images/{id}`.
-pub async fn show(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
-    let image = fetch(api, call, call.param("id")).await?;
+pub async fn show(api: &NovaApi, call: &NovaCall<'_>, view: &View, id: &str) -> Result<Value, NovaError> {
+    let image = fetch(api, call, id).await?;
     Ok(serde_json::json!({ "image": render(api, call, view, &image).await? }))
 }
 
 /// `DELETE /images/{id}`.
-pub async fn delete(api: &NovaApi, call: &NovaCall<'_>) -> Result<(), NovaError> {
-    let id = call.param("id");
+pub async fn delete(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Result<(), NovaError> {
     api.glance.delete_image(&call.glance, id).await.map_err(|e| NovaError::from_glance(GlanceCall::Delete, id, e))
 }
 
