@@ -205,13 +205,8 @@ async fn image_answer(
 }
 
 /// Whether a call streams image bytes in, and so has no total deadline (idle timers watch it).
-pub fn sends_bytes(action: &GlanceV1Action, headers: &HeaderMap) -> bool {
-    matches!(action, GlanceV1Action::CreateImage { .. } | GlanceV1Action::UpdateImage { .. }) && carries_body(headers)
-}
-
-/// Whether a request says it has a body.
-fn carries_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING) || crate::body::declared_length(headers).is_some_and(|len| len > 0)
+pub fn sends_bytes(action: &GlanceV1Action, has_body: bool) -> bool {
+    matches!(action, GlanceV1Action::CreateImage { .. } | GlanceV1Action::UpdateImage { .. }) && has_body
 }
 
 /// Where the image's bytes come from.
@@ -230,7 +225,7 @@ fn source(api: &GlanceV1Api, call: &V1Call<'_>, asked: &Requested) -> Result<Sou
         Some(Err(_)) => return Err(V1Error::BadRequest("Bad header: x-glance-api-copy-from".into())),
         None => asked.copy_from.clone(),
     };
-    let body = carries_body(call.headers);
+    let body = call.has_body;
     if body && copy_from.is_some() {
         return Err(V1Error::BadRequest("It's invalid to provide multiple image sources.".into()));
     }

@@ -154,6 +154,9 @@ pub struct V1Call<'a> {
     glance: Call,
     /// `{origin}{mount}/v1/images`, for `Location`.
     images_url: String,
+    /// The request has a body: a declared length above 0, or a stream (chunked, or HTTP/2
+    /// DATA) that did not end with the head.
+    has_body: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -197,11 +200,13 @@ async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Reques
         headers: &parts.headers,
         glance: Call::new(api.glance.forwarded(&parts.headers)),
         images_url: format!("{origin}{mount}/v1/images"),
+        has_body: !http_body::Body::is_end_stream(&body)
+            || crate::body::declared_length(&parts.headers).is_some_and(|len| len > 0),
     };
     // Image bytes take as long as they take (idle timers watch them); anything else has the
     // request deadline.
     let limit = api.settings.request_timeout;
-    let outcome = if images::sends_bytes(&route.action, &parts.headers) {
+    let outcome = if images::sends_bytes(&route.action, call.has_body) {
         run(&api, &call, body).await
     } else {
         tokio::time::timeout(limit, run(&api, &call, body)).await.unwrap_or(Err(V1Error::Timeout(limit)))
