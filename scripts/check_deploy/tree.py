@@ -75,9 +75,10 @@ class Tree:
 
     # --- the Dockerfile -----------------------------------------------------------------------
 
-    def parse_dockerfile(self):
-        """Parses deploy/Dockerfile with BuildKit's parser into stages; returns how many."""
-        cmds = dockerfile.parse_file(self.dockerfile_path)
+    def parse_dockerfile(self, text=None):
+        """Parses deploy/Dockerfile (or `text`, a self-test's broken copy of it) with BuildKit's
+        parser into stages; returns how many."""
+        cmds = dockerfile.parse_string(text) if text is not None else dockerfile.parse_file(self.dockerfile_path)
         args, stages = {}, []
         for c in cmds:
             if c.cmd.upper() == "ARG" and not stages:
@@ -87,11 +88,28 @@ class Tree:
             if c.cmd.upper() == "FROM":
                 image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), c.value[0])
                 alias = c.value[2] if len(c.value) >= 3 and c.value[1].upper() == "AS" else None
-                stages.append({"image": image, "alias": alias, "cmds": []})
+                stages.append({"image": image, "alias": alias, "cmds": [], "args": {}})
             elif stages:
                 stages[-1]["cmds"].append(c)
+                if c.cmd.upper() == "ARG":
+                    stages[-1]["args"].update(v.partition("=")[::2] for v in c.value)
         self.stages = stages
         return len(stages)
+
+    def stage_chain(self, name):
+        """The stage called `name` and the stages it is built FROM, up to the one FROM an image;
+        names resolved with the build arguments' defaults, so this is what a plain build does."""
+        chain = []
+        while (found := [s for s in self.stages if s["alias"] == name]) and found[0] not in chain:
+            chain.append(found[0])
+            name = found[0]["image"]
+        assert chain, f"no stage named {name!r}"
+        return chain
+
+    @staticmethod
+    def expand(stage, word):
+        """`word` with the stage's own ARG defaults substituted."""
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: stage["args"].get(m.group(1), m.group(0)), word)
 
     def final_stage(self):
         assert self.stages, "the Dockerfile did not parse"
