@@ -8,7 +8,7 @@
 # 2. A local base image standing in for distroless cc (RUNTIME_IMAGE): `podman import` of a
 #    root file system holding the release binary's shared libraries (from ldd), /etc/passwd and
 #    /etc/group with `nonroot` (65532), CA certificates and /tmp.
-# 3. The image, `--pull=never`, with BUILDER=prebuilt: the host's release binary instead of the
+# 3. The image, `--pull=never`, its `prebuilt` target: the host's release binary instead of the
 #    `cargo` stage on the rust image, which cannot be pulled here (and is never touched).
 # 4. Its size (reported; a failure only above CONTAINER_MAX_MB, default 60; the aim is 30) and
 #    its file system: the binary, CA certificates, nonroot in /etc/passwd, no shell.
@@ -135,14 +135,14 @@ phase "base image"
 
 # --- 3. the image --------------------------------------------------------------------------
 if ! "${PODMAN[@]}" build --pull=never -f "$REPO/deploy/Dockerfile" -t "$IMAGE" \
-    --build-arg BUILDER=prebuilt --build-arg PREBUILT_BINARY="$STAGED" --build-arg RUNTIME_IMAGE="$BASE" \
+    --target prebuilt --build-arg PREBUILT_BINARY="$STAGED" --build-arg RUNTIME_IMAGE="$BASE" \
     "$REPO" >"$W/build.log" 2>&1; then
-    ops_fail "podman build --pull=never with BUILDER=prebuilt (see $W/build.log)"
+    ops_fail "podman build --pull=never --target prebuilt (see $W/build.log)"
     tail -5 "$W/build.log" >&2
     finish
     exit 1
 fi
-ops_pass "podman build --pull=never with BUILDER=prebuilt RUNTIME_IMAGE=$BASE"
+ops_pass "podman build --pull=never --target prebuilt, RUNTIME_IMAGE=$BASE"
 rust_image=$(sed -n 's/^ARG RUST_IMAGE=//p' "$REPO/deploy/Dockerfile")
 ops_check "the unused cargo stage is skipped (the build never asks for $rust_image)" \
     not grep -qF -- "$rust_image" "$W/build.log"

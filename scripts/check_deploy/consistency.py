@@ -294,15 +294,12 @@ def c_servicemonitor(t):
 
 def c_dockerfile(t):
     assert len(t.stages) >= 2, "not multi-stage"
-    final = t.stages[-1]
-    copies = [
-        c for c in final["cmds"] if c.cmd.upper() == "COPY" and c.value[-1] == "/usr/local/bin/image-gateway"
-    ]
+    image = t.stage_chain(t.final_stage())
+    copies = [c for c in t.final_cmds() if c.cmd.upper() == "COPY" and c.value[-1] == "/usr/local/bin/image-gateway"]
     assert copies, "the binary is not copied to /usr/local/bin/image-gateway"
-    src_flag = [f for f in copies[0].flags if f.startswith("--from=")]
-    assert src_flag, "the final stage's binary is not copied from a build stage"
-    built_at = copies[0].value[0]
-    # What a plain `docker build` runs: the builder stage the final one copies from, by default.
+    src_flag = [f for f in copies[-1].flags if f.startswith("--from=")]
+    assert src_flag, "the default target's binary is not copied from a build stage"
+    # What a plain `docker build` runs: the builder stage the final image copies the binary from.
     chain = t.stage_chain(src_flag[0].partition("=")[2])
     builder = chain[-1]
     m = re.fullmatch(r"(docker\.io/)?(library/)?rust:(1\.\d+)(\.\d+)?(-[a-z0-9.-]+)?", builder["image"])
@@ -312,15 +309,15 @@ def c_dockerfile(t):
     assert builds and all("--locked" in b and "--release" in b for b in builds), (
         f"cargo build without --locked --release: {builds}"
     )
-    assert not [c for c in final["cmds"] if c.cmd.upper() == "RUN"], "RUN in the final stage (it has no shell)"
+    assert not [c for c in t.final_cmds() if c.cmd.upper() == "RUN"], "RUN in the final image (it has no shell)"
     for instr in ("ENTRYPOINT", "CMD"):
         c = t.df_last(instr)
         assert c and c.json, f"{instr} is missing or in shell form (the runtime image has no shell)"
     assert t.df_last("ENTRYPOINT").value[0] == "/usr/local/bin/image-gateway", "ENTRYPOINT is not the binary"
     assert tuple(t.df_last("CMD").value[:1]) == ("serve",), "CMD does not serve"
-    # Every COPY source a plain build reads must exist in the build context (the repo root). The
-    # other stages (`prebuilt`, chosen by BUILDER) may only read build outputs under target/,
-    # and must put the binary where the final stage takes it from.
+    # Every COPY source a plain build reads must exist in the build context (the repo root).
+    # Other stages (the `prebuilt` target) may only read build outputs under target/; one of
+    # them must be the final image's runtime with a binary from the host.
     missing, outside, alternatives = [], [], []
     for st in t.stages:
         sources = [
@@ -329,17 +326,20 @@ def c_dockerfile(t):
             if c.cmd.upper() in ("COPY", "ADD") and not any(f.startswith("--from") for f in c.flags)
             for s in c.value[:-1]
         ]
-        if st in chain or st is final:
+        if st in chain or st in image:
             missing += [s for s in sources if not glob.glob(os.path.join(t.root, s))]
-        else:
-            outside += [s for s in sources if not s.startswith("target/")]
-            if any(c.cmd.upper() == "COPY" and c.value[-1] == built_at for c in st["cmds"]):
-                alternatives.append(st["alias"])
+            continue
+        outside += [s for s in sources if not s.startswith("target/")]
+        binary = any(c.cmd.upper() == "COPY" and c.value[-1] == "/usr/local/bin/image-gateway" for c in st["cmds"])
+        if binary and image[1:] and t.stage_chain(st)[1:2] == image[1:2]:
+            alternatives.append(st["alias"])
     assert not missing, f"COPY sources not in the repository root (the build context): {missing}"
     assert not outside, f"a stage off the default build reads sources other than build outputs: {outside}"
-    assert alternatives, f"no stage other than the default builder provides {built_at}"
-    names = " -> ".join(st["alias"] or st["image"] for st in reversed(chain))
-    return f"{builder['image']} ({names}, or {', '.join(alternatives)}) -> {final['image']}"
+    assert alternatives, "no other target puts a host-built binary on the final image's runtime stage"
+    return (
+        f"{builder['image']} -> {image[-1]['image']}; --target {', '.join(alternatives)}: "
+        f"the host's binary on {image[-1]['image']}"
+    )
 
 
 def c_nginx_example(t):
@@ -389,9 +389,14 @@ CHECKS = [
 
 # (what is broken, a text in deploy/Dockerfile, what replaces that text)
 DOCKERFILE_SELF_TESTS = [
-    ("a plain build taking the host's binary", "ARG BUILDER=cargo", "ARG BUILDER=prebuilt"),
-    ("the prebuilt stage reading a source file", "PREBUILT_BINARY=target/", "PREBUILT_BINARY=src/"),
-    ("the prebuilt stage putting the binary elsewhere", "${PREBUILT_BINARY} /build/", "${PREBUILT_BINARY} /"),
+    (
+        "a plain build taking the host's binary",
+        "COPY --from=cargo /build/target/release/image-gateway",
+        "COPY target/release/image-gateway",
+    ),
+    ("a RUN in the runtime stage", "AS runtime\n", "AS runtime\nRUN true\n"),
+    ("the prebuilt target reading a source file", "PREBUILT_BINARY=target/", "PREBUILT_BINARY=src/"),
+    ("the prebuilt target on another base", "FROM runtime AS prebuilt", "FROM scratch AS prebuilt"),
 ]
 
 
