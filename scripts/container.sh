@@ -17,8 +17,8 @@
 #    listed by Nova's /v2.1/images/detail and downloaded intact; `check` on a mounted config
 #    (valid, and a misspelt key refused); no shell to exec; SIGTERM by `podman stop`:
 #    docs/operations.md "Shutdown" (/readyz 503 at once, /healthz 200 and requests served for
-#    the drain delay, then new connections refused while an upload in flight finishes, exit 0
-#    well before podman's SIGKILL).
+#    the drain delay, then new connections refused while a download in flight finishes, exit 0
+#    before drain + grace, well before podman's SIGKILL).
 # When containers cannot run here (podman missing and not installable, or runc refusing to start
 # the base image), step 5 says why and its checks are reported skipped; the build still happens
 # when podman is there.
@@ -112,25 +112,32 @@ STAGED=target/container/image-gateway
 mkdir -p "$REPO/target/container"
 cp "$BIN" "$REPO/$STAGED"
 
-root=$W/rootfs
-mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
+# make_base ROOT: distroless cc's promises (the binary's libraries, nonroot, CA certificates,
+# a sticky /tmp) in ROOT, imported as $BASE.
+make_base() {
+    local root=$1 lib
+    mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
+    for lib in $libs; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib" || return
+    done
+    printf '%s\n' root:x:0:0:root:/root:/sbin/nologin nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin \
+        nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin >"$root/etc/passwd"
+    printf '%s\n' root:x:0: nobody:x:65534: nonroot:x:65532: >"$root/etc/group"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/" &&
+        chmod 1777 "$root/tmp" &&
+        chown 65532:65532 "$root/home/nonroot" &&
+        tar --numeric-owner -C "$root" -cf "$root.tar" . &&
+        "${PODMAN[@]}" import -q "$root.tar" "$BASE"
+}
 libs=$(ldd "$BIN" | grep -o '/[^ ]*' || true)
-for lib in $libs; do
-    mkdir -p "$root$(dirname "$lib")"
-    cp -L "$lib" "$root$lib"
-done
-cat >"$root/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/sbin/nologin
-nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
-nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
-EOF
-printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$root/etc/group"
-cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
-chmod 1777 "$root/tmp"
-chown 65532:65532 "$root/home/nonroot"
-tar --numeric-owner -C "$root" -cf "$W/rootfs.tar" .
-ops_check "base image $BASE imported ($(wc -w <<<"$libs") libraries from ldd, passwd, CA certificates)" \
-    logged "$W/import.log" "${PODMAN[@]}" import -q "$W/rootfs.tar" "$BASE"
+what="base image $BASE imported ($(wc -w <<<"$libs") libraries from ldd, passwd, CA certificates)"
+if ! logged "$W/base.log" make_base "$W/rootfs"; then
+    ops_fail "$what (see $W/base.log)"
+    finish
+    exit 1
+fi
+ops_pass "$what"
 phase "base image"
 
 # --- 3. the image --------------------------------------------------------------------------
@@ -169,7 +176,8 @@ ops_check "no shell in the file system (sh, bash, dash, busybox)" \
 # --- 5. running it -----------------------------------------------------------------------
 # Can this machine run a container at all? The base image's dynamic loader, as uid 65532,
 # needs nothing from the Dockerfile, so its failure is the machine's, not the image's.
-if ! "${RUN[@]}" --rm --network none --user 65532 --entrypoint /lib64/ld-linux-x86-64.so.2 "$BASE" --version \
+loader=$(grep -m1 '/ld-linux' <<<"$libs" || echo /lib64/ld-linux-x86-64.so.2)
+if ! "${RUN[@]}" --rm --network none --user 65532 --entrypoint "$loader" "$BASE" --version \
     >"$W/runtime-probe.log" 2>&1; then
     skip "running the image: this machine cannot run a container: $(tail -1 "$W/runtime-probe.log")"
     finish
