@@ -45,7 +45,7 @@ scripts/openstack/nova.sh start "$state/nova" "$nova_port" "http://127.0.0.1:$gl
 export IG_TEST_GLANCE_URL="http://127.0.0.1:$glance_port" IG_TEST_NOVA_URL="http://127.0.0.1:$nova_port"
 
 step "integration tests against the real Glance"
-cargo_test --test nova_reads --test nova_writes --test proxy --test hostile --test resilience
+cargo_test --test nova_reads --test nova_writes --test proxy --test hostile --test resilience --test glance_v1
 # One test at a time: Glance's import task writes to sqlite beside the request threads, and a
 # concurrent writer makes it fail with "database is locked" (a limit of the test Glance only).
 cargo_test --test alliance -- --test-threads=1
