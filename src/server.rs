@@ -146,9 +146,7 @@ async fn glance_passthrough(State(glance): State<Arc<GlanceMount>>, request: axu
         Ok(target) => glance.upstream.forward(request, target, &public_base).await,
         Err(e) => Err(e),
     };
-    let mut response = response.unwrap_or_else(|e| {
-        crate::glance::error_response(e.gateway_status().unwrap_or(StatusCode::BAD_GATEWAY), &e.to_string())
-    });
+    let mut response = response.unwrap_or_else(|e| crate::glance::passthrough_error(&e));
     response.extensions_mut().insert(glance.label.clone());
     response
 }

@@ -842,3 +842,28 @@ async fn renamed_output_fields_change_the_answer_not_the_calls() {
     let bytes = client().get(format!("{}{MOUNT}/v1/images/{}", gw.base, w.id("active"))).headers(w.h.member());
     assert!(bytes.send().await.unwrap().bytes().await.unwrap() == w.data);
 }
+
+/// Over HTTP/2 a body has neither `Content-Length` nor chunked framing: its frames say there
+/// is one. Such a request, handed to the gateway's router as the server hands it, is still an
+/// upload.
+#[tokio::test]
+async fn a_body_without_length_or_chunking_is_an_upload() {
+    use tower::ServiceExt as _;
+    // The in-memory store, every caller in its one project: no identity to pass in-process.
+    let config = image_gateway::config::Config::default();
+    let metrics = std::sync::Arc::new(image_gateway::layers::metrics::Metrics::new());
+    let app = std::sync::Arc::new(image_gateway::app::App::load(config, metrics, None).unwrap());
+    let router = image_gateway::server::router(app, std::sync::Arc::new(image_gateway::server::Lifecycle::default()));
+    let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(vec![3u8; 70_000]))]);
+    let request = http::Request::post("/image-v1/v1/images")
+        .header("x-image-meta-name", "h2")
+        .header("x-image-meta-disk_format", "raw")
+        .header("x-image-meta-container_format", "bare")
+        .body(axum::body::Body::from_stream(frames))
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let image: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((image["image"]["status"].as_str(), image["image"]["size"].as_u64()), (Some("active"), Some(70_000)));
+}

@@ -1,7 +1,6 @@
 //! What every target shares: the shipped mapping files, compiled once, and a fixed view context.
 #![allow(dead_code)] // each target uses a part of it
 
-
 use std::sync::LazyLock;
 
 use image_gateway::alliance::AllianceMapping;
@@ -16,7 +15,6 @@ pub static NOVA_MAPPING: LazyLock<NovaMapping> =
 
 pub static ALLIANCE_MAPPING: LazyLock<AllianceMapping> =
     LazyLock::new(|| AllianceMapping::compile("alliance.toml", ALLIANCE).expect("mappings/alliance.toml compiles"));
-
 
 /// Glance 33's base image properties, as the embedded store's schema declares them.
 static BASE: LazyLock<PropertyNames> = LazyLock::new(image_gateway::glance::embedded::base_properties);

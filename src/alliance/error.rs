@@ -1,7 +1,9 @@
 //! The Alliance dialect's errors, and the one place they become responses.
 //!
 //! Every error is `{"error": {"code": <int>, "title": <reason phrase>, "message": <text>}}`
-//! (docs/alliance.md). Glance's own refusals keep their status and explanation.
+//! (docs/alliance.md). Glance's own refusals keep their status and explanation, but for the
+//! calls [`GlanceCall`] names, whose refusals are said here too. Every status the dialect
+//! answers is decided in this file ([`AllianceError::status`]).
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -11,6 +13,16 @@ use crate::body::BodyError;
 use crate::glance::UpstreamError;
 use crate::keystone::KeystoneError;
 use crate::mapping::{RenderError, RequestError};
+
+/// The Glance calls whose refusals Alliance says in words of its own.
+#[derive(Clone, Copy, Debug)]
+pub enum GlanceCall<'a> {
+    /// Reading image `id` named by the client: another environment's image is "not found",
+    /// never "forbidden", so ids do not leak.
+    GetById(&'a str),
+    /// Importing `copy_from` into a new image: Glance's refusal is the client's URL's fault.
+    Import(&'a str),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllianceError {
@@ -46,6 +58,19 @@ pub enum AllianceError {
 }
 
 impl AllianceError {
+    /// Glance's failure of `call` as Alliance reports it.
+    pub fn from_glance(call: GlanceCall<'_>, e: UpstreamError) -> AllianceError {
+        match (call, e) {
+            (GlanceCall::GetById(id), UpstreamError::Status { status, .. }) if matches!(status.as_u16(), 403 | 404) => {
+                AllianceError::NotFound(format!("No image with id {id}"))
+            }
+            (GlanceCall::Import(uri), UpstreamError::Status { status, message }) if status.is_client_error() => {
+                AllianceError::BadRequest(format!("copy_from {uri} cannot be imported: {message}"))
+            }
+            (_, e) => AllianceError::Upstream(e),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             AllianceError::BadRequest(_) | AllianceError::Body(_) => StatusCode::BAD_REQUEST,
@@ -60,13 +85,22 @@ impl AllianceError {
                 BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
                 BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             },
-            AllianceError::Upstream(e) => match (e.gateway_status(), e.status()) {
-                (Some(status), _) => status,
-                // Glance's refusals of the client's request keep their meaning.
-                (None, Some(status)) if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) => {
-                    status
+            AllianceError::Upstream(e) => match e {
+                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => {
+                    StatusCode::BAD_GATEWAY
                 }
-                (None, _) => StatusCode::BAD_GATEWAY,
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+                UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
+                // Glance's refusals of the client's request keep their meaning.
+                UpstreamError::Status { status, .. }
+                    if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) =>
+                {
+                    *status
+                }
+                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
             },
             AllianceError::Keystone(KeystoneError::Unreachable(_) | KeystoneError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -147,6 +181,33 @@ mod tests {
                 "boom",
             ),
             (AllianceError::Upstream(UpstreamError::Unreachable("refused".into())), 503, "Service Unavailable", ""),
+            (
+                AllianceError::from_glance(
+                    GlanceCall::GetById("i1"),
+                    UpstreamError::Status { status: StatusCode::FORBIDDEN, message: "not yours".into() },
+                ),
+                404,
+                "Not Found",
+                "No image with id i1",
+            ),
+            (
+                AllianceError::from_glance(
+                    GlanceCall::Import("http://x/y"),
+                    UpstreamError::Status { status: StatusCode::CONFLICT, message: "bad uri".into() },
+                ),
+                400,
+                "Bad Request",
+                "copy_from http://x/y cannot be imported: bad uri",
+            ),
+            (
+                AllianceError::from_glance(
+                    GlanceCall::Import("http://x/y"),
+                    UpstreamError::Status { status: StatusCode::BAD_GATEWAY, message: "down".into() },
+                ),
+                502,
+                "Bad Gateway",
+                "down",
+            ),
             (
                 AllianceError::BodyUnusable(BodyError::Stalled(std::time::Duration::from_secs(30))),
                 408,

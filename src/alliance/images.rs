@@ -5,12 +5,13 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::glance::{ListError, UpstreamError};
+use crate::glance::ListError;
 use crate::list;
 use std::sync::Arc;
 
 use crate::mapping::{LinkBases, QueryMap, RequestSchema, View, ViewContext};
 
+use super::error::GlanceCall;
 use super::{AllianceAction, AllianceApi, AllianceCall, AllianceError};
 
 /// Glance pagination parameters the gateway sets itself; filters may not.
@@ -26,14 +27,16 @@ static NO_LINKS: LinkBases =
 pub async fn run(api: &AllianceApi, call: &AllianceCall<'_>) -> Result<Response, AllianceError> {
     match &call.route.action {
         AllianceAction::ListImages { view, query } => list(api, call, view, query).await,
-        AllianceAction::ShowImage { view } => {
-            let image = resolve(call, call.param("image")).await?;
+        AllianceAction::ShowImage { view, image } => {
+            let image = resolve(call, call.param(*image)).await?;
             render(call, view, &image).await.map(ok)
         }
         AllianceAction::CreateImage { view, request } => create(call, view, request).await,
-        AllianceAction::UpdateImage { view, request } => update(call, view, request).await.map(ok),
-        AllianceAction::DeleteImage => {
-            let image = resolve(call, call.param("image")).await?;
+        AllianceAction::UpdateImage { view, request, image } => {
+            update(call, view, request, call.param(*image)).await.map(ok)
+        }
+        AllianceAction::DeleteImage { image } => {
+            let image = resolve(call, call.param(*image)).await?;
             let id = image["id"].as_str().unwrap_or_default();
             call.namespace.glance.delete_image(&call.glance, id).await?;
             // The seed answers a delete 200 with no body.
@@ -98,7 +101,7 @@ async fn create(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
                 if let Err(cleanup) = glance.delete_image(&call.glance, &id).await {
                     tracing::error!(image = %id, error = %cleanup, "could not delete an image whose import failed");
                 }
-                return Err(import_error(uri, e));
+                return Err(AllianceError::from_glance(GlanceCall::Import(uri), e));
             }
         },
         None => image,
@@ -110,25 +113,21 @@ async fn create(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
     Ok(response)
 }
 
-fn import_error(uri: &str, e: UpstreamError) -> AllianceError {
-    match e {
-        UpstreamError::Status { status, message } if status.is_client_error() => {
-            AllianceError::BadRequest(format!("copy_from {uri} cannot be imported: {message}"))
-        }
-        other => AllianceError::Upstream(other),
-    }
-}
-
 /// The fields Glance fixes once an image leaves `queued`.
 const FORMATS: [&str; 2] = ["disk_format", "container_format"];
 
 /// `PATCH` or `PUT /images/{id or name}`: one `replace` per field that changes.
-async fn update(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) -> Result<Value, AllianceError> {
+async fn update(
+    call: &AllianceCall<'_>,
+    view: &View,
+    schema: &RequestSchema,
+    id_or_name: &str,
+) -> Result<Value, AllianceError> {
     let fields = schema.parse(&call.body)?;
     if fields.contains_key(COPY_FROM) {
         return Err(AllianceError::BadRequest("copy_from can only be given when the image is created".into()));
     }
-    let image = resolve(call, call.param("image")).await?;
+    let image = resolve(call, id_or_name).await?;
     let id = image["id"].as_str().unwrap_or_default().to_owned();
     // Glance changes the formats of a queued image only (403 once it has data, even to the
     // same value); the seed's own update names them on an imported image and expects the rest
@@ -150,11 +149,8 @@ async fn update(call: &AllianceCall<'_>, view: &View, schema: &RequestSchema) ->
 async fn resolve(call: &AllianceCall<'_>, id_or_name: &str) -> Result<Value, AllianceError> {
     let glance = &call.namespace.glance;
     if crate::glance::is_image_id(id_or_name) {
-        return glance.get_image(&call.glance, id_or_name).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-            // Another environment's image is "not found", never "forbidden": ids do not leak.
-            Some(403 | 404) => AllianceError::NotFound(format!("No image with id {id_or_name}")),
-            _ => AllianceError::Upstream(e),
-        });
+        let by_id = GlanceCall::GetById(id_or_name);
+        return glance.get_image(&call.glance, id_or_name).await.map_err(|e| AllianceError::from_glance(by_id, e));
     }
     // Glance names are at most 255 characters: a longer one names nothing, and is not asked for.
     if id_or_name.chars().count() > MAX_NAME {

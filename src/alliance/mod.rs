@@ -24,7 +24,9 @@ use crate::config::IdentityMode;
 use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
-use crate::mapping::{split_path, Action, BindError, Lookup, Mapping, Parts, QueryMap, RequestSchema, Route, View};
+use crate::mapping::{
+    split_path, Action, BindError, Lookup, Mapping, Param, Parts, QueryMap, RequestSchema, Route, View,
+};
 use crate::public_url::{self, OriginPolicy};
 use crate::trust::ClientCertificate;
 
@@ -34,11 +36,27 @@ pub use identity::TrustedCallers;
 /// The calls `mappings/alliance.toml` may route to, each with what it was bound to at load.
 #[derive(Debug)]
 pub enum AllianceAction {
-    ListImages { view: Arc<View>, query: Arc<QueryMap> },
-    ShowImage { view: Arc<View> },
-    CreateImage { view: Arc<View>, request: Arc<RequestSchema> },
-    UpdateImage { view: Arc<View>, request: Arc<RequestSchema> },
-    DeleteImage,
+    ListImages {
+        view: Arc<View>,
+        query: Arc<QueryMap>,
+    },
+    /// `image`: an image id, or a name among the environment's images.
+    ShowImage {
+        view: Arc<View>,
+        image: Param,
+    },
+    CreateImage {
+        view: Arc<View>,
+        request: Arc<RequestSchema>,
+    },
+    UpdateImage {
+        view: Arc<View>,
+        request: Arc<RequestSchema>,
+        image: Param,
+    },
+    DeleteImage {
+        image: Param,
+    },
 }
 
 impl Action for AllianceAction {
@@ -49,10 +67,14 @@ impl Action for AllianceAction {
     fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
         Ok(match name {
             "list_images" => AllianceAction::ListImages { view: parts.view()?, query: parts.query()? },
-            "show_image" => AllianceAction::ShowImage { view: parts.view()? },
+            "show_image" => AllianceAction::ShowImage { view: parts.view()?, image: parts.param("image")? },
             "create_image" => AllianceAction::CreateImage { view: parts.view()?, request: parts.request()? },
-            "update_image" => AllianceAction::UpdateImage { view: parts.view()?, request: parts.request()? },
-            "delete_image" => AllianceAction::DeleteImage,
+            "update_image" => AllianceAction::UpdateImage {
+                view: parts.view()?,
+                request: parts.request()?,
+                image: parts.param("image")?,
+            },
+            "delete_image" => AllianceAction::DeleteImage { image: parts.param("image")? },
             _ => return Err(BindError::UnknownAction),
         })
     }
@@ -107,8 +129,8 @@ pub struct AllianceCall<'a> {
 }
 
 impl AllianceCall<'_> {
-    fn param(&self, name: &str) -> &str {
-        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    fn param(&self, param: Param) -> &str {
+        param.of(&self.params)
     }
 }
 

@@ -99,21 +99,6 @@ impl UpstreamError {
         }
     }
 
-    /// What the gateway answers for a failure that is not Glance's own answer (`None` for
-    /// [`UpstreamError::Status`], which each dialect translates its own way).
-    pub fn gateway_status(&self) -> Option<StatusCode> {
-        Some(match self {
-            UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            // A certificate problem is not a passing outage: retrying soon will not help.
-            UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
-            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
-            UpstreamError::Status { .. } => return None,
-        })
-    }
-
     /// When a client should try again: while the circuit is open.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -546,6 +531,23 @@ async fn send_http(
     }
 }
 
+/// How Glance's own API, passed through at `glance.mount`, answers a failure to reach Glance
+/// (its one error table: each dialect has its own, in its module): in Glance's error shape.
+pub fn passthrough_error(e: &UpstreamError) -> axum::response::Response {
+    let status = match e {
+        UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        // A certificate problem is not a passing outage: retrying soon will not help.
+        UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
+        UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+        UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
+        // Glance's own answers pass through as they are; one that did not is Glance's status.
+        UpstreamError::Status { status, .. } => *status,
+    };
+    error_response(status, &e.to_string())
+}
+
 /// An error in Glance's own shape, for answers the gateway gives on Glance's mount.
 pub fn error_response(status: StatusCode, message: &str) -> axum::response::Response {
     use axum::response::IntoResponse as _;
@@ -753,9 +755,9 @@ mod tests {
         assert_eq!(read_limited(answer("0123456789"), 10).await.unwrap().as_deref(), Some(&b"0123456789"[..]));
         assert_eq!(read_limited(answer("0123456789a"), 10).await.unwrap(), None);
         assert_eq!(UpstreamError::TooLarge(10).outcome(), Outcome::Healthy, "the request's size, not Glance's health");
-        assert_eq!(UpstreamError::TooLarge(10).gateway_status(), Some(StatusCode::BAD_GATEWAY));
+        assert_eq!(passthrough_error(&UpstreamError::TooLarge(10)).status(), StatusCode::BAD_GATEWAY);
         let long = UpstreamError::RequestTooLong { target: 9000, limit: 8192 };
-        assert_eq!((long.outcome(), long.gateway_status()), (Outcome::Healthy, Some(StatusCode::URI_TOO_LONG)));
+        assert_eq!((long.outcome(), passthrough_error(&long).status()), (Outcome::Healthy, StatusCode::URI_TOO_LONG));
     }
 
     #[test]

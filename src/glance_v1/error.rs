@@ -46,15 +46,23 @@ impl V1Error {
             V1Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             V1Error::Conflict(_) => StatusCode::CONFLICT,
             V1Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            V1Error::Upstream(e) => match (e.gateway_status(), e.status()) {
-                (Some(status), _) => status,
+            V1Error::Upstream(e) => match e {
+                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                // A certificate problem is not a passing outage: retrying soon will not help.
+                UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+                UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
                 // Glance's refusals of the client's request keep their status and reason.
-                (None, Some(status))
+                UpstreamError::Status { status, .. }
                     if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 410 | 413 | 415 | 416 | 503) =>
                 {
-                    status
+                    *status
                 }
-                (None, _) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
             },
             V1Error::Render(_) => StatusCode::BAD_GATEWAY,
             V1Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -122,8 +122,8 @@ pub async fn list(
 }
 
 /// `HEAD /v1/images/{id}`: the image as headers.
-pub async fn meta(api: &GlanceV1Api, call: &V1Call<'_>, view: &View) -> Result<Response, V1Error> {
-    let image = fetch(api, call).await?;
+pub async fn meta(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, id: &str) -> Result<Response, V1Error> {
+    let image = fetch(api, call, id).await?;
     let mut response = StatusCode::OK.into_response();
     write_image_headers(api, call, view, &image, response.headers_mut()).await?;
     Ok(response)
@@ -131,9 +131,8 @@ pub async fn meta(api: &GlanceV1Api, call: &V1Call<'_>, view: &View) -> Result<R
 
 /// `GET /v1/images/{id}`: the bytes, streamed from Glance, under the image's headers. As v1, an
 /// image that is not active has none to give (404; deactivated: 403).
-pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>, view: &View) -> Result<Response, V1Error> {
-    let id = call.param("id");
-    let image = fetch(api, call).await?;
+pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, id: &str) -> Result<Response, V1Error> {
+    let image = fetch(api, call, id).await?;
     match image["status"].as_str() {
         Some("active") => {}
         Some("deactivated") => return Err(V1Error::Forbidden(format!("Image {id} is deactivated"))),
@@ -170,8 +169,7 @@ async fn write_image_headers(
 }
 
 /// The image a call names, with Glance's refusals said as v1 said them.
-async fn fetch(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Value, V1Error> {
-    let id = call.param("id");
+async fn fetch(api: &GlanceV1Api, call: &V1Call<'_>, id: &str) -> Result<Value, V1Error> {
     api.glance.get_image(&call.glance, id).await.map_err(|e| not_found_as_v1(e, id))
 }
 
@@ -207,13 +205,8 @@ async fn image_answer(
 }
 
 /// Whether a call streams image bytes in, and so has no total deadline (idle timers watch it).
-pub fn sends_bytes(action: &GlanceV1Action, headers: &HeaderMap) -> bool {
-    matches!(action, GlanceV1Action::CreateImage { .. } | GlanceV1Action::UpdateImage { .. }) && carries_body(headers)
-}
-
-/// Whether a request says it has a body.
-fn carries_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING) || crate::body::declared_length(headers).is_some_and(|len| len > 0)
+pub fn sends_bytes(action: &GlanceV1Action, has_body: bool) -> bool {
+    matches!(action, GlanceV1Action::CreateImage { .. } | GlanceV1Action::UpdateImage { .. }) && has_body
 }
 
 /// Where the image's bytes come from.
@@ -232,7 +225,7 @@ fn source(api: &GlanceV1Api, call: &V1Call<'_>, asked: &Requested) -> Result<Sou
         Some(Err(_)) => return Err(V1Error::BadRequest("Bad header: x-glance-api-copy-from".into())),
         None => asked.copy_from.clone(),
     };
-    let body = carries_body(call.headers);
+    let body = call.has_body;
     if body && copy_from.is_some() {
         return Err(V1Error::BadRequest("It's invalid to provide multiple image sources.".into()));
     }
@@ -335,11 +328,16 @@ pub async fn create(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, body: Bod
 /// `PUT /v1/images/{id}`: the headers' changes as one v2 PATCH (properties not sent again are
 /// removed unless `x-glance-registry-purge-props` says false or bytes are sent), then the
 /// bytes or copy-from of a queued image.
-pub async fn update(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, body: Body) -> Result<Response, V1Error> {
-    let id = call.param("id");
+pub async fn update(
+    api: &GlanceV1Api,
+    call: &V1Call<'_>,
+    view: &View,
+    id: &str,
+    body: Body,
+) -> Result<Response, V1Error> {
     let asked = meta::read_headers(call.headers)?;
     let source = source(api, call, &asked)?;
-    let image = fetch(api, call).await?;
+    let image = fetch(api, call, id).await?;
     let status = image["status"].as_str().unwrap_or_default();
     if asked.fields.get("id").is_some_and(|v| *v != image["id"]) {
         return Err(V1Error::Forbidden("Forbidden to modify 'id' of image.".into()));
@@ -460,8 +458,7 @@ fn import_error(url: &str, e: UpstreamError) -> V1Error {
 }
 
 /// `DELETE /v1/images/{id}`: 200 with an empty body, as Queens' code answered.
-pub async fn delete(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
-    let id = call.param("id");
+pub async fn delete(api: &GlanceV1Api, call: &V1Call<'_>, id: &str) -> Result<Response, V1Error> {
     api.glance.delete_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
         Some(404) => V1Error::NotFound(format!("Image with identifier {id} not found")),
         _ => V1Error::Upstream(e),

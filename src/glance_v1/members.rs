@@ -19,8 +19,7 @@ use super::{GlanceV1Api, V1Call, V1Error};
 const MAX_SHARED_LOOKUP: usize = 1000;
 
 /// `GET /v1/images/{id}/members`.
-pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
-    let id = call.param("id");
+pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>, id: &str) -> Result<Response, V1Error> {
     let members = api.glance.list_members(&call.glance, id).await.map_err(|e| image_error(e, id))?;
     let members: Vec<Value> =
         members.iter().map(|m| json!({"member_id": m["member_id"], "can_share": false})).collect();
@@ -28,8 +27,7 @@ pub async fn list(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Er
 }
 
 /// `PUT /v1/images/{id}/members`: the members become exactly those of `memberships`.
-pub async fn replace(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
-    let id = call.param("id");
+pub async fn replace(api: &GlanceV1Api, call: &V1Call<'_>, id: &str, body: Body) -> Result<Response, V1Error> {
     let body = json_body(api, call, body).await?;
     let wanted = memberships(&body)?;
     let current = api.glance.list_members(&call.glance, id).await.map_err(|e| image_error(e, id))?;
@@ -47,8 +45,13 @@ pub async fn replace(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result
 }
 
 /// `PUT /v1/images/{id}/members/{member}` (an optional `{"member": {"can_share": ...}}`).
-pub async fn add(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
-    let id = call.param("id");
+pub async fn add(
+    api: &GlanceV1Api,
+    call: &V1Call<'_>,
+    id: &str,
+    member: &str,
+    body: Body,
+) -> Result<Response, V1Error> {
     let body = json_body(api, call, body).await?;
     let well_formed = match &body {
         Value::Null => true,
@@ -60,15 +63,13 @@ pub async fn add(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Res
     if !well_formed {
         return Err(V1Error::BadRequest(format!("Invalid membership association: {body}")));
     }
-    let member = call.param("member");
     make_shared(api, call, id).await?;
     add_one(api, call, id, member).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /v1/images/{id}/members/{member}`.
-pub async fn remove(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
-    let (id, member) = (call.param("id"), call.param("member"));
+pub async fn remove(api: &GlanceV1Api, call: &V1Call<'_>, id: &str, member: &str) -> Result<Response, V1Error> {
     api.glance.remove_member(&call.glance, id, member).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
         Some(404) => V1Error::NotFound(format!("Image {id} has no member {member}")),
         _ => image_error(e, id),
@@ -79,8 +80,7 @@ pub async fn remove(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1
 /// `GET /v1/shared-images/{member}`: the shared images the caller can see that `member` is a
 /// member of. v2 has no such query: each shared image visible to the caller (at most
 /// [`MAX_SHARED_LOOKUP`]) is asked whether `member` is one of its members.
-pub async fn shared_images(api: &GlanceV1Api, call: &V1Call<'_>) -> Result<Response, V1Error> {
-    let member = call.param("member");
+pub async fn shared_images(api: &GlanceV1Api, call: &V1Call<'_>, member: &str) -> Result<Response, V1Error> {
     let filters = vec![("visibility".into(), "shared".into()), ("member_status".into(), "all".into())];
     let images = api.glance.list_images(&call.glance, filters, MAX_SHARED_LOOKUP).await?;
     let mut shared = Vec::new();

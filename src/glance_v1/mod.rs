@@ -24,13 +24,14 @@ use serde_json::{json, Value};
 use crate::admission::Admission;
 use crate::glance::{Call, GlanceClient};
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
-use crate::mapping::{split_path, Action, BindError, Lookup, Mapping, Parts, QueryMap, Route, View};
+use crate::mapping::{split_path, Action, BindError, Lookup, Mapping, Param, Parts, QueryMap, Route, View};
 use crate::public_url::OriginPolicy;
 
 pub use error::V1Error;
 
-/// The calls `mappings/glance_v1.toml` may route to, each bound to the view or query map of
-/// its route when the file is loaded.
+/// The calls `mappings/glance_v1.toml` may route to, each bound to the view, query map and
+/// path parameters (`image`: the image id, `member`: a member's project) of its route when the
+/// file is loaded.
 #[derive(Debug)]
 pub enum GlanceV1Action {
     ListImages {
@@ -40,22 +41,39 @@ pub enum GlanceV1Action {
     /// HEAD: the view written as headers.
     ImageMeta {
         view: Arc<View>,
+        image: Param,
     },
     DownloadImage {
         view: Arc<View>,
+        image: Param,
     },
     CreateImage {
         view: Arc<View>,
     },
     UpdateImage {
         view: Arc<View>,
+        image: Param,
     },
-    DeleteImage,
-    ListMembers,
-    ReplaceMembers,
-    AddMember,
-    RemoveMember,
-    SharedImages,
+    DeleteImage {
+        image: Param,
+    },
+    ListMembers {
+        image: Param,
+    },
+    ReplaceMembers {
+        image: Param,
+    },
+    AddMember {
+        image: Param,
+        member: Param,
+    },
+    RemoveMember {
+        image: Param,
+        member: Param,
+    },
+    SharedImages {
+        member: Param,
+    },
 }
 
 impl Action for GlanceV1Action {
@@ -75,18 +93,20 @@ impl Action for GlanceV1Action {
     ];
 
     fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+        let image = || parts.param("id");
+        let member = || parts.param("member");
         Ok(match name {
             "list_images" => GlanceV1Action::ListImages { view: parts.view()?, query: parts.query()? },
-            "image_meta" => GlanceV1Action::ImageMeta { view: parts.view()? },
-            "download_image" => GlanceV1Action::DownloadImage { view: parts.view()? },
+            "image_meta" => GlanceV1Action::ImageMeta { view: parts.view()?, image: image()? },
+            "download_image" => GlanceV1Action::DownloadImage { view: parts.view()?, image: image()? },
             "create_image" => GlanceV1Action::CreateImage { view: parts.view()? },
-            "update_image" => GlanceV1Action::UpdateImage { view: parts.view()? },
-            "delete_image" => GlanceV1Action::DeleteImage,
-            "list_members" => GlanceV1Action::ListMembers,
-            "replace_members" => GlanceV1Action::ReplaceMembers,
-            "add_member" => GlanceV1Action::AddMember,
-            "remove_member" => GlanceV1Action::RemoveMember,
-            "shared_images" => GlanceV1Action::SharedImages,
+            "update_image" => GlanceV1Action::UpdateImage { view: parts.view()?, image: image()? },
+            "delete_image" => GlanceV1Action::DeleteImage { image: image()? },
+            "list_members" => GlanceV1Action::ListMembers { image: image()? },
+            "replace_members" => GlanceV1Action::ReplaceMembers { image: image()? },
+            "add_member" => GlanceV1Action::AddMember { image: image()?, member: member()? },
+            "remove_member" => GlanceV1Action::RemoveMember { image: image()?, member: member()? },
+            "shared_images" => GlanceV1Action::SharedImages { member: member()? },
             _ => return Err(BindError::UnknownAction),
         })
     }
@@ -134,12 +154,9 @@ pub struct V1Call<'a> {
     glance: Call,
     /// `{origin}{mount}/v1/images`, for `Location`.
     images_url: String,
-}
-
-impl V1Call<'_> {
-    fn param(&self, name: &str) -> &str {
-        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
-    }
+    /// The request has a body: a declared length above 0, or a stream (chunked, or HTTP/2
+    /// DATA) that did not end with the head.
+    has_body: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -183,11 +200,13 @@ async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Reques
         headers: &parts.headers,
         glance: Call::new(api.glance.forwarded(&parts.headers)),
         images_url: format!("{origin}{mount}/v1/images"),
+        has_body: !http_body::Body::is_end_stream(&body)
+            || crate::body::declared_length(&parts.headers).is_some_and(|len| len > 0),
     };
     // Image bytes take as long as they take (idle timers watch them); anything else has the
     // request deadline.
     let limit = api.settings.request_timeout;
-    let outcome = if images::sends_bytes(&route.action, &parts.headers) {
+    let outcome = if images::sends_bytes(&route.action, call.has_body) {
         run(&api, &call, body).await
     } else {
         tokio::time::timeout(limit, run(&api, &call, body)).await.unwrap_or(Err(V1Error::Timeout(limit)))
@@ -198,18 +217,19 @@ async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Reques
 }
 
 async fn run(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
+    let p = |param: &Param| param.of(&call.params);
     match &call.route.action {
         GlanceV1Action::ListImages { view, query } => images::list(api, call, view, query).await,
-        GlanceV1Action::ImageMeta { view } => images::meta(api, call, view).await,
-        GlanceV1Action::DownloadImage { view } => images::download(api, call, view).await,
+        GlanceV1Action::ImageMeta { view, image } => images::meta(api, call, view, p(image)).await,
+        GlanceV1Action::DownloadImage { view, image } => images::download(api, call, view, p(image)).await,
         GlanceV1Action::CreateImage { view } => images::create(api, call, view, body).await,
-        GlanceV1Action::UpdateImage { view } => images::update(api, call, view, body).await,
-        GlanceV1Action::DeleteImage => images::delete(api, call).await,
-        GlanceV1Action::ListMembers => members::list(api, call).await,
-        GlanceV1Action::ReplaceMembers => members::replace(api, call, body).await,
-        GlanceV1Action::AddMember => members::add(api, call, body).await,
-        GlanceV1Action::RemoveMember => members::remove(api, call).await,
-        GlanceV1Action::SharedImages => members::shared_images(api, call).await,
+        GlanceV1Action::UpdateImage { view, image } => images::update(api, call, view, p(image), body).await,
+        GlanceV1Action::DeleteImage { image } => images::delete(api, call, p(image)).await,
+        GlanceV1Action::ListMembers { image } => members::list(api, call, p(image)).await,
+        GlanceV1Action::ReplaceMembers { image } => members::replace(api, call, p(image), body).await,
+        GlanceV1Action::AddMember { image, member } => members::add(api, call, p(image), p(member), body).await,
+        GlanceV1Action::RemoveMember { image, member } => members::remove(api, call, p(image), p(member)).await,
+        GlanceV1Action::SharedImages { member } => members::shared_images(api, call, p(member)).await,
     }
 }
 

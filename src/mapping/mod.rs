@@ -37,7 +37,7 @@ pub use doc::{for_each_object, Node, PageError, PageSummary, RawObject};
 pub use path::PathExpr;
 pub use query::{ParamRule, ParamTransform, QueryMap};
 pub use request::{RequestError, RequestSchema};
-pub use route::{split_path, ApiVersion, Lookup, Route, RouteTable};
+pub use route::{split_path, ApiVersion, Lookup, Params, Route, RouteTable};
 pub use view::{
     FieldRef, LinkBases, PropertyNames, PropertyRule, RenderError, Rendered, Table, Transform, View, ViewContext,
 };
@@ -85,12 +85,21 @@ pub enum BindError {
 #[derive(Debug)]
 pub struct Parts<'a> {
     action: &'a str,
+    template: &'a route::Template,
     view: Option<(&'a str, &'a Arc<View>)>,
     query: Option<&'a Arc<QueryMap>>,
     request: Option<&'a Arc<RequestSchema>>,
 }
 
 impl Parts<'_> {
+    /// The route's path parameter `{name}`, for an action that reads it.
+    pub fn param(&self, name: &str) -> Result<Param, BindError> {
+        self.template.param_index(name).map(Param).ok_or_else(|| BindError::Needs {
+            part: "path",
+            problem: format!("action `{}` needs the path parameter `{{{name}}}`", self.action),
+        })
+    }
+
     /// The route's view, for an action that renders images.
     pub fn view(&self) -> Result<Arc<View>, BindError> {
         self.view.map(|(_, v)| v.clone()).ok_or_else(|| self.needs("view", "a view"))
@@ -118,6 +127,18 @@ impl Parts<'_> {
 
     fn needs(&self, part: &'static str, what: &str) -> BindError {
         BindError::Needs { part, problem: format!("action `{}` needs {what}", self.action) }
+    }
+}
+
+/// A path parameter of a route, found when the file is loaded ([`Parts::param`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param(usize);
+
+impl Param {
+    /// Its value in `params`, the parameters [`RouteTable::lookup`] found for the route
+    /// this was bound on (they come in the route template's order).
+    pub fn of(self, params: &route::Params) -> &str {
+        params.get(self.0).map_or("", |(_, value)| value.as_str())
     }
 }
 
@@ -265,7 +286,7 @@ impl<A: Action> Mapping<A> {
                 ),
                 None => None,
             };
-            let parts = Parts { action: &r.action, view, query, request };
+            let parts = Parts { action: &r.action, template: &template, view, query, request };
             let action = A::bind(&r.action, &parts).map_err(|e| match e {
                 BindError::UnknownAction => err(&format!("{key}.action"), unknown("action", &r.action, A::NAMES)),
                 BindError::Needs { part, problem } => err(&format!("{key}.{part}"), problem),
@@ -380,7 +401,7 @@ mod tests {
     #[derive(Debug)]
     enum Demo {
         List { view: Arc<View>, query: Arc<QueryMap> },
-        Show { view: Arc<View> },
+        Show { view: Arc<View>, id: Param },
         Props { props: FieldRef },
     }
 
@@ -391,7 +412,7 @@ mod tests {
         fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
             Ok(match name {
                 "list" => Demo::List { view: parts.view()?, query: parts.query()? },
-                "show" => Demo::Show { view: parts.view()? },
+                "show" => Demo::Show { view: parts.view()?, id: parts.param("id")? },
                 "props" => Demo::Props { props: parts.view_field("custom_properties")? },
                 _ => return Err(BindError::UnknownAction),
             })
@@ -450,11 +471,12 @@ owner = { path = "$.owner", omit_when_missing = true }
         assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"ident":"a","state":"UNKNOWN","size":0}"#);
         let q = query.translate(&[("state".into(), "X".into())]);
         assert_eq!(q, vec![("status".to_string(), "x".to_string())]);
-        let Lookup::Found { route, .. } = m.routes.lookup("GET", &split_path("/things/7").unwrap()) else {
+        let Lookup::Found { route, params } = m.routes.lookup("GET", &split_path("/things/7").unwrap()) else {
             panic!("no show route")
         };
-        let Demo::Show { view: shown } = &route.action else { panic!("{:?}", route.action) };
+        let Demo::Show { view: shown, id } = &route.action else { panic!("{:?}", route.action) };
         assert!(Arc::ptr_eq(view, shown), "views are compiled once and shared");
+        assert_eq!(id.of(&params), "7");
     }
 
     #[test]
@@ -510,7 +532,13 @@ owner = { path = "$.owner", omit_when_missing = true }
                 "unknown built-in transform `shout`",
             ),
             ("action = \"show\"", "action = \"destroy\"", "route[1].action", "unknown action `destroy`"),
-            ("path = \"/things/{id}\"", "path = \"/things/{name}\"\nquery = \"filters\"", "route[1].query", ""),
+            (
+                "path = \"/things/{id}\"",
+                "path = \"/things/{name}\"",
+                "route[1].path",
+                "action `show` needs the path parameter `{id}`",
+            ),
+            ("path = \"/things/{id}\"", "path = \"/things/{id}\"\nquery = \"filters\"", "route[1].query", ""),
             ("max_version = \"2.35\"", "max_version = \"2.035\"", "route[1].max_version", "not a MAJOR.MINOR"),
             (
                 "transform = \"lowercase\"",
@@ -529,7 +557,7 @@ owner = { path = "$.owner", omit_when_missing = true }
                     assert!(e.problem.contains(problem), "{e}");
                     assert!(e.to_string().starts_with("demo.toml: "), "{e}");
                 }
-                // The `{name}` variant compiles (a query map may be attached to any route).
+                // A query map may be attached to any route: that variant compiles.
                 Ok(_) if problem.is_empty() => {}
                 Ok(_) => panic!("case {key} compiled"),
             }
@@ -538,7 +566,7 @@ owner = { path = "$.owner", omit_when_missing = true }
 
     #[test]
     fn overlapping_routes_are_refused() {
-        let text = format!("{GOOD}\n[[route]]\nid = \"demo.show2\"\nmethod = \"GET\"\npath = \"/things/{{other}}\"\naction = \"show\"\nview = \"thing\"\n");
+        let text = format!("{GOOD}\n[[route]]\nid = \"demo.show2\"\nmethod = \"GET\"\npath = \"/things/{{id}}\"\naction = \"show\"\nview = \"thing\"\n");
         let e = compile(&text).unwrap_err();
         assert_eq!(e.key, "route[2]");
         assert!(e.problem.contains("overlaps route `demo.show`"), "{e}");

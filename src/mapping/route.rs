@@ -109,6 +109,11 @@ impl Template {
         Some((params, rank))
     }
 
+    /// The position of parameter `{name}` among the template's parameters.
+    pub(super) fn param_index(&self, name: &str) -> Option<usize> {
+        self.parts.iter().filter(|p| matches!(p, Part::Param(_))).position(|p| *p == Part::Param(name.to_owned()))
+    }
+
     /// Two templates are ambiguous when every position is the same literal or a parameter in both.
     fn ambiguous_with(&self, other: &Template) -> bool {
         self.parts.len() == other.parts.len()

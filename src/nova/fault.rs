@@ -2,12 +2,15 @@
 //!
 //! Nova answers a failed call with a fault body `{"<name>": {"code": <int>, "message": ...}}`
 //! whose name follows the status; a path or method no route claims gets a bare WebOb 404
-//! instead. Everything a Nova handler can fail with is a [`NovaError`].
+//! instead. Everything a Nova handler can fail with is a [`NovaError`]; every status the
+//! dialect answers is decided here: Glance's refusals per call ([`GlanceCall`]'s table), and
+//! every error's status ([`NovaError::status`]).
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 
 use crate::admission::Busy;
+use crate::body::BodyError;
 use crate::glance::UpstreamError;
 use crate::mapping::RenderError;
 
@@ -37,6 +40,64 @@ impl PageFormat {
             PageFormat::Text
         } else {
             PageFormat::Html
+        }
+    }
+}
+
+/// The Glance calls whose refusals Nova reports in words of its own (its `_translate_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlanceCall {
+    List,
+    Get,
+    Patch,
+    Delete,
+}
+
+/// What Nova says for one Glance status.
+#[derive(Clone, Copy, Debug)]
+enum Says {
+    Unauthorized,
+    NotFound(&'static str),
+    Forbidden(&'static str),
+    /// `Not authorized for image <id>.`
+    NotAuthorizedForImage,
+    /// Glance's own message as glanceclient quotes it ([`glanceclient_text`]), with this status.
+    Quoting(StatusCode),
+}
+
+impl GlanceCall {
+    /// Glance's statuses that Nova translates for this call; any other becomes
+    /// [`NovaError::Upstream`] (a 4xx of those: 500, as Nova).
+    fn table(self) -> &'static [(u16, Says)] {
+        const IMAGE_NOT_FOUND: Says = Says::NotFound("Image not found.");
+        match self {
+            GlanceCall::List => &[
+                (400, Says::Quoting(StatusCode::BAD_REQUEST)),
+                (401, Says::Unauthorized),
+                (403, Says::Quoting(StatusCode::FORBIDDEN)),
+            ],
+            GlanceCall::Get => &[
+                (400, Says::Quoting(StatusCode::BAD_REQUEST)),
+                (401, Says::Unauthorized),
+                (403, Says::NotAuthorizedForImage),
+                (404, IMAGE_NOT_FOUND),
+            ],
+            GlanceCall::Patch => &[
+                (400, Says::Quoting(StatusCode::BAD_REQUEST)),
+                (401, Says::Unauthorized),
+                (403, Says::NotAuthorizedForImage),
+                (404, IMAGE_NOT_FOUND),
+                (409, Says::Quoting(StatusCode::CONFLICT)),
+                // Glance's own property quota (image_property_quota).
+                (413, Says::Forbidden("Image metadata limit exceeded")),
+            ],
+            GlanceCall::Delete => &[
+                (401, Says::Unauthorized),
+                // Glance says 403 for someone else's image and for a protected one alike.
+                (403, Says::Forbidden("You are not allowed to delete the image.")),
+                (404, IMAGE_NOT_FOUND),
+                (409, Says::Quoting(StatusCode::CONFLICT)),
+            ],
         }
     }
 }
@@ -86,6 +147,21 @@ pub enum NovaError {
 }
 
 impl NovaError {
+    /// Glance's failure of `call` (on image `image`; "" for a list) as Nova reports it.
+    pub fn from_glance(call: GlanceCall, image: &str, e: UpstreamError) -> NovaError {
+        let said = e.status().and_then(|status| call.table().iter().find(|(s, _)| *s == status.as_u16()));
+        match said.map(|(_, says)| *says) {
+            Some(Says::Unauthorized) => NovaError::Unauthorized,
+            Some(Says::NotFound(text)) => NovaError::NotFound(text.into()),
+            Some(Says::Forbidden(text)) => NovaError::Forbidden(text.into()),
+            Some(Says::NotAuthorizedForImage) => NovaError::Forbidden(format!("Not authorized for image {image}.")),
+            Some(Says::Quoting(StatusCode::BAD_REQUEST)) => NovaError::BadRequest(glanceclient_text(&e)),
+            Some(Says::Quoting(StatusCode::FORBIDDEN)) => NovaError::Forbidden(glanceclient_text(&e)),
+            Some(Says::Quoting(_)) => NovaError::Conflict(glanceclient_text(&e)),
+            None => NovaError::Upstream(e),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             NovaError::BadRequest(_) | NovaError::Version(VersionError::Malformed(_)) => StatusCode::BAD_REQUEST,
@@ -95,13 +171,23 @@ impl NovaError {
             NovaError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NovaError::NotFound(_) | NovaError::NoRoute(_) => StatusCode::NOT_FOUND,
             NovaError::Version(VersionError::Unsupported(..)) => StatusCode::NOT_ACCEPTABLE,
-            NovaError::Upstream(e) => match (e.gateway_status(), e.status()) {
-                (Some(status), _) => status,
-                (None, Some(StatusCode::SERVICE_UNAVAILABLE)) => StatusCode::SERVICE_UNAVAILABLE,
-                // A Glance 4xx the route did not expect: Nova answers these 500 too.
-                (None, Some(status)) if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
+            NovaError::Upstream(e) => match e {
+                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                // A certificate problem is not a passing outage: retrying soon will not help.
+                UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => {
+                    StatusCode::BAD_GATEWAY
+                }
+                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+                UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
+                UpstreamError::Status { status: StatusCode::SERVICE_UNAVAILABLE, .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                // A Glance 4xx the call's table does not translate: Nova answers these 500 too.
+                UpstreamError::Status { status, .. } if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
                 // 5xx, or a 1xx/3xx that no Glance sends (glance.url pointing elsewhere).
-                (None, _) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
             },
             NovaError::Render(_) => StatusCode::BAD_GATEWAY,
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -119,6 +205,36 @@ impl NovaError {
             NovaError::Upstream(e) => e.retry_after(),
             _ => None,
         }
+    }
+}
+
+/// How Nova answers a body it cannot read or decode.
+impl From<BodyError> for NovaError {
+    fn from(e: BodyError) -> NovaError {
+        match e {
+            BodyError::TooLarge(limit) => NovaError::BodyTooLarge(limit),
+            BodyError::NotJson => NovaError::UnsupportedMediaType,
+            BodyError::Malformed => NovaError::BadRequest("Malformed request body".into()),
+            BodyError::Unreadable(e) => NovaError::BadRequest(e),
+            BodyError::Stalled(idle) => NovaError::BodyStalled(idle),
+        }
+    }
+}
+
+/// Glance's error as Nova quotes it: glanceclient's `HTTP <code> <reason>: <details>`, the
+/// details HTML-escaped because glanceclient reads them out of Glance's HTML error page.
+fn glanceclient_text(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Status { status, message } => {
+            let escaped = message
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#x27;");
+            format!("HTTP {} {}: {escaped}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -194,6 +310,45 @@ mod tests {
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[test]
+    fn glance_errors_are_quoted_as_glanceclient_does() {
+        let e = UpstreamError::Status {
+            status: http::StatusCode::BAD_REQUEST,
+            message: "Bad \"updated_at\" filter 'x' <y> & z".into(),
+        };
+        assert_eq!(
+            glanceclient_text(&e),
+            "HTTP 400 Bad Request: Bad &quot;updated_at&quot; filter &#x27;x&#x27; &lt;y&gt; &amp; z"
+        );
+    }
+
+    /// The same Glance refusal is said per call, as Nova's own translations say it.
+    #[test]
+    fn glance_refusals_are_said_per_call() {
+        let glance = |status: u16| UpstreamError::Status {
+            status: StatusCode::from_u16(status).unwrap(),
+            message: "no <way>".into(),
+        };
+        let said = |call, status| {
+            let e = NovaError::from_glance(call, "i1", glance(status));
+            (e.status().as_u16(), e.to_string())
+        };
+        assert_eq!(said(GlanceCall::Get, 403), (403, "Not authorized for image i1.".into()));
+        assert_eq!(said(GlanceCall::Delete, 403), (403, "You are not allowed to delete the image.".into()));
+        assert_eq!(said(GlanceCall::List, 403), (403, "HTTP 403 Forbidden: no &lt;way&gt;".into()));
+        assert_eq!(said(GlanceCall::Patch, 413), (403, "Image metadata limit exceeded".into()));
+        assert_eq!(said(GlanceCall::Delete, 409), (409, "HTTP 409 Conflict: no &lt;way&gt;".into()));
+        assert_eq!(said(GlanceCall::Get, 404).0, 404);
+        // Not in the call's table: Nova's 500 for a 4xx, 502 for a 5xx, 503 kept.
+        assert_eq!(said(GlanceCall::List, 404).0, 500);
+        assert_eq!(said(GlanceCall::Delete, 400).0, 500);
+        assert_eq!(said(GlanceCall::Get, 500).0, 502);
+        assert_eq!(said(GlanceCall::Get, 503).0, 503);
+        for call in [GlanceCall::List, GlanceCall::Get, GlanceCall::Patch, GlanceCall::Delete] {
+            assert!(matches!(NovaError::from_glance(call, "i1", glance(401)), NovaError::Unauthorized));
+        }
     }
 
     #[tokio::test]

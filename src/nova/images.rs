@@ -4,13 +4,13 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::glance::{ListError, UpstreamError};
+use crate::glance::ListError;
 use crate::list;
 use std::sync::Arc;
 
 use crate::mapping::{QueryMap, View, ViewContext};
 
-use super::fault::NovaError;
+use super::fault::{GlanceCall, NovaError};
 use super::{NovaApi, NovaCall};
 
 /// Query parameters Nova validates as positive integers (repeats allowed, each checked).
@@ -58,7 +58,7 @@ pub async fn list(
     let shape = list::Shape { view: view.clone(), links: call.links.clone(), base_properties, tail, keep: None };
     let listing = api.glance.listing(&call.glance, filters, marker, limit);
     list::respond(listing, shape, ticket).await.map_err(|e| match e {
-        ListError::Upstream(e) => list_error(e),
+        ListError::Upstream(e) => NovaError::from_glance(GlanceCall::List, "", e),
         ListError::Visit(e) => NovaError::Render(e),
     })
 }
@@ -70,32 +70,19 @@ struct Link {
 }
 
 /// `GET /images/{id}`.
-pub async fn show(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
-    let image = fetch(api, call, call.param("id")).await?;
+pub async fn show(api: &NovaApi, call: &NovaCall<'_>, view: &View, id: &str) -> Result<Value, NovaError> {
+    let image = fetch(api, call, id).await?;
     Ok(serde_json::json!({ "image": render(api, call, view, &image).await? }))
 }
 
 /// `DELETE /images/{id}`.
-pub async fn delete(api: &NovaApi, call: &NovaCall<'_>) -> Result<(), NovaError> {
-    api.glance.delete_image(&call.glance, call.param("id")).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-        Some(404) => NovaError::NotFound("Image not found.".into()),
-        Some(401) => NovaError::Unauthorized,
-        // Glance says 403 for someone else's image and for a protected one alike.
-        Some(403) => NovaError::Forbidden("You are not allowed to delete the image.".into()),
-        Some(409) => NovaError::Conflict(glanceclient_text(&e)),
-        _ => NovaError::Upstream(e),
-    })
+pub async fn delete(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Result<(), NovaError> {
+    api.glance.delete_image(&call.glance, id).await.map_err(|e| NovaError::from_glance(GlanceCall::Delete, id, e))
 }
 
 /// One image from Glance, with Glance's refusals said as Nova says them.
 pub(super) async fn fetch(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Result<Value, NovaError> {
-    api.glance.get_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-        Some(404) => NovaError::NotFound("Image not found.".into()),
-        Some(401) => NovaError::Unauthorized,
-        Some(403) => NovaError::Forbidden(format!("Not authorized for image {id}.")),
-        Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
-        _ => NovaError::Upstream(e),
-    })
+    api.glance.get_image(&call.glance, id).await.map_err(|e| NovaError::from_glance(GlanceCall::Get, id, e))
 }
 
 /// Shapes one Glance image with `view`.
@@ -103,33 +90,6 @@ pub(super) async fn render(api: &NovaApi, call: &NovaCall<'_>, view: &View, imag
     let base = api.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &call.links, base_properties: &base };
     Ok(view.render(image, &ctx)?)
-}
-
-/// How Glance's list errors reach a Nova client (`_translate_plain_exception`).
-fn list_error(e: UpstreamError) -> NovaError {
-    match e.status().map(|s| s.as_u16()) {
-        Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
-        Some(401) => NovaError::Unauthorized,
-        Some(403) => NovaError::Forbidden(glanceclient_text(&e)),
-        _ => NovaError::Upstream(e),
-    }
-}
-
-/// Glance's error as Nova quotes it: glanceclient's `HTTP <code> <reason>: <details>`, the
-/// details HTML-escaped because glanceclient reads them out of Glance's HTML error page.
-pub(super) fn glanceclient_text(e: &UpstreamError) -> String {
-    match e {
-        UpstreamError::Status { status, message } => {
-            let escaped = message
-                .replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-                .replace('\'', "&#x27;");
-            format!("HTTP {} {}: {escaped}", status.as_u16(), status.canonical_reason().unwrap_or(""))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Nova ≥ 30 checks `limit`, `page_size` and `offset` against a JSON schema: digits only, ≥ 1.
@@ -200,18 +160,6 @@ mod tests {
             assert!(e.starts_with(&format!("Invalid input for query parameters limit. Value: {value}. ")), "{e}");
             assert!(e.contains(reason), "{e}");
         }
-    }
-
-    #[test]
-    fn glance_errors_are_quoted_as_glanceclient_does() {
-        let e = UpstreamError::Status {
-            status: http::StatusCode::BAD_REQUEST,
-            message: "Bad \"updated_at\" filter 'x' <y> & z".into(),
-        };
-        assert_eq!(
-            glanceclient_text(&e),
-            "HTTP 400 Bad Request: Bad &quot;updated_at&quot; filter &#x27;x&#x27; &lt;y&gt; &amp; z"
-        );
     }
 
     #[test]

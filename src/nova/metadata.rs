@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::fault::{NovaError, NOT_FOUND_DEFAULT};
-use super::images::{fetch, glanceclient_text, render};
+use super::fault::{GlanceCall, NovaError, NOT_FOUND_DEFAULT};
+use super::images::{fetch, render};
 use super::{NovaApi, NovaCall};
 
 /// Nova's metadata key pattern, `^[a-zA-Z0-9-_:. ]{1,255}$`.
@@ -22,16 +22,21 @@ fn valid_key(key: &str) -> bool {
 }
 
 /// `GET .../metadata`.
-pub async fn list(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
-    let image = fetch(api, call, call.param("image_id")).await?;
+pub async fn list(api: &NovaApi, call: &NovaCall<'_>, view: &View, id: &str) -> Result<Value, NovaError> {
+    let image = fetch(api, call, id).await?;
     render(api, call, view, &image).await
 }
 
 /// `GET .../metadata/{key}`: the item of the image's metadata as the view's metadata field
 /// shapes it, whatever that field is called.
-pub async fn show_item(api: &NovaApi, call: &NovaCall<'_>, metadata: &FieldRef) -> Result<Value, NovaError> {
-    let image = fetch(api, call, call.param("image_id")).await?;
-    let key = call.param("key");
+pub async fn show_item(
+    api: &NovaApi,
+    call: &NovaCall<'_>,
+    metadata: &FieldRef,
+    id: &str,
+    key: &str,
+) -> Result<Value, NovaError> {
+    let image = fetch(api, call, id).await?;
     let base = api.glance.base_properties(&call.glance).await?;
     let ctx = ViewContext { links: &call.links, base_properties: &base };
     let value = metadata
@@ -44,20 +49,20 @@ pub async fn show_item(api: &NovaApi, call: &NovaCall<'_>, metadata: &FieldRef) 
 }
 
 /// `POST .../metadata`: merge, answered with every property Glance holds afterwards.
-pub async fn merge(api: &NovaApi, call: &NovaCall<'_>, view: &View) -> Result<Value, NovaError> {
+pub async fn merge(api: &NovaApi, call: &NovaCall<'_>, view: &View, id: &str) -> Result<Value, NovaError> {
     let wanted = parse(call, "metadata")?;
-    let current = Current::fetch(api, call).await?;
+    let current = Current::fetch(api, call, id).await?;
     let mut merged = current.props.clone();
     merged.extend(current.writable(wanted));
     check_quota(api, merged.len())?;
-    let updated = patch(api, call, &current, &merged).await?;
+    let updated = patch(api, call, id, &current, &merged).await?;
     render(api, call, view, &updated).await
 }
 
 /// `PUT .../metadata`: replace all, answered with the request's own metadata.
-pub async fn replace(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+pub async fn replace(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Result<Value, NovaError> {
     let wanted = parse(call, "metadata")?;
-    let current = Current::fetch(api, call).await?;
+    let current = Current::fetch(api, call, id).await?;
     check_quota(api, wanted.len())?;
     let mut replaced = current.writable(wanted.clone());
     // Keys Nova would not touch keep their value rather than being removed.
@@ -66,35 +71,33 @@ pub async fn replace(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaEr
             replaced.entry(key).or_insert_with(|| old.clone());
         }
     }
-    patch(api, call, &current, &replaced).await?;
+    patch(api, call, id, &current, &replaced).await?;
     Ok(json!({"metadata": wanted}))
 }
 
 /// `PUT .../metadata/{key}`: set one key, answered with the request's own `meta`.
-pub async fn set_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<Value, NovaError> {
+pub async fn set_item(api: &NovaApi, call: &NovaCall<'_>, id: &str, key: &str) -> Result<Value, NovaError> {
     let wanted = parse(call, "meta")?;
-    let key = call.param("key");
     // Nova checks this before it looks the image up.
     if !wanted.contains_key(key) {
         return Err(NovaError::BadRequest("Request body and URI mismatch".into()));
     }
-    let current = Current::fetch(api, call).await?;
+    let current = Current::fetch(api, call, id).await?;
     let mut merged = current.props.clone();
     merged.extend(current.writable(wanted.clone()));
     check_quota(api, merged.len())?;
-    patch(api, call, &current, &merged).await?;
+    patch(api, call, id, &current, &merged).await?;
     Ok(json!({"meta": wanted}))
 }
 
 /// `DELETE .../metadata/{key}`.
-pub async fn delete_item(api: &NovaApi, call: &NovaCall<'_>) -> Result<(), NovaError> {
-    let key = call.param("key");
-    let current = Current::fetch(api, call).await?;
+pub async fn delete_item(api: &NovaApi, call: &NovaCall<'_>, id: &str, key: &str) -> Result<(), NovaError> {
+    let current = Current::fetch(api, call, id).await?;
     let mut remaining = current.props.clone();
     if remaining.remove(key).is_none() {
         return Err(NovaError::NotFound("Invalid metadata key".into()));
     }
-    patch(api, call, &current, &remaining).await.map(drop)
+    patch(api, call, id, &current, &remaining).await.map(drop)
 }
 
 /// An image as a write finds it.
@@ -106,8 +109,8 @@ struct Current {
 }
 
 impl Current {
-    async fn fetch(api: &NovaApi, call: &NovaCall<'_>) -> Result<Current, NovaError> {
-        let image = fetch(api, call, call.param("image_id")).await?;
+    async fn fetch(api: &NovaApi, call: &NovaCall<'_>, id: &str) -> Result<Current, NovaError> {
+        let image = fetch(api, call, id).await?;
         let base = api.glance.base_properties(&call.glance).await?;
         let props = image
             .as_object()
@@ -144,6 +147,7 @@ fn check_quota(api: &NovaApi, count: usize) -> Result<(), NovaError> {
 async fn patch(
     api: &NovaApi,
     call: &NovaCall<'_>,
+    id: &str,
     current: &Current,
     wanted: &Map<String, Value>,
 ) -> Result<Value, NovaError> {
@@ -151,17 +155,7 @@ async fn patch(
     if ops.is_empty() {
         return Ok(current.image.clone());
     }
-    let id = call.param("image_id");
-    api.glance.patch_image(&call.glance, id, &ops).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-        Some(401) => NovaError::Unauthorized,
-        Some(403) => NovaError::Forbidden(format!("Not authorized for image {id}.")),
-        Some(404) => NovaError::NotFound("Image not found.".into()),
-        Some(400) => NovaError::BadRequest(glanceclient_text(&e)),
-        Some(409) => NovaError::Conflict(glanceclient_text(&e)),
-        // Glance's own property quota (image_property_quota).
-        Some(413) => NovaError::Forbidden("Image metadata limit exceeded".into()),
-        _ => NovaError::Upstream(e),
-    })
+    api.glance.patch_image(&call.glance, id, &ops).await.map_err(|e| NovaError::from_glance(GlanceCall::Patch, id, e))
 }
 
 /// JSON-patch operations from one property set to another: `remove` for keys that go,

@@ -22,14 +22,14 @@ use axum::Router;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
-use crate::body::BodyError;
 use crate::glance::UpstreamError;
 use crate::glance::{Call, GlanceClient};
 use crate::keystone::Keystone;
 use crate::layers::metrics::{RouteLabel, UpstreamTime};
 use crate::layers::request_id;
 use crate::mapping::{
-    split_path, Action, ApiVersion, BindError, FieldRef, LinkBases, Lookup, Mapping, Parts, QueryMap, Route, View,
+    split_path, Action, ApiVersion, BindError, FieldRef, LinkBases, Lookup, Mapping, Param, Parts, QueryMap, Route,
+    View,
 };
 use crate::passthrough::Upstream;
 use crate::public_url::OriginPolicy;
@@ -45,21 +45,36 @@ pub enum NovaAction {
     },
     ShowImage {
         view: Arc<View>,
+        image: Param,
     },
-    DeleteImage,
+    DeleteImage {
+        image: Param,
+    },
     ListMetadata {
         view: Arc<View>,
+        image: Param,
     },
     /// `metadata`: the view's custom-properties field, which the item is taken from.
     ShowMetadataItem {
         metadata: FieldRef,
+        image: Param,
+        key: Param,
     },
     MergeMetadata {
         view: Arc<View>,
+        image: Param,
     },
-    ReplaceMetadata,
-    SetMetadataItem,
-    DeleteMetadataItem,
+    ReplaceMetadata {
+        image: Param,
+    },
+    SetMetadataItem {
+        image: Param,
+        key: Param,
+    },
+    DeleteMetadataItem {
+        image: Param,
+        key: Param,
+    },
 }
 
 impl Action for NovaAction {
@@ -76,17 +91,24 @@ impl Action for NovaAction {
         "delete_metadata_item",
     ];
 
+    /// Image calls name their image `{id}` and metadata calls `{image_id}` and `{key}`, as
+    /// Nova's own routes do.
     fn bind(name: &str, parts: &Parts<'_>) -> Result<Self, BindError> {
+        let (image, key) = (|| parts.param("image_id"), || parts.param("key"));
         Ok(match name {
             "list_images" => NovaAction::ListImages { view: parts.view()?, query: parts.query()? },
-            "show_image" => NovaAction::ShowImage { view: parts.view()? },
-            "delete_image" => NovaAction::DeleteImage,
-            "list_metadata" => NovaAction::ListMetadata { view: parts.view()? },
-            "show_metadata_item" => NovaAction::ShowMetadataItem { metadata: parts.view_field("custom_properties")? },
-            "merge_metadata" => NovaAction::MergeMetadata { view: parts.view()? },
-            "replace_metadata" => NovaAction::ReplaceMetadata,
-            "set_metadata_item" => NovaAction::SetMetadataItem,
-            "delete_metadata_item" => NovaAction::DeleteMetadataItem,
+            "show_image" => NovaAction::ShowImage { view: parts.view()?, image: parts.param("id")? },
+            "delete_image" => NovaAction::DeleteImage { image: parts.param("id")? },
+            "list_metadata" => NovaAction::ListMetadata { view: parts.view()?, image: image()? },
+            "show_metadata_item" => NovaAction::ShowMetadataItem {
+                metadata: parts.view_field("custom_properties")?,
+                image: image()?,
+                key: key()?,
+            },
+            "merge_metadata" => NovaAction::MergeMetadata { view: parts.view()?, image: image()? },
+            "replace_metadata" => NovaAction::ReplaceMetadata { image: image()? },
+            "set_metadata_item" => NovaAction::SetMetadataItem { image: image()?, key: key()? },
+            "delete_metadata_item" => NovaAction::DeleteMetadataItem { image: image()?, key: key()? },
             _ => return Err(BindError::UnknownAction),
         })
     }
@@ -155,12 +177,6 @@ pub struct NovaCall<'a> {
     legacy: bool,
     /// The decoded JSON body of a POST or PUT (`Null` when empty).
     body: Value,
-}
-
-impl NovaCall<'_> {
-    fn param(&self, name: &str) -> &str {
-        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -307,8 +323,8 @@ async fn serve(
         }
         // Nova decodes a body before it dispatches on the version; its schema checks come after.
         if matches!(call.route.method.as_str(), "POST" | "PUT") {
-            let bytes = crate::body::read(headers, body, limit).await.map_err(nova_body_error)?;
-            call.body = crate::body::json(headers, &bytes, NOVA_JSON).map_err(nova_body_error)?;
+            let bytes = crate::body::read(headers, body, limit).await?;
+            call.body = crate::body::json(headers, &bytes, NOVA_JSON)?;
         }
         if api.settings.enforce_removal && call.route.max_version.is_some_and(|max| version > max) {
             return Err(NovaError::NotFound(NOT_FOUND_DEFAULT.into()));
@@ -330,32 +346,28 @@ async fn serve(
     (response, call.glance.upstream_time())
 }
 
-/// How Nova answers a body it cannot read or decode.
-fn nova_body_error(e: BodyError) -> NovaError {
-    match e {
-        BodyError::TooLarge(limit) => NovaError::BodyTooLarge(limit),
-        BodyError::NotJson => NovaError::UnsupportedMediaType,
-        BodyError::Malformed => NovaError::BadRequest("Malformed request body".into()),
-        BodyError::Unreadable(e) => NovaError::BadRequest(e),
-        BodyError::Stalled(idle) => NovaError::BodyStalled(idle),
-    }
-}
-
 /// What an action answers: a JSON body (200), or nothing (204).
 type Reply = Result<Option<Response>, NovaError>;
 
 async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Reply {
     let json = |body: Value| Some(axum::Json(body).into_response());
+    let param = |p: &Param| p.of(&call.params);
     match &call.route.action {
         NovaAction::ListImages { view, query } => images::list(api, call, view, query).await.map(Some),
-        NovaAction::ShowImage { view } => images::show(api, call, view).await.map(json),
-        NovaAction::DeleteImage => images::delete(api, call).await.map(|()| None),
-        NovaAction::ListMetadata { view } => metadata::list(api, call, view).await.map(json),
-        NovaAction::ShowMetadataItem { metadata } => metadata::show_item(api, call, metadata).await.map(json),
-        NovaAction::MergeMetadata { view } => metadata::merge(api, call, view).await.map(json),
-        NovaAction::ReplaceMetadata => metadata::replace(api, call).await.map(json),
-        NovaAction::SetMetadataItem => metadata::set_item(api, call).await.map(json),
-        NovaAction::DeleteMetadataItem => metadata::delete_item(api, call).await.map(|()| None),
+        NovaAction::ShowImage { view, image } => images::show(api, call, view, param(image)).await.map(json),
+        NovaAction::DeleteImage { image } => images::delete(api, call, param(image)).await.map(|()| None),
+        NovaAction::ListMetadata { view, image } => metadata::list(api, call, view, param(image)).await.map(json),
+        NovaAction::ShowMetadataItem { metadata, image, key } => {
+            metadata::show_item(api, call, metadata, param(image), param(key)).await.map(json)
+        }
+        NovaAction::MergeMetadata { view, image } => metadata::merge(api, call, view, param(image)).await.map(json),
+        NovaAction::ReplaceMetadata { image } => metadata::replace(api, call, param(image)).await.map(json),
+        NovaAction::SetMetadataItem { image, key } => {
+            metadata::set_item(api, call, param(image), param(key)).await.map(json)
+        }
+        NovaAction::DeleteMetadataItem { image, key } => {
+            metadata::delete_item(api, call, param(image), param(key)).await.map(|()| None)
+        }
     }
 }
 
