@@ -7,6 +7,7 @@
 
 mod breaker;
 pub mod embedded;
+pub mod replay;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
