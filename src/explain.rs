@@ -19,7 +19,7 @@ use tower::ServiceExt;
 
 use crate::app::{self, App, LoadError};
 use crate::config::{Config, DialectKind};
-use crate::glance::replay::{AnsweredBy, Answer, RecordedCall, Replay};
+use crate::glance::replay::{Answer, AnsweredBy, RecordedCall, Replay};
 use crate::layers::metrics::{Metrics, RouteLabel};
 use crate::mapping::{split_path, Lookup, RouteTable};
 use crate::nova::microversion;
@@ -427,9 +427,9 @@ fn mount_of(config: &Config, path: &str) -> Option<(DialectKind, String, bool)> 
         for (mount, legacy) in mounts {
             let claims = match dc.kind {
                 DialectKind::Nova => under(mount),
-                DialectKind::Alliance => path.strip_prefix(mount.as_str()).is_some_and(|rest| {
-                    rest == "/images" || rest.starts_with("/images/")
-                }),
+                DialectKind::Alliance => path
+                    .strip_prefix(mount.as_str())
+                    .is_some_and(|rest| rest == "/images" || rest.starts_with("/images/")),
             };
             if claims && found.as_ref().is_none_or(|(_, m, _)| mount.len() > m.len()) {
                 found = Some((dc.kind, mount.clone(), legacy));
@@ -477,7 +477,9 @@ fn unmatched(
         }
         (Some(segments), DialectKind::Alliance) => {
             match config_routes::<crate::alliance::AllianceAction>(config, *kind) {
-                Some(t) => why(&t, &request.method, segments).unwrap_or_else(|| "no route's path template matches".into()),
+                Some(t) => {
+                    why(&t, &request.method, segments).unwrap_or_else(|| "no route's path template matches".into())
+                }
                 None => "the mapping file does not load".into(),
             }
         }
@@ -505,7 +507,9 @@ fn why<A>(table: &RouteTable<A>, method: &str, segments: &[String]) -> Option<St
         Lookup::MethodNotAllowed => {
             let allowed: Vec<String> = table
                 .iter()
-                .filter(|r| matches!(table.lookup(&r.method, segments), Lookup::Found { route, .. } if route.id == r.id))
+                .filter(
+                    |r| matches!(table.lookup(&r.method, segments), Lookup::Found { route, .. } if route.id == r.id),
+                )
                 .map(|r| r.method.clone())
                 .collect();
             Some(format!("method not allowed: the path is routed for {}", allowed.join(", ")))

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, ConfigError};
 use crate::explain::{self, ClientRequest, ExplainError};
-use crate::glance::replay::{AnsweredBy, Answer};
+use crate::glance::replay::{Answer, AnsweredBy};
 
 /// The settings file of a case directory.
 pub const OVERLAY: &str = "config.toml";
@@ -79,6 +79,9 @@ struct ExpectedCall {
     path: String,
     #[serde(default)]
     query: IndexMap<String, String>,
+    /// The body sent, when the case pins it (a PATCH's operations, say).
+    body: Option<toml::Value>,
+    json: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +166,8 @@ pub async fn run_dir(config_path: &Path, explicit: bool, dir: &Path) -> Result<S
     let mut seen = HashSet::new();
     for (dialect, _, view) in &views {
         let Some(view) = view else { continue };
-        let rendered = views.iter().any(|(d, id, v)| d == dialect && v.as_ref() == Some(view) && covered.contains(id.as_str()));
+        let rendered =
+            views.iter().any(|(d, id, v)| d == dialect && v.as_ref() == Some(view) && covered.contains(id.as_str()));
         if !rendered && seen.insert((dialect, view)) {
             summary.uncovered_views.push(format!("{dialect}: {view}"));
         }
@@ -210,7 +214,12 @@ async fn run_case(config: &Config, file: &Path) -> Result<Ran, GoldenError> {
         let status = http::StatusCode::from_u16(a.status).map_err(|e| problem(format!("{key}.status: {e}")))?;
         answers.push(Answer { status, body: body(&key, a.body, a.json).map_err(problem)? });
         if let Some(c) = a.call {
-            expected_calls.push(json!({"method": c.method, "path": c.path, "query": c.query}));
+            let mut call = json!({"method": c.method, "path": c.path, "query": c.query});
+            let sent = body(&format!("{key}.call"), c.body, c.json).map_err(problem)?;
+            if !sent.is_null() {
+                call["body"] = sent;
+            }
+            expected_calls.push(call);
         }
     }
     let given = answers.len();
@@ -254,12 +263,17 @@ async fn run_case(config: &Config, file: &Path) -> Result<Ran, GoldenError> {
         expected.insert("headers".into(), names.zip(values).collect());
     }
     if pinned != 0 {
-        expected.insert("glance_calls".into(), expected_calls.into());
-        let made = calls.iter().map(|c| {
+        let made = calls.iter().enumerate().map(|(i, c)| {
             let query: Map<String, Value> = c.query.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-            json!({"method": c.method, "path": c.path, "query": query})
+            let mut call = json!({"method": c.method, "path": c.path, "query": query});
+            // The body only where the case pins one.
+            if expected_calls.get(i).is_some_and(|e| e.get("body").is_some()) {
+                call["body"] = c.body.clone().unwrap_or(Value::Null);
+            }
+            call
         });
         got.insert("glance_calls".into(), made.collect());
+        expected.insert("glance_calls".into(), expected_calls.into());
     }
     expected.insert("body".into(), expected_body);
     got.insert("body".into(), outcome.answer.body.clone());
@@ -288,7 +302,7 @@ pub fn unified_diff(expected: &str, got: &str) -> String {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             lines.push((' ', a[i], i, j));
             (i, j) = (i + 1, j + 1);
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
             lines.push(('+', b[j], i, j));
             j += 1;
         } else {
