@@ -5,7 +5,8 @@
 //! the headers it names, body). Each runs through the real gateway with the replayed Glance
 //! ([`crate::explain::run`]), under the configuration given, with `<dir>/config.toml` read as
 //! if appended to it (what the cases assume, such as an Alliance namespace). A failure prints
-//! a unified diff of the expected and the actual answer as pretty JSON.
+//! a unified diff of the expected and the actual answer as pretty JSON. The cases under a
+//! directory named after a dialect the configuration serves nowhere (`mounts = []`) are skipped.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -124,6 +125,8 @@ pub struct Summary {
     pub uncovered_routes: Vec<String>,
     /// `dialect: view` of each view no case rendered through its route.
     pub uncovered_views: Vec<String>,
+    /// Directories of cases for a dialect the configuration serves nowhere: not run.
+    pub skipped: Vec<String>,
 }
 
 impl Summary {
@@ -145,8 +148,24 @@ pub async fn run_dir(config_path: &Path, explicit: bool, dir: &Path) -> Result<S
     collect(dir, dir, &mut files).map_err(|e| GoldenError::Case { path: dir.to_owned(), problem: e.to_string() })?;
     files.sort();
     let mut summary = Summary::default();
+    // `<dir>/<dialect>/...`: a dialect the configuration does not serve has nothing to test.
+    let served = |first: &str| {
+        let mounted = |d: &crate::config::DialectConfig| !d.mounts.is_empty() || !d.legacy_mounts.is_empty();
+        config.dialects.iter().any(|(name, d)| (name == first || d.kind.name() == first) && mounted(d))
+    };
     for file in files {
-        let name = file.strip_prefix(dir).unwrap_or(&file).display().to_string();
+        let relative = file.strip_prefix(dir).unwrap_or(&file);
+        let name = relative.display().to_string();
+        let mut parts = relative.components();
+        if let (Some(first), Some(_)) = (parts.next(), parts.next()) {
+            let first = first.as_os_str().to_string_lossy();
+            if !served(&first) {
+                if !summary.skipped.iter().any(|s| *s == first) {
+                    summary.skipped.push(first.into_owned());
+                }
+                continue;
+            }
+        }
         let result = run_case(&config, &file).await;
         summary.cases.push(match result {
             Ok((description, route, failure)) => CaseResult { name, description, route, failure },

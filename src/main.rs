@@ -286,6 +286,9 @@ fn run_cases(source: &ConfigSource, dir: &Path, all: bool) -> ExitCode {
             }
         }
     }
+    for dialect in &summary.skipped {
+        println!("skipped {}: the configuration serves dialect `{dialect}` nowhere", dir.join(dialect).display());
+    }
     if all {
         summary.uncovered_routes.iter().for_each(|route| println!("no case for route {route}"));
         summary.uncovered_views.iter().for_each(|view| println!("no case for view {view}"));

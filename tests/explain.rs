@@ -201,3 +201,21 @@ fn a_case_that_gives_too_few_answers_says_which_call_went_unanswered() {
         "{out}"
     );
 }
+
+/// A configuration that serves Nova alone skips the Alliance cases rather than failing them.
+#[test]
+fn cases_of_a_dialect_not_served_are_skipped() {
+    let dir = scratch();
+    let config = dir.path().join("config/gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let nowhere = text.replacen("mounts = [\"\"]", "mounts = []", 1);
+    assert_ne!(nowhere, text);
+    std::fs::write(&config, nowhere).unwrap();
+    let (ok, out, err) = run(dir.path(), &["test"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("skipped mappings/tests/alliance: the configuration serves dialect `alliance` nowhere"),
+        "{out}"
+    );
+    assert!(out.contains("ok     nova/show.toml") && !out.contains("alliance/show.toml"), "{out}");
+}
