@@ -213,18 +213,32 @@ fn rule(value: &toml::Value) -> String {
     inline.trim().strip_prefix('{').and_then(|r| r.strip_suffix('}')).map_or(inline.clone(), |r| r.trim().to_owned())
 }
 
-/// Every route a mapping file declares: (id, method, path), for coverage and for "nearest".
-pub fn declared_routes(config: &Config) -> Result<Vec<(String, Vec<(String, String, String)>)>, ExplainError> {
-    Ok(MappingText::load(config)?
-        .iter()
-        .map(|m| {
-            let routes = m.routes().map(|r| {
-                let field = |k| text(r, k).unwrap_or("").to_owned();
-                (field("id"), field("method"), field("path"))
+/// A route as its mapping file declares it.
+#[derive(Debug)]
+pub struct DeclaredRoute {
+    /// The `[dialects.<name>]` whose file declares it.
+    pub dialect: String,
+    pub id: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// Every route the configured mapping files declare, for coverage: read as TOML alone, so a
+/// dialect of any kind is listed.
+pub fn declared_routes(config: &Config) -> Result<Vec<DeclaredRoute>, ExplainError> {
+    let mut out = Vec::new();
+    for m in MappingText::load(config)? {
+        for r in m.routes() {
+            let field = |k| text(r, k).unwrap_or("").to_owned();
+            out.push(DeclaredRoute {
+                dialect: m.dialect.clone(),
+                id: field("id"),
+                method: field("method"),
+                path: field("path"),
             });
-            (m.dialect.clone(), routes.collect())
-        })
-        .collect())
+        }
+    }
+    Ok(out)
 }
 
 /// The views each declared route renders: route id → view name.
@@ -450,12 +464,18 @@ fn unmatched(
     let glance_mount = &config.glance.mount;
     let path = request.path();
     let Some((kind, mount, _)) = mount else {
-        let reason = if path.strip_prefix(glance_mount.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/')) {
-            format!("the path is under glance.mount `{glance_mount}`: Glance's own API, passed through as is")
+        let glance = path.strip_prefix(glance_mount.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+        let (reason, nearest) = if glance {
+            let reason = format!("the path is under glance.mount `{glance_mount}`: Glance's own API, passed through");
+            (reason, Vec::new())
         } else {
-            "the path is under no dialect's mount".into()
+            // Each dialect's routes below its first mount.
+            let under_mounts = mappings.iter().map(|m| {
+                let mount = config.dialects.get(&m.dialect).and_then(|d| d.mounts.first());
+                (m, mount.map_or("", String::as_str))
+            });
+            ("the path is under no dialect's mount".into(), nearest(under_mounts, path, &request.method))
         };
-        let nearest = nearest(mappings.iter(), "", path, &request.method);
         return RouteReport::None { dialect: None, mount: None, answered_as, reason, nearest };
     };
     let rest = path.strip_prefix(mount.as_str()).unwrap_or(path);
@@ -484,9 +504,9 @@ fn unmatched(
             }
         }
     };
-    let m = mappings.iter().filter(|m| m.kind == *kind);
+    let m = mappings.iter().filter(|m| m.kind == *kind).map(|m| (m, mount.as_str()));
     let dialect = mappings.iter().find(|m| m.kind == *kind).map(|m| m.dialect.clone());
-    let nearest = nearest(m, mount, path, &request.method);
+    let nearest = nearest(m, path, &request.method);
     let reason = match &answered_as {
         Some(answered) if answered.ends_with(".versions") => "the mount's root: Nova's version document".into(),
         _ => reason,
@@ -519,12 +539,13 @@ fn why<A>(table: &RouteTable<A>, method: &str, segments: &[String]) -> Option<St
     }
 }
 
-/// The three declared routes most like `method path` (under `mount`), best first.
-fn nearest<'a>(mappings: impl Iterator<Item = &'a MappingText>, mount: &str, path: &str, method: &str) -> Vec<String> {
-    let rest = path.strip_prefix(mount).unwrap_or(path);
-    let asked: Vec<&str> = rest.trim_matches('/').split('/').collect();
+/// The three declared routes most like `method path`, best first: each file's routes as
+/// served below the mount given with it.
+fn nearest<'a>(mappings: impl Iterator<Item = (&'a MappingText, &'a str)>, path: &str, method: &str) -> Vec<String> {
     let mut scored: Vec<(i64, String)> = Vec::new();
-    for m in mappings {
+    for (m, mount) in mappings {
+        let rest = path.strip_prefix(mount).unwrap_or(path);
+        let asked: Vec<&str> = rest.trim_matches('/').split('/').collect();
         for r in m.routes() {
             let (id, rmethod, template) =
                 (text(r, "id").unwrap_or(""), text(r, "method").unwrap_or(""), text(r, "path").unwrap_or(""));
@@ -546,7 +567,7 @@ fn nearest<'a>(mappings: impl Iterator<Item = &'a MappingText>, mount: &str, pat
             scored.push((score, format!("{rmethod} {mount}{template} ({id})")));
         }
     }
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
     scored.into_iter().take(3).map(|(_, s)| s).collect()
 }
 

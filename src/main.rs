@@ -1,5 +1,6 @@
 //! The `image-gateway` command: `serve`, `check`, `explain` and `test`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -244,11 +245,11 @@ fn explain(source: &ConfigSource, (request, answers): (ClientRequest, Vec<Answer
     };
     match runtime.block_on(image_gateway::explain::explain(&config, &request, answers)) {
         Ok(report) if json => {
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            emit(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()));
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            print!("{report}");
+            emit(&report.to_string());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -256,6 +257,12 @@ fn explain(source: &ConfigSource, (request, answers): (ClientRequest, Vec<Answer
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes to standard output, ignoring a reader that went away (`| head`).
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 /// Runs the golden cases in `dir` and prints each failure (`all`: each outcome, and what no
@@ -272,29 +279,41 @@ fn run_cases(source: &ConfigSource, dir: &Path, all: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut out = String::new();
     for case in &summary.cases {
         let route = case.route.as_deref().unwrap_or("no route");
         match &case.failure {
-            None if all => println!("ok     {} ({route})", case.name),
+            None if all => {
+                let _ = writeln!(out, "ok     {} ({route})", case.name);
+            }
             None => {}
             Some(failure) => {
                 let about = case.description.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-                println!("FAILED {} ({route}){about}", case.name);
+                let _ = writeln!(out, "FAILED {} ({route}){about}", case.name);
                 for line in failure.lines() {
-                    println!("    {line}");
+                    let _ = writeln!(out, "    {line}");
                 }
             }
         }
     }
     for dialect in &summary.skipped {
-        println!("skipped {}: the configuration serves dialect `{dialect}` nowhere", dir.join(dialect).display());
+        let _ = writeln!(
+            out,
+            "skipped {}: the configuration serves dialect `{dialect}` nowhere",
+            dir.join(dialect).display()
+        );
     }
     if all {
-        summary.uncovered_routes.iter().for_each(|route| println!("no case for route {route}"));
-        summary.uncovered_views.iter().for_each(|view| println!("no case for view {view}"));
+        for route in &summary.uncovered_routes {
+            let _ = writeln!(out, "no case for route {route}");
+        }
+        for view in &summary.uncovered_views {
+            let _ = writeln!(out, "no case for view {view}");
+        }
     }
     let failed = summary.failures().count();
-    println!("{} passed, {failed} failed ({})", summary.cases.len() - failed, dir.display());
+    let _ = writeln!(out, "{} passed, {failed} failed ({})", summary.cases.len() - failed, dir.display());
+    emit(&out);
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
