@@ -439,11 +439,12 @@ fn mount_of(config: &Config, path: &str) -> Option<(DialectKind, String, bool)> 
     for dc in config.dialects.values() {
         let mounts = dc.mounts.iter().map(|m| (m, false)).chain(dc.legacy_mounts.iter().map(|m| (m, true)));
         for (mount, legacy) in mounts {
+            // Alliance's mount is a prefix of `/images`; the others' a path of their own.
             let claims = match dc.kind {
-                DialectKind::Nova => under(mount),
                 DialectKind::Alliance => path
                     .strip_prefix(mount.as_str())
                     .is_some_and(|rest| rest == "/images" || rest.starts_with("/images/")),
+                _ => under(mount),
             };
             if claims && found.as_ref().is_none_or(|(_, m, _)| mount.len() > m.len()) {
                 found = Some((dc.kind, mount.clone(), legacy));
@@ -479,30 +480,15 @@ fn unmatched(
         return RouteReport::None { dialect: None, mount: None, answered_as, reason, nearest };
     };
     let rest = path.strip_prefix(mount.as_str()).unwrap_or(path);
+    // `/images/` is Alliance's own spelling of `/images`.
     let trimmed = match kind {
         DialectKind::Alliance => rest.strip_suffix('/').filter(|r| !r.is_empty()).unwrap_or(rest),
-        DialectKind::Nova => rest,
+        _ => rest,
     };
-    let segments = split_path(trimmed);
-    let reason = match (&segments, kind) {
-        (None, _) => "the path does not decode to clean segments (bad escapes, control characters, `.` or `..`)".into(),
-        (Some(segments), DialectKind::Nova) => {
-            let nova = config_routes::<crate::nova::NovaAction>(config, *kind);
-            let (_, bare) = crate::nova::split_project(segments);
-            let lookups = nova.map(|t| (why(&t, &request.method, segments), why(&t, &request.method, bare)));
-            match lookups {
-                Some((a, b)) => a.or(b).unwrap_or_else(|| "no route's path template matches".into()),
-                None => "the mapping file does not load".into(),
-            }
-        }
-        (Some(segments), DialectKind::Alliance) => {
-            match config_routes::<crate::alliance::AllianceAction>(config, *kind) {
-                Some(t) => {
-                    why(&t, &request.method, segments).unwrap_or_else(|| "no route's path template matches".into())
-                }
-                None => "the mapping file does not load".into(),
-            }
-        }
+    let reason = match split_path(trimmed) {
+        None => "the path does not decode to clean segments (bad escapes, control characters, `.` or `..`)".into(),
+        Some(segments) => why_unrouted(config, *kind, &request.method, &segments)
+            .unwrap_or_else(|| "no route's path template matches".into()),
     };
     let m = mappings.iter().filter(|m| m.kind == *kind).map(|m| (m, mount.as_str()));
     let dialect = mappings.iter().find(|m| m.kind == *kind).map(|m| m.dialect.clone());
@@ -512,6 +498,22 @@ fn unmatched(
         _ => reason,
     };
     RouteReport::None { dialect, mount: Some(mount.clone()), answered_as, reason, nearest }
+}
+
+/// Why no route of the dialect of `kind` serves `method` on `segments` (below its mount),
+/// when a route's template matches them: by the dialect's own route table (a new kind adds
+/// its line).
+fn why_unrouted(config: &Config, kind: DialectKind, method: &str, segments: &[String]) -> Option<String> {
+    match kind {
+        DialectKind::Nova => {
+            let table = config_routes::<crate::nova::NovaAction>(config, kind)?;
+            // Nova routes every path below a project id too.
+            why(&table, method, segments).or_else(|| why(&table, method, crate::nova::split_project(segments).1))
+        }
+        DialectKind::Alliance => {
+            why(&config_routes::<crate::alliance::AllianceAction>(config, kind)?, method, segments)
+        }
+    }
 }
 
 /// The route table of the dialect of `kind`, compiled from its file.
