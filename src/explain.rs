@@ -40,6 +40,12 @@ const SHOWN_HEADERS: &[&str] = &[
     "www-authenticate",
 ];
 
+/// Whether an answer header is worth showing: one of [`SHOWN_HEADERS`], or an image's
+/// metadata as Glance v1 answers it in headers.
+fn shown(name: &str) -> bool {
+    SHOWN_HEADERS.contains(&name) || name.starts_with("x-image-meta-")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     #[error(transparent)]
@@ -100,7 +106,7 @@ impl ClientRequest {
 #[derive(Clone, Debug, Serialize)]
 pub struct DialectAnswer {
     pub status: u16,
-    /// The headers of [`SHOWN_HEADERS`] it has, lower-case.
+    /// The headers worth showing ([`shown`]), lower-case, in the answer's order.
     pub headers: Vec<(String, String)>,
     /// JSON when it is, else text; `Null` when empty.
     pub body: Value,
@@ -147,12 +153,11 @@ pub async fn run(config: &Config, request: &ClientRequest, answers: Vec<Answer>)
     let response = router.oneshot(request.http()?).await.unwrap_or_else(|e| match e {});
     let route = response.extensions().get::<RouteLabel>().cloned();
     let status = response.status().as_u16();
-    let headers = SHOWN_HEADERS
+    let headers = response
+        .headers()
         .iter()
-        .flat_map(|name| {
-            let values = response.headers().get_all(*name).iter();
-            values.map(|v| (name.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<Vec<_>>()
-        })
+        .filter(|(name, _)| shown(name.as_str()))
+        .map(|(name, v)| (name.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_ANSWER).await.unwrap_or_default();
@@ -652,10 +657,11 @@ fn query_report(m: &MappingText, map: Option<&str>, request: &ClientRequest) -> 
 fn field_report(m: &MappingText, view: Option<&str>, answer: Option<&DialectAnswer>) -> Vec<FieldReport> {
     let Some(fields) = view.and_then(|v| m.section("view", v)) else { return Vec::new() };
     // The first rendered object: a list's first image, the image, or the answer itself.
-    let object = answer.map(|a| {
+    // An answer without a JSON object (a 204, an answer in headers) says nothing either way.
+    let object = answer.and_then(|a| {
         let body = &a.body;
         let first = body.get("images").and_then(|i| i.get(0)).or_else(|| body.get("image")).unwrap_or(body);
-        first.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
+        first.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>())
     });
     fields
         .iter()
