@@ -518,6 +518,9 @@ fn why_unrouted(config: &Config, kind: DialectKind, method: &str, segments: &[St
         DialectKind::Alliance => {
             why(&config_routes::<crate::alliance::AllianceAction>(config, kind)?, method, segments)
         }
+        DialectKind::GlanceV1 => {
+            why(&config_routes::<crate::glance_v1::GlanceV1Action>(config, kind)?, method, segments)
+        }
     }
 }
 
