@@ -587,13 +587,21 @@ impl Config {
     /// Loads defaults, then the file, then the environment. `explicit` says whether the path
     /// came from the command line: a missing default file is fine, a missing named one is not.
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        Config::load_with(path, explicit, None)
+    }
+
+    /// As [`Config::load`], with `overlay` (a TOML file) read as if appended to the file: the
+    /// settings a directory of golden cases assumes (`image-gateway test`).
+    pub fn load_with(path: &Path, explicit: bool, overlay: Option<&Path>) -> Result<Config, ConfigError> {
         if explicit && !path.is_file() {
             return Err(ConfigError::Missing(path.to_owned()));
         }
         let env = Env::prefixed(ENV_PREFIX).split("__");
-        let mut figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(path))
-            .merge(env.clone().filter(|key| !is_secret_key(key.as_str())));
+        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(path));
+        if let Some(overlay) = overlay {
+            figment = figment.merge(Toml::file(overlay));
+        }
+        let mut figment = figment.merge(env.clone().filter(|key| !is_secret_key(key.as_str())));
         // Secrets from the environment are text exactly as given: figment would read `007` as
         // the number 7, and `true` as a boolean.
         for (key, value) in env.iter().filter(|(key, _)| is_secret_key(key.as_str())) {

@@ -8,6 +8,7 @@
 mod breaker;
 mod data;
 pub mod embedded;
+pub mod replay;
 
 pub use data::{BoxError, ImageData};
 
