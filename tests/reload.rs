@@ -1,0 +1,190 @@
+//! Reload on change, in the binary: the configuration and mapping files laid out as the kubelet
+//! mounts a ConfigMap, updated as it updates one, while clients keep calling.
+
+mod common;
+
+use common::process::Process;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PROJECT: &str = "0123456789abcdef";
+/// Concurrent clients, each on its own kept-alive connection.
+const CLIENTS: usize = 4;
+/// What a wait for the gateway to act may take before the test fails: a generous bound, not
+/// the figure promised (2 s, which the test prints).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Publishes `files` into the ConfigMap volume `volume` as the kubelet's atomic writer does: a
+/// new timestamped directory, a `..data_tmp` symlink to it renamed over `..data`, a symlink per
+/// file name through `..data`, then the previous directory removed.
+fn publish(volume: &Path, generation: u32, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(volume).unwrap();
+    let previous = std::fs::read_link(volume.join("..data")).ok();
+    let dir = format!("..2026_12_02_10_00_{generation:02}.{}", 100 + generation);
+    std::fs::create_dir(volume.join(&dir)).unwrap();
+    for (name, content) in files {
+        std::fs::write(volume.join(&dir).join(name), content).unwrap();
+    }
+    std::os::unix::fs::symlink(&dir, volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    for (name, _) in files {
+        if std::fs::symlink_metadata(volume.join(name)).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), volume.join(name)).unwrap();
+        }
+    }
+    if let Some(previous) = previous {
+        std::fs::remove_dir_all(volume.join(previous)).unwrap();
+    }
+}
+
+/// Polls `done` until it holds, or fails after [`PATIENCE`].
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < PATIENCE, "no {what} within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+async fn text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The Nova name of the image's minimum RAM in an answer to `/v2.1/images/detail`, if it is
+/// one: `None` for a failed call or an answer of another shape.
+async fn ram_field(client: &reqwest::Client, base: &str) -> Result<String, String> {
+    let answer = client
+        .get(format!("{base}/v2.1/images/detail"))
+        .header("x-project-id", PROJECT)
+        .header("x-roles", "member,reader")
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = answer.status();
+    let body = answer.text().await.map_err(|e| format!("{status}, body cut: {e}"))?;
+    let image = serde_json::from_str::<serde_json::Value>(&body).ok().map(|v| v["images"][0].clone());
+    let field = ["minRam", "ramMinimum"].into_iter().find(|f| image.as_ref().is_some_and(|i| i[f] == 64));
+    match field {
+        Some(field) if status == 200 => Ok(field.to_owned()),
+        _ => Err(format!("{status}: {body}")),
+    }
+}
+
+/// A ConfigMap update of a mapping file under steady load: the new mapping answers within the
+/// debounce (the time taken is printed), no request fails across the swap, a swap to the same
+/// content reloads nothing, and a broken update is refused, logged naming the file and what is
+/// wrong in it, and counted, while the previous set keeps answering.
+#[test]
+fn a_configmap_update_under_load_reloads_without_a_failed_request() {
+    let root = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let nova = std::fs::read_to_string(shipped.join("nova.toml")).unwrap();
+    let alliance = std::fs::read_to_string(shipped.join("alliance.toml")).unwrap();
+    let (config_volume, mappings_volume) = (root.path().join("config"), root.path().join("mappings"));
+    let config = format!("mappings_dir = \"{}\"\n", mappings_volume.display());
+    publish(&config_volume, 1, &[("gateway.toml", &config)]);
+    publish(&mappings_volume, 1, &[("nova.toml", &nova), ("alliance.toml", &alliance)]);
+    let served = Process::start(root.path(), &["--config", "config/gateway.toml"], &[]);
+    let base = served.base.clone();
+
+    served.block_on(async {
+        image_gateway::install_crypto_provider();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let created = client
+            .post(format!("{base}/image/v2/images"))
+            .header("x-project-id", PROJECT)
+            .header("x-roles", "member,reader")
+            .json(&serde_json::json!({"name": "swapped", "min_ram": 64}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        assert_eq!(ram_field(&client, &base).await.unwrap(), "minRam");
+        let metrics = || text(&client, format!("{base}/metrics"));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let load: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (stop, answered, failures, base) = (stop.clone(), answered.clone(), failures.clone(), base.clone());
+                // Its own client: its own kept-alive connection, across the swap.
+                let client = reqwest::Client::builder().no_proxy().build().unwrap();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match ram_field(&client, &base).await {
+                            Ok(_) => answered.fetch_add(1, Ordering::Relaxed),
+                            Err(failure) => {
+                                failures.lock().unwrap().push(failure);
+                                0
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        let answered_past = |n: usize| {
+            let answered = answered.clone();
+            async move || answered.load(Ordering::Relaxed) >= n
+        };
+        until("load", answered_past(50)).await;
+
+        // The same files again: the swap is seen, and nothing reloads.
+        publish(&mappings_volume, 2, &[("nova.toml", &nova), ("alliance.toml", &alliance)]);
+        until("notice of unchanged files", async || served.log().contains("unchanged")).await;
+        let m = metrics().await;
+        assert!(m.contains(r#"image_gateway_config_reloads_total{result="success"} 0"#), "{m}");
+
+        // A renamed field: answered within the debounce, under load.
+        let renamed = nova.replacen("\nminRam = {", "\nramMinimum = {", 1);
+        assert_ne!(renamed, nova);
+        publish(&mappings_volume, 3, &[("nova.toml", &renamed), ("alliance.toml", &alliance)]);
+        let took =
+            until("renamed field", async || ram_field(&client, &base).await.is_ok_and(|f| f == "ramMinimum")).await;
+        let before = answered.load(Ordering::Relaxed);
+        until("load after the swap", answered_past(before + 50)).await;
+
+        // A broken mapping file: refused, counted, logged; the renamed field still answers.
+        let broken = renamed.replacen("table = \"nova_status\"", "table = \"missing\"", 1);
+        assert_ne!(broken, renamed);
+        publish(&mappings_volume, 4, &[("nova.toml", &broken), ("alliance.toml", &alliance)]);
+        until("refused reload", async || {
+            metrics().await.contains(r#"image_gateway_config_reloads_total{result="failure"} 1"#)
+        })
+        .await;
+        let before = answered.load(Ordering::Relaxed);
+        until("load after the refusal", answered_past(before + 50)).await;
+        assert_eq!(ram_field(&client, &base).await.unwrap(), "ramMinimum");
+
+        stop.store(true, Ordering::Relaxed);
+        for client in load {
+            client.await.unwrap();
+        }
+        let failures = failures.lock().unwrap();
+        let total = answered.load(Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} of {total} requests failed: {:?}",
+            failures.len(),
+            &failures[..3.min(failures.len())]
+        );
+
+        let m = metrics().await;
+        for line in [
+            r#"image_gateway_config_reloads_total{result="success"} 1"#,
+            r#"image_gateway_config_reloads_total{result="failure"} 1"#,
+            r#"image_gateway_config_reload_triggers_total{trigger="change"} 2"#,
+            r#"image_gateway_config_reload_triggers_total{trigger="signal"} 0"#,
+        ] {
+            assert!(m.contains(line), "no {line} in {m}");
+        }
+        let log = served.log();
+        let refusal = log.lines().find(|l| l.contains("reload rejected")).unwrap_or_else(|| panic!("{log}"));
+        assert!(refusal.contains("nova.toml") && refusal.contains("no table named `missing`"), "{refusal}");
+        eprintln!("renamed field served {took:?} after the swap; {total} requests by {CLIENTS} clients, none failed");
+    });
+}
