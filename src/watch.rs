@@ -206,14 +206,14 @@ mod tests {
         }
         let mappings = dir.path().join("mappings");
         std::os::unix::fs::symlink("..1", &mappings).unwrap();
-        let (mut watch, _changes) = DirWatch::start("test files", &[mappings.clone()], SETTLE).unwrap();
+        let (mut watch, _changes) = DirWatch::start("test files", std::slice::from_ref(&mappings), SETTLE).unwrap();
         let resolved = |watch: &DirWatch| watch.watched.iter().find(|(p, _)| *p == mappings).unwrap().1.clone();
         assert_eq!(resolved(&watch), Some(dir.path().canonicalize().unwrap().join("..1")));
 
         std::os::unix::fs::symlink("..2", dir.path().join("tmp")).unwrap();
         std::fs::rename(dir.path().join("tmp"), &mappings).unwrap();
         std::fs::remove_dir(dir.path().join("..1")).unwrap();
-        watch.follow(&[mappings.clone()]);
+        watch.follow(std::slice::from_ref(&mappings));
         assert_eq!(resolved(&watch), Some(dir.path().canonicalize().unwrap().join("..2")));
         assert_eq!(watch.watched.len(), 2, "the parent and the link: {watch:?}");
 
