@@ -181,3 +181,28 @@ fn a_configmap_update_under_load_reloads_without_a_failed_request() {
         eprintln!("renamed field served {took:?} after the swap; {total} requests by {CLIENTS} clients, none failed");
     });
 }
+
+/// Outside Kubernetes: an editor saving the configuration file (a new file renamed over the
+/// old one) in a plain directory is reloaded too, a new mount served without a signal.
+#[test]
+fn an_edited_configuration_file_is_reloaded() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("gateway.toml");
+    std::fs::write(&config, "").unwrap();
+    let served = Process::start(root.path(), &["--config", "gateway.toml"], &[]);
+    let base = served.base.clone();
+    served.block_on(async {
+        image_gateway::install_crypto_provider();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let status = async |path: &str| as_member(client.get(format!("{base}{path}"))).send().await.unwrap().status();
+        assert_eq!(status("/compute/v2.1/images/detail").await, 404);
+
+        let saved = root.path().join(".gateway.toml.swp");
+        let edited = "[dialects.nova]\nkind = \"nova\"\nmapping = \"nova.toml\"\nmounts = [\"/compute/v2.1\"]\n";
+        std::fs::write(&saved, edited).unwrap();
+        std::fs::rename(&saved, &config).unwrap();
+        until("the new mount", async || status("/compute/v2.1/images/detail").await == 200).await;
+        let m = text(&client, format!("{base}/metrics")).await;
+        assert!(m.contains(r#"image_gateway_config_reloads_total{result="success"} 1"#), "{m}");
+    });
+}
