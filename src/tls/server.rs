@@ -6,9 +6,9 @@
 //! the mounted copy by writing the new files into a new directory and swapping the `..data`
 //! symlink the file names point through. So the directories holding `cert_file` and
 //! `key_file` are watched ([`crate::watch`]), and once a change there has settled the pair is
-//! read again: a pair that loads and matches replaces the served
-//! one for new handshakes (open connections keep theirs); one that does not is logged and
-//! counted, and the previous pair keeps serving. The client CA is read once, at start.
+//! read again: a pair that loads and matches replaces the served one for new handshakes (open
+//! connections keep theirs); one that does not is logged and counted, and the previous pair
+//! keeps serving. The client CA is read once, at start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
