@@ -100,8 +100,11 @@ SOAK_SECS="${SOAK_SECS:-30}" OPS_GATEWAY_BIN="$repo/target/debug/image-gateway" 
 step "deployment artefacts: Kubernetes schemas, consistency with the Dockerfile and config, nginx -t"
 IMAGE_GATEWAY_BIN="$repo/target/debug/image-gateway" scripts/check-deploy.sh 2>&1 | tee -a "$log"
 
+step "container image: deploy/Dockerfile built offline (podman, a local base) and run read-only as uid 65532"
+scripts/container.sh 2>&1 | tee -a "$log"
+
 step "fuzzing: every cargo-fuzz target for ${FUZZ_SECS:-20} s (the first build instruments the gateway: ~9 min)"
 scripts/fuzz.sh "${FUZZ_SECS:-20}" 2>&1 | tee -a "$log"
 
-awk '/^test result:/ { p += $4; f += $6 } /^(sdk|deploy|drain|soak|fuzz): / { p += $2; f += $4 }
+awk '/^test result:/ { p += $4; f += $6 } /^(sdk|deploy|drain|soak|fuzz|container): / { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

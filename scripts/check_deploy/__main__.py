@@ -7,7 +7,9 @@
   (b) that the Dockerfile, the manifests, the ConfigMaps and the nginx example agree with each
       other (port, probe paths, config and mappings paths, drain and grace periods, ...), and,
       when a built image-gateway binary is there, that the binary accepts the ConfigMaps'
-      configuration and mapping files with the Deployment's environment;
+      configuration and mapping files with the Deployment's environment; self-tests show
+      that broken copies of the Dockerfile fail its check (scripts/container.sh builds and
+      runs the image itself);
   (c) the nginx example with `nginx -t`;
   (d) the monitoring: deploy/prometheus's alert rules with `promtool check rules` and its rule
       tests with `promtool test rules`, the Grafana dashboard's shape and every PromQL

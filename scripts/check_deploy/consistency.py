@@ -9,7 +9,7 @@ import re
 import subprocess
 import tempfile
 
-from tree import CONFIG_CM, CONFIG_KEY, MAPPINGS_CM, port_of
+from tree import CONFIG_CM, CONFIG_KEY, MAPPINGS_CM, Tree, port_of
 
 # The gateway's built-in defaults (src/config.rs) for keys a configuration may leave out.
 DEFAULT_DRAIN, DEFAULT_GRACE = 5.0, 25.0
@@ -22,6 +22,8 @@ def run(report, tree, gateway_bin, nginx, nginx_note):
     )
     for name, fn in CHECKS:
         report.check(name, fn, tree)
+    for what, old, new in DOCKERFILE_SELF_TESTS:
+        report.check(f"self-test: {what} fails the dockerfile check", dockerfile_caught, tree, old, new)
     if gateway_bin:
         report.check("image-gateway check accepts the ConfigMaps and env", gateway_check, tree, gateway_bin)
         report.check("image-gateway check accepts the example Secret's keys", gateway_check, tree, gateway_bin, True)
@@ -292,32 +294,52 @@ def c_servicemonitor(t):
 
 def c_dockerfile(t):
     assert len(t.stages) >= 2, "not multi-stage"
-    builder, final = t.stages[0], t.stages[-1]
+    image = t.stage_chain(t.final_stage())
+    copies = [c for c in t.final_cmds() if c.cmd.upper() == "COPY" and c.value[-1] == "/usr/local/bin/image-gateway"]
+    assert copies, "the binary is not copied to /usr/local/bin/image-gateway"
+    src_flag = [f for f in copies[-1].flags if f.startswith("--from=")]
+    assert src_flag, "the default target's binary is not copied from a build stage"
+    # What a plain `docker build` runs: the builder stage the final image copies the binary from.
+    chain = t.stage_chain(src_flag[0].partition("=")[2])
+    builder = chain[-1]
     m = re.fullmatch(r"(docker\.io/)?(library/)?rust:(1\.\d+)(\.\d+)?(-[a-z0-9.-]+)?", builder["image"])
     assert m, f"builder {builder['image']!r} is not the official rust image with a pinned 1.x tag"
-    runs = " ".join(" ".join(c.value) for c in builder["cmds"] if c.cmd.upper() == "RUN")
+    runs = " ".join(" ".join(c.value) for st in chain for c in st["cmds"] if c.cmd.upper() == "RUN")
     builds = [b.strip() for b in re.findall(r"cargo build[^&;|]*", runs)]
     assert builds and all("--locked" in b and "--release" in b for b in builds), (
         f"cargo build without --locked --release: {builds}"
     )
-    assert not [c for c in final["cmds"] if c.cmd.upper() == "RUN"], "RUN in the final stage (it has no shell)"
+    assert not [c for c in t.final_cmds() if c.cmd.upper() == "RUN"], "RUN in the final image (it has no shell)"
     for instr in ("ENTRYPOINT", "CMD"):
         c = t.df_last(instr)
         assert c and c.json, f"{instr} is missing or in shell form (the runtime image has no shell)"
     assert t.df_last("ENTRYPOINT").value[0] == "/usr/local/bin/image-gateway", "ENTRYPOINT is not the binary"
     assert tuple(t.df_last("CMD").value[:1]) == ("serve",), "CMD does not serve"
-    copied = [
-        c.value[-1] for c in final["cmds"] if c.cmd.upper() == "COPY" and any(f.startswith("--from") for f in c.flags)
-    ]
-    assert "/usr/local/bin/image-gateway" in copied, "the binary is not copied to /usr/local/bin/image-gateway"
-    # Every COPY source from the build context must exist there (the context is the repo root).
-    missing = []
+    # Every COPY source a plain build reads must exist in the build context (the repo root).
+    # Other stages (the `prebuilt` target) may only read build outputs under target/; one of
+    # them must be the final image's runtime with a binary from the host.
+    missing, outside, alternatives = [], [], []
     for st in t.stages:
-        for c in st["cmds"]:
-            if c.cmd.upper() in ("COPY", "ADD") and not any(f.startswith("--from") for f in c.flags):
-                missing += [s for s in c.value[:-1] if not glob.glob(os.path.join(t.root, s))]
+        sources = [
+            t.expand(st, s)
+            for c in st["cmds"]
+            if c.cmd.upper() in ("COPY", "ADD") and not any(f.startswith("--from") for f in c.flags)
+            for s in c.value[:-1]
+        ]
+        if st in chain or st in image:
+            missing += [s for s in sources if not glob.glob(os.path.join(t.root, s))]
+            continue
+        outside += [s for s in sources if not s.startswith("target/")]
+        binary = any(c.cmd.upper() == "COPY" and c.value[-1] == "/usr/local/bin/image-gateway" for c in st["cmds"])
+        if binary and image[1:] and t.stage_chain(st)[1:2] == image[1:2]:
+            alternatives.append(st["alias"])
     assert not missing, f"COPY sources not in the repository root (the build context): {missing}"
-    return f"{builder['image']} -> {final['image']}"
+    assert not outside, f"a stage off the default build reads sources other than build outputs: {outside}"
+    assert alternatives, "no other target puts a host-built binary on the final image's runtime stage"
+    return (
+        f"{builder['image']} -> {image[-1]['image']}; --target {', '.join(alternatives)}: "
+        f"the host's binary on {image[-1]['image']}"
+    )
 
 
 def c_nginx_example(t):
@@ -363,6 +385,32 @@ CHECKS = [
     ("dockerfile build and runtime", c_dockerfile),
     ("nginx example directives", c_nginx_example),
 ]
+
+
+# (what is broken, a text in deploy/Dockerfile, what replaces that text)
+DOCKERFILE_SELF_TESTS = [
+    (
+        "a plain build taking the host's binary",
+        "COPY --from=cargo /build/target/release/image-gateway",
+        "COPY target/release/image-gateway",
+    ),
+    ("a RUN in the runtime stage", "AS runtime\n", "AS runtime\nRUN true\n"),
+    ("the prebuilt target reading a source file", "PREBUILT_BINARY=target/", "PREBUILT_BINARY=src/"),
+    ("the prebuilt target on another base", "FROM runtime AS prebuilt", "FROM scratch AS prebuilt"),
+]
+
+
+def dockerfile_caught(t, old, new):
+    """Passes when c_dockerfile fails on a copy of the Dockerfile with `old` replaced by `new`."""
+    text = open(t.dockerfile_path).read()
+    assert old in text, f"the self-test's anchor {old!r} is gone from the Dockerfile: update the self-test"
+    copy = Tree(t.root)
+    copy.parse_dockerfile(text.replace(old, new, 1))
+    try:
+        c_dockerfile(copy)
+    except AssertionError as e:
+        return "caught: " + " ".join(str(e).split())[:200]
+    raise AssertionError("the broken copy passed")
 
 
 def gateway_check(t, binary, with_secrets=False):

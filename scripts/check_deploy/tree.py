@@ -75,9 +75,10 @@ class Tree:
 
     # --- the Dockerfile -----------------------------------------------------------------------
 
-    def parse_dockerfile(self):
-        """Parses deploy/Dockerfile with BuildKit's parser into stages; returns how many."""
-        cmds = dockerfile.parse_file(self.dockerfile_path)
+    def parse_dockerfile(self, text=None):
+        """Parses deploy/Dockerfile (or `text`, a self-test's broken copy of it) with BuildKit's
+        parser into stages; returns how many."""
+        cmds = dockerfile.parse_string(text) if text is not None else dockerfile.parse_file(self.dockerfile_path)
         args, stages = {}, []
         for c in cmds:
             if c.cmd.upper() == "ARG" and not stages:
@@ -87,36 +88,59 @@ class Tree:
             if c.cmd.upper() == "FROM":
                 image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), c.value[0])
                 alias = c.value[2] if len(c.value) >= 3 and c.value[1].upper() == "AS" else None
-                stages.append({"image": image, "alias": alias, "cmds": []})
+                stages.append({"image": image, "alias": alias, "cmds": [], "args": {}})
             elif stages:
                 stages[-1]["cmds"].append(c)
+                if c.cmd.upper() == "ARG":
+                    stages[-1]["args"].update(v.partition("=")[::2] for v in c.value)
         self.stages = stages
         return len(stages)
+
+    def stage_chain(self, stage):
+        """`stage` (a stage or its name) and the stages it is built FROM, up to the one FROM an
+        image; names resolved with the build arguments' defaults, so this is what a plain build does."""
+        if isinstance(stage, str):
+            found = [s for s in self.stages if s["alias"] == stage]
+            assert found, f"no stage named {stage!r}"
+            stage = found[0]
+        chain = [stage]
+        while (found := [s for s in self.stages if s["alias"] == chain[-1]["image"]]) and found[0] not in chain:
+            chain.append(found[0])
+        return chain
+
+    @staticmethod
+    def expand(stage, word):
+        """`word` with the stage's own ARG defaults substituted."""
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: stage["args"].get(m.group(1), m.group(0)), word)
 
     def final_stage(self):
         assert self.stages, "the Dockerfile did not parse"
         return self.stages[-1]
 
-    def df_last(self, cmd, stage=None):
-        stage = stage or self.final_stage()
-        found = [c for c in stage["cmds"] if c.cmd.upper() == cmd]
+    def final_cmds(self):
+        """The instructions of the image a plain build makes: the last stage's and those of the
+        stages it is built FROM, oldest first."""
+        return [c for st in reversed(self.stage_chain(self.final_stage())) for c in st["cmds"]]
+
+    def df_last(self, cmd):
+        found = [c for c in self.final_cmds() if c.cmd.upper() == cmd]
         return found[-1] if found else None
 
     def df_env(self):
         env = {}
-        for c in self.final_stage()["cmds"]:
+        for c in self.final_cmds():
             if c.cmd.upper() == "ENV":
                 for i in range(0, len(c.value) - 1, 2):
                     env[c.value[i]] = c.value[i + 1]
         return env
 
     def df_copy_dest(self, src):
-        """Where the final stage copies `src` (a path in the build context) to."""
-        for c in self.final_stage()["cmds"]:
+        """Where the final image gets `src` (a path in the build context) copied to."""
+        for c in self.final_cmds():
             if c.cmd.upper() == "COPY" and not any(f.startswith("--from") for f in c.flags):
                 if any(s.rstrip("/") == src.rstrip("/") for s in c.value[:-1]):
                     return c.value[-1]
-        raise AssertionError(f"the final stage does not COPY {src}")
+        raise AssertionError(f"the final image does not COPY {src}")
 
     # --- the Deployment and its ConfigMaps ----------------------------------------------------
 
