@@ -206,3 +206,39 @@ fn an_edited_configuration_file_is_reloaded() {
         assert!(m.contains(r#"image_gateway_config_reloads_total{result="success"} 1"#), "{m}");
     });
 }
+
+/// SIGHUP and the watch go through one reload: a change that SIGHUP already reloaded is not
+/// reloaded again when the watch reports it (a long debounce makes sure the signal comes first).
+#[test]
+fn a_change_sighup_already_reloaded_is_not_reloaded_again() {
+    let root = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let mappings = root.path().join("mappings");
+    std::fs::create_dir(&mappings).unwrap();
+    for file in ["nova.toml", "alliance.toml"] {
+        std::fs::copy(shipped.join(file), mappings.join(file)).unwrap();
+    }
+    std::fs::write(root.path().join("gateway.toml"), format!("mappings_dir = \"{}\"\n", mappings.display())).unwrap();
+    let served =
+        Process::start(root.path(), &["--config", "gateway.toml"], &[("IMAGE_GATEWAY_RELOAD__DEBOUNCE_MS", "2000")]);
+    // Logged once SIGHUP is caught: before, it would end the process.
+    served.log_once(|log| log.contains("watching the configuration"));
+    let nova = std::fs::read_to_string(mappings.join("nova.toml")).unwrap();
+    std::fs::write(mappings.join("nova.toml"), nova.replacen("\nminRam = {", "\nramMinimum = {", 1)).unwrap();
+    let hup = std::process::Command::new("kill").arg("-HUP").arg(served.child.id().to_string()).status().unwrap();
+    assert!(hup.success());
+    let base = served.base.clone();
+    served.block_on(async {
+        until("notice of unchanged files", async || served.log().contains("unchanged")).await;
+        image_gateway::install_crypto_provider();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let m = text(&client, format!("{base}/metrics")).await;
+        for line in [
+            r#"image_gateway_config_reloads_total{result="success"} 1"#,
+            r#"image_gateway_config_reload_triggers_total{trigger="signal"} 1"#,
+            r#"image_gateway_config_reload_triggers_total{trigger="change"} 0"#,
+        ] {
+            assert!(m.contains(line), "no {line} in {m}");
+        }
+    });
+}

@@ -47,7 +47,13 @@ struct Reload {
 /// the files change.
 pub(super) fn start(source: ConfigSource, app: Arc<App>, lifecycle: Arc<Lifecycle>, current: Arc<ArcSwap<Router>>) {
     let (triggers, triggered) = mpsc::channel(4);
-    tokio::spawn(on_sighup(triggers.clone()));
+    // Here rather than in the task, so that SIGHUP is caught (not fatal) once this returns.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tokio::spawn(on_sighup(hangups, triggers.clone()));
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP ({e}): reloading on it is off"),
+    }
     let config = &app.config;
     let watch = config.reload.watch.then(|| watch_files(&source, config, triggers)).flatten();
     let reload = Reload {
@@ -64,11 +70,7 @@ pub(super) fn start(source: ConfigSource, app: Arc<App>, lifecycle: Arc<Lifecycl
     tokio::spawn(reload.run(triggered));
 }
 
-async fn on_sighup(triggers: mpsc::Sender<ReloadTrigger>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: reloading on it is off");
-        return;
-    };
+async fn on_sighup(mut hangups: tokio::signal::unix::Signal, triggers: mpsc::Sender<ReloadTrigger>) {
     while hangups.recv().await.is_some() {
         if triggers.send(ReloadTrigger::Signal).await.is_err() {
             return;
