@@ -973,6 +973,8 @@ mod tests {
                 ("[server]\nkeepalive_timeout_secs = -1\n", "server.keepalive_timeout_secs"),
                 ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
                 ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
+                ("[reload]\ndebounce_ms = 0\n", "reload.debounce_ms"),
+                ("[reload]\nwatch = true\nevery = 1\n", "every"),
                 (
                     "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nrequire_client_certificate = true\n",
                     "server.tls.require_client_certificate",
