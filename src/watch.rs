@@ -46,27 +46,29 @@ impl DirWatch {
         dirs: &[PathBuf],
         poll: Duration,
     ) -> notify::Result<(DirWatch, UnboundedReceiver<()>)> {
-        let (changed, changes) = unbounded_channel();
-        let handler = move |event: notify::Result<notify::Event>| match event {
-            // Opening and reading the files (a reload's own included) change nothing.
-            Ok(event) if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)) =>
-                {}
-            Ok(_) => {
-                let _ = changed.send(());
-            }
-            Err(e) => tracing::warn!("watching {what}: {e}"),
-        };
+        let (handler, changes) = handler(what);
         let notified =
             notify::recommended_watcher(handler.clone()).and_then(|w| DirWatch::new(Box::new(w), what, dirs));
         let watch = match notified {
             Ok(watch) => watch,
             Err(e) => {
                 tracing::warn!("cannot watch {what} ({e}): reading them every {poll:?}");
-                let config = notify::Config::default().with_poll_interval(poll);
-                DirWatch::new(Box::new(notify::PollWatcher::new(handler, config)?), what, dirs)?
+                DirWatch::polling(handler, what, dirs, poll)?
             }
         };
         Ok((watch, changes))
+    }
+
+    /// The fallback: reading `dirs` every `poll` (symlinks followed, so that a swapped `..data`
+    /// shows as its new directory).
+    fn polling(
+        handler: impl notify::EventHandler,
+        what: &'static str,
+        dirs: &[PathBuf],
+        poll: Duration,
+    ) -> notify::Result<DirWatch> {
+        let config = notify::Config::default().with_poll_interval(poll);
+        DirWatch::new(Box::new(notify::PollWatcher::new(handler, config)?), what, dirs)
     }
 
     fn new(watcher: Box<dyn notify::Watcher + Send>, what: &'static str, dirs: &[PathBuf]) -> notify::Result<DirWatch> {
@@ -106,6 +108,20 @@ impl DirWatch {
         self.watched.push((dir, resolved));
         Ok(())
     }
+}
+
+/// What turns the watcher's events into changes: every event but a file opened or read (a
+/// reload's own reading included).
+fn handler(what: &'static str) -> (impl notify::EventHandler + Clone, UnboundedReceiver<()>) {
+    let (changed, changes) = unbounded_channel();
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)) => {}
+        Ok(_) => {
+            let _ = changed.send(());
+        }
+        Err(e) => tracing::warn!("watching {what}: {e}"),
+    };
+    (handler, changes)
 }
 
 /// `dirs`, each preceded by its parent when it is a symlink.
@@ -219,6 +235,30 @@ mod tests {
 
         watch.follow(&[]);
         assert!(watch.watched.is_empty(), "{watch:?}");
+    }
+
+    /// Without the kernel's notifications, the polling fallback still sees a kubelet's swap.
+    #[tokio::test]
+    async fn the_polling_fallback_sees_a_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("..1")).unwrap();
+        std::fs::write(dir.path().join("..1/nova.toml"), "a").unwrap();
+        std::os::unix::fs::symlink("..1", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/nova.toml", dir.path().join("nova.toml")).unwrap();
+        let (handler, mut changes) = handler("test files");
+        let poll = Duration::from_millis(20);
+        let _watch = DirWatch::polling(handler, "test files", &[dir.path().to_owned()], poll).unwrap();
+        // Nothing changed: the first scans report nothing.
+        let quiet = tokio::time::timeout(poll * 5, changes.recv()).await;
+        assert!(quiet.is_err(), "a change reported before any: {quiet:?}");
+
+        std::fs::create_dir(dir.path().join("..2")).unwrap();
+        std::fs::write(dir.path().join("..2/nova.toml"), "b").unwrap();
+        std::os::unix::fs::symlink("..2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("..1")).unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await;
+        assert_eq!(seen, Ok(Some(())), "the swap was not seen");
     }
 
     #[test]
