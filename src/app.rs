@@ -10,6 +10,7 @@ use crate::admission::Admission;
 use crate::alliance::{self, AllianceApi, AllianceMapping, Namespace};
 use crate::config::{Config, DialectConfig, DialectKind, UpstreamTls};
 use crate::glance::{embedded, GlanceClient};
+use crate::glance_v1::{self, GlanceV1Api};
 use crate::keystone::Keystone;
 use crate::layers::metrics::Metrics;
 use crate::mapping::{Action, Mapping, MappingError};
@@ -29,6 +30,7 @@ fn built_in_mapping(kind: DialectKind) -> &'static str {
     match kind {
         DialectKind::Nova => include_str!("../mappings/nova.toml"),
         DialectKind::Alliance => include_str!("../mappings/alliance.toml"),
+        DialectKind::GlanceV1 => include_str!("../mappings/glance_v1.toml"),
     }
 }
 
@@ -70,6 +72,7 @@ pub struct App {
     /// The dialects `config.dialects` lists (at most one of each kind).
     pub nova: Option<Arc<NovaApi>>,
     pub alliance: Option<Arc<AllianceApi>>,
+    pub glance_v1: Option<Arc<GlanceV1Api>>,
     /// The limit on lists in flight, shared by every dialect.
     pub admission: Arc<Admission>,
     /// How the origin of the gateway's links is decided.
@@ -152,7 +155,7 @@ impl App {
             // counted against it (for as long as they take).
             _ => Arc::new(Admission::new(limit, retry_after, metrics.heavy())),
         };
-        let (mut nova, mut alliance) = (None, None);
+        let (mut nova, mut alliance, mut v1) = (None, None, None);
         // Each kind of dialect, built by its own module's rules.
         for dialect in config.dialects.values() {
             let file = (config.mappings_dir.as_deref(), dialect.mapping.as_str(), built_in_mapping(dialect.kind));
@@ -175,9 +178,23 @@ impl App {
                     let mapping = load_mapping(file)?;
                     alliance = Some(Arc::new(load_alliance(&config, dialect, mapping, shared, &metrics, kept)?));
                 }
+                DialectKind::GlanceV1 => {
+                    v1 = Some(Arc::new(GlanceV1Api {
+                        mapping: Arc::new(load_mapping(file)?),
+                        glance: glance.clone(),
+                        settings: glance_v1::Settings {
+                            mounts: dialect.mounts.clone(),
+                            request_timeout: Duration::from_secs_f64(config.limits.request_timeout_secs),
+                            body_limit: config.limits.body_limit_bytes,
+                            max_image_bytes: config.glance_v1.max_image_bytes,
+                        },
+                        origin: origin.clone(),
+                        admission: admission.clone(),
+                    }))
+                }
             }
         }
-        Ok(App { config, metrics, glance, image_api, nova, alliance, admission, origin })
+        Ok(App { config, metrics, glance, image_api, nova, alliance, glance_v1: v1, admission, origin })
     }
 
     /// The in-memory store's router, when that is what serves images.
@@ -279,6 +296,9 @@ mod tests {
         let alliance = built_in_mapping(DialectKind::Alliance);
         load_mapping::<alliance::AllianceAction>((Some(&dir), "alliance.toml", alliance)).unwrap();
         load_mapping::<alliance::AllianceAction>((None, "alliance.toml", alliance)).unwrap();
+        let v1 = built_in_mapping(DialectKind::GlanceV1);
+        load_mapping::<glance_v1::GlanceV1Action>((Some(&dir), "glance_v1.toml", v1)).unwrap();
+        load_mapping::<glance_v1::GlanceV1Action>((None, "glance_v1.toml", v1)).unwrap();
     }
 
     #[test]

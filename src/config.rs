@@ -57,6 +57,7 @@ pub struct Config {
     pub limits: Limits,
     pub glance: GlanceConfig,
     pub nova: NovaConfig,
+    pub glance_v1: GlanceV1Config,
     pub alliance: AllianceConfig,
     pub keystone: KeystoneConfig,
     pub shutdown: ShutdownConfig,
@@ -87,6 +88,7 @@ pub struct DialectConfig {
 pub enum DialectKind {
     Nova,
     Alliance,
+    GlanceV1,
 }
 
 impl DialectKind {
@@ -94,6 +96,7 @@ impl DialectKind {
         match self {
             DialectKind::Nova => "nova",
             DialectKind::Alliance => "alliance",
+            DialectKind::GlanceV1 => "glance_v1",
         }
     }
 
@@ -102,6 +105,7 @@ impl DialectKind {
         match self {
             DialectKind::Nova => "nova.toml",
             DialectKind::Alliance => "alliance.toml",
+            DialectKind::GlanceV1 => "glance_v1.toml",
         }
     }
 
@@ -423,6 +427,15 @@ pub struct NovaConfig {
     pub upstream_tls: UpstreamTls,
 }
 
+/// The Glance v1 dialect (docs/glance-v1.md).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlanceV1Config {
+    /// Largest image one v1 upload may send; unset: as large as Glance takes (its own
+    /// `image_size_cap`). Image bytes stream through, whatever this is.
+    pub max_image_bytes: Option<u64>,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -463,6 +476,15 @@ impl Default for Config {
                         kind: DialectKind::Alliance,
                         mapping: "alliance.toml".into(),
                         mounts: vec![String::new()],
+                        legacy_mounts: Vec::new(),
+                    },
+                ),
+                (
+                    "glance_v1".to_owned(),
+                    DialectConfig {
+                        kind: DialectKind::GlanceV1,
+                        mapping: "glance_v1.toml".into(),
+                        mounts: vec!["/image-v1".into()],
                         legacy_mounts: Vec::new(),
                     },
                 ),
@@ -517,6 +539,7 @@ impl Default for Config {
                 upstream_url: None,
                 upstream_tls: UpstreamTls::default(),
             },
+            glance_v1: GlanceV1Config::default(),
             alliance: AllianceConfig::default(),
             keystone: KeystoneConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },

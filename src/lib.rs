@@ -3,7 +3,7 @@
 //! - [`config`]: the configuration and its validation;
 //! - [`mapping`]: the pure mapping engine (routes, query maps, views);
 //! - [`glance`]: the Glance v2 client and the embedded in-memory store;
-//! - [`nova`]: the Nova image proxy dialect;
+//! - [`nova`]: the Nova image proxy dialect; [`glance_v1`]: the Glance v1 dialect;
 //! - [`list`]: translated list answers, page by page; [`admission`]: the limit on them;
 //! - [`layers`]: the gateway's own middleware; [`trust`]: whom it believes, about what;
 //! - [`app`] and [`server`]: assembly; [`watch`]: files read again when they change.
@@ -15,6 +15,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod glance;
+pub mod glance_v1;
 pub mod idle;
 pub mod keystone;
 pub mod layers;

@@ -21,7 +21,7 @@ use http_body::{Frame, SizeHint};
 
 use crate::admission::Ticket;
 use crate::glance::{ListError, Listing};
-use crate::mapping::{LinkBases, Node, PropertyNames, RenderError, View, ViewContext};
+use crate::mapping::{LinkBases, Node, PropertyNames, RawObject, RenderError, View, ViewContext};
 
 /// How far an answer has got.
 #[derive(Debug, Default)]
@@ -42,6 +42,15 @@ pub struct Shape {
     pub links: LinkBases,
     pub base_properties: Arc<PropertyNames>,
     pub tail: Tail,
+    /// A filter applied here, for one Glance cannot apply; `None`: every image listed is kept.
+    pub keep: Option<Keep>,
+}
+
+/// Which images Glance lists the answer keeps, and how many at most. Glance's listing then
+/// has no limit of its own: it is walked until `limit` images are kept or it ends.
+pub struct Keep {
+    pub test: Box<dyn Fn(&RawObject<'_>) -> bool + Send + Sync>,
+    pub limit: Option<usize>,
 }
 
 impl Shape {
@@ -54,10 +63,21 @@ impl Shape {
     ) -> Result<(), ListError<RenderError>> {
         let view = &self.view;
         let ctx = ViewContext { links: &self.links, base_properties: &self.base_properties };
-        let summary =
-            listing.next_page(|image| view.append_to(Node::Object(image), &ctx, out, &mut progress.count)).await?;
+        let keep = self.keep.as_ref();
+        let full = |count: usize| keep.and_then(|k| k.limit).is_some_and(|limit| count >= limit);
+        let summary = listing
+            .next_page(|image| {
+                if keep.is_some_and(|k| !(k.test)(image)) || full(progress.count) {
+                    return Ok(());
+                }
+                view.append_to(Node::Object(image), &ctx, out, &mut progress.count)
+            })
+            .await?;
         if let Some(last) = summary.and_then(|s| s.last_id) {
             progress.last_id = Some(last);
+        }
+        if full(progress.count) {
+            listing.stop();
         }
         Ok(())
     }

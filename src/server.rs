@@ -91,6 +91,11 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
             routes = routes.merge(alliance::router(alliance.clone(), mount));
         }
     }
+    if let Some(v1) = &app.glance_v1 {
+        for mount in &v1.settings.mounts {
+            routes = routes.nest_service(mount, crate::glance_v1::mount(v1.clone(), mount));
+        }
+    }
     let image_mount = &app.config.glance.mount;
     routes = match &app.image_api {
         ImageApi::Embedded(store) => routes.nest_service(

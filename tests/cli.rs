@@ -30,8 +30,9 @@ fn scratch() -> tempfile::TempDir {
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
     std::fs::copy(root.join("config/gateway.toml"), dir.path().join("config/gateway.toml")).unwrap();
-    for mapping in ["nova.toml", "alliance.toml"] {
-        std::fs::copy(root.join("mappings").join(mapping), dir.path().join("mappings").join(mapping)).unwrap();
+    for mapping in std::fs::read_dir(root.join("mappings")).unwrap() {
+        let mapping = mapping.unwrap().file_name();
+        std::fs::copy(root.join("mappings").join(&mapping), dir.path().join("mappings").join(&mapping)).unwrap();
     }
     dir
 }

@@ -16,6 +16,7 @@ async fn dialects_are_served_at_their_configured_mounts_from_their_configured_fi
     let nova = std::fs::read_to_string(shipped.join("nova.toml")).unwrap().replace("\nname = {", "\ntitle = {");
     std::fs::write(dir.path().join("compute-images.toml"), nova).unwrap();
     std::fs::copy(shipped.join("alliance.toml"), dir.path().join("alliance.toml")).unwrap();
+    std::fs::copy(shipped.join("glance_v1.toml"), dir.path().join("glance_v1.toml")).unwrap();
     let mappings_dir = dir.path().to_owned();
     let gw = h.gateway(|c| {
         c.mappings_dir = Some(mappings_dir);

@@ -36,6 +36,7 @@ fn world() -> &'static World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("nova.toml"), nova).unwrap();
         std::fs::write(dir.path().join("alliance.toml"), alliance).unwrap();
+        std::fs::copy(shipped.join("glance_v1.toml"), dir.path().join("glance_v1.toml")).unwrap();
         let h = Harness::get();
         let mappings_dir = dir.path().to_owned();
         let gw = h.gateway(|c| {

@@ -216,6 +216,7 @@ def c_ingress(t):
     dialects = {
         "nova": {"kind": "nova", "mounts": ["/v2.1"], "legacy_mounts": ["/v2"]},
         "alliance": {"kind": "alliance", "mounts": [""]},
+        "glance_v1": {"kind": "glance_v1", "mounts": ["/image-v1"]},
     }
     for name, entry in t.gateway_toml().get("dialects", {}).items():
         dialects[name] = {**dialects.get(name, {}), **entry}

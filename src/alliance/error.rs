@@ -92,6 +92,7 @@ impl AllianceError {
                     StatusCode::BAD_GATEWAY
                 }
                 UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
                 UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
                 // Glance's refusals of the client's request keep their meaning.
                 UpstreamError::Status { status, .. }

@@ -76,6 +76,7 @@ async fn list(
         links: NO_LINKS.clone(),
         base_properties: glance.base_properties(&call.glance).await?,
         tail: Box::new(|_, _| {}),
+        keep: None,
     };
     let listing = glance.listing(&call.glance, filters, marker, limit);
     list::respond(listing, shape, ticket).await.map_err(|e| match e {

@@ -5,7 +5,10 @@
 //! error bodies follow Glance for the subset implemented here. Deliberate differences:
 //! - `X-Identity-Status: Confirmed` is not required (Glance answers 401 without it), and
 //!   only the `admin` role is checked: there is no reader/member split.
-//! - Not implemented: image members (a shared image is visible to its owner only), tasks,
+//! - Image members follow Glance's rules for owners and members (a member sees a shared image
+//!   whatever its member status; lists take `member_status`); admins get no special view of
+//!   members, and there is no member quota.
+//! - Not implemented: tasks,
 //!   import methods other than web-download, stage, locations, `/tags/{tag}`, `/v2/schemas/images`, Range downloads, and
 //!   the deprecated `openstack-images-v2.0-json-patch` media type (415 here).
 //! - Uploads are kept in memory without a size cap; `checksum`, `os_hash_algo` and
@@ -160,6 +163,27 @@ struct Image {
     /// Custom properties in insertion order; the schema makes their values strings.
     props: Map<String, Value>,
     data: Option<Bytes>,
+    members: Vec<Member>,
+}
+
+/// One image member: a project the owner shares the image with, and what it made of that.
+#[derive(Clone)]
+struct Member {
+    project: String,
+    /// `pending`, `accepted` or `rejected`.
+    status: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl Member {
+    fn view(&self, image_id: &str) -> Value {
+        json!({
+            "created_at": isotime(self.created_at), "updated_at": isotime(self.updated_at),
+            "image_id": image_id, "member_id": self.project, "status": self.status,
+            "schema": "/v2/schemas/member",
+        })
+    }
 }
 
 impl Image {
@@ -285,10 +309,16 @@ impl Ctx {
         self.project.is_some() && image.owner == self.project
     }
 
-    /// Glance's `get_image` rule, without image members.
+    /// Glance's `get_image` rule: a member sees a shared image whatever its member status.
     fn may_see(&self, image: &Image) -> bool {
         let open = matches!(image.visibility.as_str(), "public" | "community");
-        image.status != "deleted" && (self.admin || open || self.owns(image))
+        image.status != "deleted" && (self.admin || open || self.owns(image) || self.member_of(image).is_some())
+    }
+
+    /// The caller's membership of a shared image.
+    fn member_of<'a>(&self, image: &'a Image) -> Option<&'a Member> {
+        let project = self.project.as_deref()?;
+        (image.visibility == "shared").then(|| image.members.iter().find(|m| m.project == project)).flatten()
     }
 
     fn may_modify(&self, image: &Image) -> bool {
@@ -435,6 +465,8 @@ fn route(store: &Store, method: &Method, rq: &Req) -> Result<Response> {
         ["images", _] => "GET, PATCH, DELETE",
         ["images", _, "file"] => "GET, PUT",
         ["images", _, "import"] => "POST",
+        ["images", _, "members"] => "GET, POST",
+        ["images", _, "members", _] => "GET, PUT, DELETE",
         ["images", _, "actions", "deactivate" | "reactivate"] => "POST",
         _ => return Err(err(404, "The resource could not be found.")),
     };
@@ -462,6 +494,7 @@ fn route(store: &Store, method: &Method, rq: &Req) -> Result<Response> {
         ("GET", ["images", id, "file"]) => download(store, rq, id),
         ("PUT", ["images", id, "file"]) => upload(store, rq, id),
         ("POST", ["images", id, "import"]) => import(store, rq, id),
+        (_, ["images", id, "members", ..]) => members(store, method, rq, id, path.get(3).copied()),
         ("POST", ["images", id, "actions", action]) => set_active(store, rq, id, *action == "reactivate"),
         _ => Err(err(404, "The resource could not be found.")),
     }
@@ -631,6 +664,7 @@ fn create(store: &Store, rq: &Req) -> Result<Response> {
         tags: Vec::new(),
         props: Map::new(),
         data: None,
+        members: Vec::new(),
     };
     for (key, value) in body {
         image.set(&key, value)?;
@@ -694,11 +728,22 @@ fn list(store: &Store, rq: &Req) -> Result<Response> {
     }
 
     let ctx = &rq.ctx;
+    // Others' shared images are listed by the caller's member status (`accepted` unless asked).
+    let member_status = first("member_status").unwrap_or("accepted");
+    let listed_member = |i: &Image| {
+        i.visibility != "shared"
+            || ctx.admin
+            || ctx.owns(i)
+            || ctx.member_of(i).is_some_and(|m| member_status == "all" || m.status == member_status)
+    };
     // Without a visibility filter, community images are listed only for their owner.
-    let in_scope = |i: &Image| match visibility {
-        Some("all") => true,
-        Some(v) => i.visibility == v,
-        None => i.visibility != "community" || ctx.owns(i),
+    let in_scope = |i: &Image| {
+        listed_member(i)
+            && match visibility {
+                Some("all") => true,
+                Some(v) => i.visibility == v,
+                None => i.visibility != "community" || ctx.owns(i),
+            }
     };
     let order = |a: &Image, b: &Image| {
         let mut by_key = sort.iter().map(|(k, asc)| (a.cmp_on(b, k), asc));
@@ -1020,7 +1065,74 @@ fn delete(store: &Store, rq: &Req, id: &str) -> Result<Response> {
     image.props = Map::new();
     image.tags = Vec::new();
     image.name = None;
+    image.members = Vec::new();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `/v2/images/{id}/members[/{member}]`: Glance's image members API.
+fn members(store: &Store, method: &Method, rq: &Req, id: &str, member: Option<&str>) -> Result<Response> {
+    let ctx = &rq.ctx;
+    let mut images = store.lock();
+    let image = find_mut(&mut images, ctx, id)?;
+    if image.visibility != "shared" {
+        return Err(err(403, "Only shared images have members."));
+    }
+    let manages = ctx.may_modify(image);
+    let missing = |m: &str| err(404, format!("The specified member {m} could not be found"));
+    let now = OffsetDateTime::now_utc();
+    match (method.as_str(), member) {
+        ("GET", None) => {
+            let own = ctx.project.as_deref();
+            let shown = image.members.iter().filter(|m| manages || Some(m.project.as_str()) == own);
+            let list: Vec<Value> = shown.map(|m| m.view(id)).collect();
+            Ok(Json(json!({"members": list, "schema": "/v2/schemas/members"})).into_response())
+        }
+        ("POST", None) => {
+            let body = rq.json_body()?;
+            let Some(project) = body.get("member").and_then(Value::as_str).filter(|m| !m.is_empty()) else {
+                return Err(err(400, "Member to be added not specified"));
+            };
+            if !manages {
+                return Err(err(403, "You are not permitted to create image members for the image."));
+            }
+            if image.members.iter().any(|m| m.project == project) {
+                return Err(err(409, format!("Member {project} is duplicated for image {id}")));
+            }
+            let member =
+                Member { project: project.to_owned(), status: "pending".into(), created_at: now, updated_at: now };
+            let view = member.view(id);
+            image.members.push(member);
+            Ok(Json(view).into_response())
+        }
+        (_, Some(project)) => {
+            let own = ctx.project.as_deref() == Some(project);
+            let at = image.members.iter().position(|m| m.project == project).filter(|_| manages || own);
+            let at = at.ok_or_else(|| missing(project))?;
+            match method.as_str() {
+                "GET" => Ok(Json(image.members[at].view(id)).into_response()),
+                "PUT" => {
+                    if !own {
+                        return Err(err(403, "You are not permitted to modify 'status' on this image member."));
+                    }
+                    let body = rq.json_body()?;
+                    let status = body.get("status").and_then(Value::as_str).unwrap_or_default();
+                    if !listed("pending accepted rejected", status) {
+                        return Err(err(400, format!("Invalid status: {status}")));
+                    }
+                    let member = &mut image.members[at];
+                    member.status = status.to_owned();
+                    member.updated_at = now;
+                    Ok(Json(member.view(id)).into_response())
+                }
+                _ if !manages => Err(err(403, "You are not permitted to delete image members for the image.")),
+                _ => {
+                    image.members.remove(at);
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+            }
+        }
+        _ => Err(err(404, "The resource could not be found.")),
+    }
 }
 
 fn upload(store: &Store, rq: &Req, id: &str) -> Result<Response> {

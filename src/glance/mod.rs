@@ -6,7 +6,10 @@
 //! exercise the same code whichever upstream they run against.
 
 mod breaker;
+mod data;
 pub mod embedded;
+
+pub use data::{BoxError, ImageData};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +65,9 @@ pub enum UpstreamError {
     /// The client stopped sending the body being passed on (`server.body_idle_timeout_secs`).
     #[error("the client sent nothing of its request body for {0:?}")]
     ClientStalled(Duration),
+    /// The client's body being passed on failed (the client went, or sent other than it said).
+    #[error("{0}")]
+    ClientBody(String),
     /// The request Glance would get is longer than `server.max_request_target_bytes`: not sent.
     #[error("Request-URI Too Long: the request to Glance would be {target} bytes, the limit is {limit}")]
     RequestTooLong { target: usize, limit: usize },
@@ -114,6 +120,7 @@ impl UpstreamError {
             UpstreamError::Status { .. }
             | UpstreamError::CircuitOpen(_)
             | UpstreamError::ClientStalled(_)
+            | UpstreamError::ClientBody(_)
             | UpstreamError::RequestTooLong { .. }
             | UpstreamError::TooLarge(_) => Outcome::Healthy,
             // A TLS failure says the upstream (or the gateway's trust in it) is broken.
@@ -181,6 +188,11 @@ impl Listing {
         self.done
     }
 
+    /// Fetches no more pages: the caller has what it wants.
+    pub fn stop(&mut self) {
+        self.done = true;
+    }
+
     /// Fetches the next page and hands each of its images to `visit`, in order; `None` once
     /// the list is done.
     pub async fn next_page<E: fmt::Display>(
@@ -227,7 +239,13 @@ impl Listing {
 
 #[derive(Clone, Debug)]
 enum Transport {
-    Http { client: reqwest::Client, base: Url },
+    Http {
+        client: reqwest::Client,
+        /// For uploads: a body that streams from a client cannot be sent twice, so it never
+        /// goes on a pooled connection the server may be closing; it gets a new one.
+        uploads: reqwest::Client,
+        base: Url,
+    },
     Embedded(axum::Router),
 }
 
@@ -254,15 +272,16 @@ impl GlanceClient {
         tls: &ClientTls,
         metrics: &Metrics,
     ) -> Result<Self, reqwest::Error> {
-        let client = tls
-            .reqwest()
-            .connect_timeout(Duration::from_secs_f64(config.glance.connect_timeout_secs))
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .tcp_nodelay(true)
-            .user_agent(concat!("image-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self::with(name, Transport::Http { client, base }, config, metrics))
+        let builder = || {
+            tls.reqwest()
+                .connect_timeout(Duration::from_secs_f64(config.glance.connect_timeout_secs))
+                .pool_idle_timeout(POOL_IDLE)
+                .tcp_nodelay(true)
+                .user_agent(concat!("image-gateway/", env!("CARGO_PKG_VERSION")))
+        };
+        let client = builder().pool_max_idle_per_host(POOL_MAX_IDLE).build()?;
+        let uploads = builder().pool_max_idle_per_host(0).build()?;
+        Ok(Self::with(name, Transport::Http { client, uploads, base }, config, metrics))
     }
 
     /// A client of an in-process embedded store (or of any router that speaks Glance v2).
@@ -441,7 +460,7 @@ impl GlanceClient {
         let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
         let started = Instant::now();
         let sent = match &self.transport {
-            Transport::Http { client, base } => {
+            Transport::Http { client, base, .. } => {
                 tokio::time::timeout(self.timeout, send_http(self.breaker.name(), client, base, call, out)).await
             }
             Transport::Embedded(router) => tokio::time::timeout(self.timeout, send_embedded(router, call, out)).await,
@@ -521,6 +540,7 @@ pub fn passthrough_error(e: &UpstreamError) -> axum::response::Response {
         // A certificate problem is not a passing outage: retrying soon will not help.
         UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
         UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+        UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
         UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
         // Glance's own answers pass through as they are; one that did not is Glance's status.
         UpstreamError::Status { status, .. } => *status,

@@ -179,6 +179,7 @@ impl NovaError {
                     StatusCode::BAD_GATEWAY
                 }
                 UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
                 UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
                 UpstreamError::Status { status: StatusCode::SERVICE_UNAVAILABLE, .. } => {
                     StatusCode::SERVICE_UNAVAILABLE

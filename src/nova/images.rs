@@ -55,7 +55,7 @@ pub async fn list(
             let _ = serde_json::to_writer(out, &[Link { rel: "next", href }]);
         }
     });
-    let shape = list::Shape { view: view.clone(), links: call.links.clone(), base_properties, tail };
+    let shape = list::Shape { view: view.clone(), links: call.links.clone(), base_properties, tail, keep: None };
     let listing = api.glance.listing(&call.glance, filters, marker, limit);
     list::respond(listing, shape, ticket).await.map_err(|e| match e {
         ListError::Upstream(e) => NovaError::from_glance(GlanceCall::List, "", e),
