@@ -39,6 +39,31 @@ fn publish(volume: &Path, generation: u32, files: &[(&str, &str)]) {
     }
 }
 
+/// The shipped mapping files (name, content), with `nova.toml` as `nova` says.
+fn mappings_with(nova: &str) -> Vec<(String, String)> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(shipped)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&path).unwrap()))
+        .collect();
+    files.iter_mut().find(|(name, _)| name == "nova.toml").unwrap().1 = nova.to_owned();
+    files
+}
+
+/// [`publish`]es the shipped mapping files, with `nova.toml` as `nova` says.
+fn publish_mappings(volume: &Path, generation: u32, nova: &str) {
+    let files = mappings_with(nova);
+    let files: Vec<(&str, &str)> = files.iter().map(|(name, content)| (name.as_str(), content.as_str())).collect();
+    publish(volume, generation, &files);
+}
+
+/// The shipped `nova.toml`.
+fn shipped_nova() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/nova.toml")).unwrap()
+}
+
 /// Polls `done` until it holds, or fails after [`PATIENCE`].
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -77,13 +102,11 @@ async fn ram_field(client: &reqwest::Client, base: &str) -> Result<String, Strin
 #[test]
 fn a_configmap_update_under_load_reloads_without_a_failed_request() {
     let root = tempfile::tempdir().unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-    let nova = std::fs::read_to_string(shipped.join("nova.toml")).unwrap();
-    let alliance = std::fs::read_to_string(shipped.join("alliance.toml")).unwrap();
+    let nova = shipped_nova();
     let (config_volume, mappings_volume) = (root.path().join("config"), root.path().join("mappings"));
     let config = format!("mappings_dir = \"{}\"\n", mappings_volume.display());
     publish(&config_volume, 1, &[("gateway.toml", &config)]);
-    publish(&mappings_volume, 1, &[("nova.toml", &nova), ("alliance.toml", &alliance)]);
+    publish_mappings(&mappings_volume, 1, &nova);
     let served = Process::start(root.path(), &["--config", "config/gateway.toml"], &[]);
     let base = served.base.clone();
 
@@ -127,7 +150,7 @@ fn a_configmap_update_under_load_reloads_without_a_failed_request() {
         until("load", answered_past(50)).await;
 
         // The same files again: the swap is seen, and nothing reloads.
-        publish(&mappings_volume, 2, &[("nova.toml", &nova), ("alliance.toml", &alliance)]);
+        publish_mappings(&mappings_volume, 2, &nova);
         until("notice of unchanged files", async || served.log().contains("unchanged")).await;
         let m = metrics().await;
         assert!(m.contains(r#"image_gateway_config_reloads_total{result="success"} 0"#), "{m}");
@@ -135,7 +158,7 @@ fn a_configmap_update_under_load_reloads_without_a_failed_request() {
         // A renamed field: answered within the debounce, under load.
         let renamed = nova.replacen("\nminRam = {", "\nramMinimum = {", 1);
         assert_ne!(renamed, nova);
-        publish(&mappings_volume, 3, &[("nova.toml", &renamed), ("alliance.toml", &alliance)]);
+        publish_mappings(&mappings_volume, 3, &renamed);
         let took =
             until("renamed field", async || ram_field(&client, &base).await.is_ok_and(|f| f == "ramMinimum")).await;
         let before = answered.load(Ordering::Relaxed);
@@ -144,7 +167,7 @@ fn a_configmap_update_under_load_reloads_without_a_failed_request() {
         // A broken mapping file: refused, counted, logged; the renamed field still answers.
         let broken = renamed.replacen("table = \"nova_status\"", "table = \"missing\"", 1);
         assert_ne!(broken, renamed);
-        publish(&mappings_volume, 4, &[("nova.toml", &broken), ("alliance.toml", &alliance)]);
+        publish_mappings(&mappings_volume, 4, &broken);
         until("refused reload", async || {
             metrics().await.contains(r#"image_gateway_config_reloads_total{result="failure"} 1"#)
         })
@@ -212,11 +235,10 @@ fn an_edited_configuration_file_is_reloaded() {
 #[test]
 fn a_change_sighup_already_reloaded_is_not_reloaded_again() {
     let root = tempfile::tempdir().unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
     let mappings = root.path().join("mappings");
     std::fs::create_dir(&mappings).unwrap();
-    for file in ["nova.toml", "alliance.toml"] {
-        std::fs::copy(shipped.join(file), mappings.join(file)).unwrap();
+    for (name, content) in mappings_with(&shipped_nova()) {
+        std::fs::write(mappings.join(name), content).unwrap();
     }
     std::fs::write(root.path().join("gateway.toml"), format!("mappings_dir = \"{}\"\n", mappings.display())).unwrap();
     let served =
