@@ -6,7 +6,7 @@
 //! - [`nova`]: the Nova image proxy dialect; [`glance_v1`]: the Glance v1 dialect;
 //! - [`list`]: translated list answers, page by page; [`admission`]: the limit on them;
 //! - [`layers`]: the gateway's own middleware; [`trust`]: whom it believes, about what;
-//! - [`app`] and [`server`]: assembly.
+//! - [`app`] and [`server`]: assembly; [`watch`]: files read again when they change.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -29,6 +29,7 @@ pub mod public_url;
 pub mod server;
 pub mod tls;
 pub mod trust;
+pub mod watch;
 
 /// Makes ring rustls's crypto provider for this process. reqwest is built without one (see
 /// Cargo.toml: aws-lc would cost minutes of C build), so every HTTP client needs this first.

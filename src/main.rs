@@ -330,6 +330,8 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The certificate's watch reloads it on the runtime.
+    let _entered = runtime.enter();
     let tls = match app.config.server.tls.as_ref().map(|tls| ServerTls::load(tls, app.metrics.clone())).transpose() {
         Ok(tls) => tls,
         Err(e) => {
