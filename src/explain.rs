@@ -123,6 +123,8 @@ pub struct Outcome {
     pub answer: DialectAnswer,
     /// All of the answer's headers, for cases that pin others.
     pub headers: http::HeaderMap,
+    /// The answer's body as sent, for cases that pin bytes that are not JSON.
+    pub raw_body: bytes::Bytes,
 }
 
 impl Outcome {
@@ -172,6 +174,7 @@ pub async fn run(config: &Config, request: &ClientRequest, answers: Vec<Answer>)
         unused_answers: replay.unused(),
         answer: DialectAnswer { status, headers, body },
         headers: parts.headers,
+        raw_body: bytes,
     })
 }
 

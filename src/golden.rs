@@ -2,7 +2,7 @@
 //!
 //! A case (`<dir>/<dialect>/<case>.toml`) is a legacy request, the answers Glance gives it (in
 //! order, optionally with the call each answers), and the dialect's expected answer (status,
-//! the headers it names, body). Each runs through the real gateway with the replayed Glance
+//! the headers it names, body: JSON, or `body_text` for bytes that are not). Each runs through the real gateway with the replayed Glance
 //! ([`crate::explain::run`]), under the configuration given, with `<dir>/config.toml` read as
 //! if appended to it (what the cases assume, such as an Alliance namespace). A failure prints
 //! a unified diff of the expected and the actual answer as pretty JSON. The cases under a
@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, ConfigError};
 use crate::explain::{self, ClientRequest, ExplainError};
-use crate::glance::replay::{Answer, AnsweredBy};
+use crate::glance::replay::{Answer, AnsweredBy, Payload};
 
 /// The settings file of a case directory.
 pub const OVERLAY: &str = "config.toml";
@@ -56,6 +56,8 @@ struct CaseRequest {
     headers: IndexMap<String, String>,
     body: Option<toml::Value>,
     json: Option<String>,
+    /// A body that is not JSON (image bytes); name its `content-type` in `headers`.
+    body_text: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,8 +65,12 @@ struct CaseRequest {
 struct CaseAnswer {
     #[serde(default = "ok")]
     status: u16,
+    /// Sent with the answer (image data's type and length, say).
+    #[serde(default)]
+    headers: IndexMap<String, String>,
     body: Option<toml::Value>,
     json: Option<String>,
+    body_text: Option<String>,
     /// The call this answers, when the case pins it.
     call: Option<ExpectedCall>,
 }
@@ -83,6 +89,8 @@ struct ExpectedCall {
     /// The body sent, when the case pins it (a PATCH's operations, say).
     body: Option<toml::Value>,
     json: Option<String>,
+    /// The body sent, when it is not JSON (the bytes of an upload).
+    body_text: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,15 +102,29 @@ struct Expect {
     headers: IndexMap<String, String>,
     body: Option<toml::Value>,
     json: Option<String>,
+    /// The body's bytes, when they are not JSON (an image's data).
+    body_text: Option<String>,
 }
 
-/// A body given either as TOML (`body`) or as JSON text (`json`, which can say `null`).
-fn body(key: &str, toml: Option<toml::Value>, json: Option<String>) -> Result<Value, String> {
-    match (toml, json) {
-        (Some(_), Some(_)) => Err(format!("{key}: give `body` or `json`, not both")),
-        (Some(t), None) => serde_json::to_value(t).map_err(|e| format!("{key}.body: {e}")),
-        (None, Some(j)) => serde_json::from_str(&j).map_err(|e| format!("{key}.json: not JSON: {e}")),
-        (None, None) => Ok(Value::Null),
+/// A body given as TOML (`body`), as JSON text (`json`, which can say `null`) or as bytes
+/// that are not JSON (`body_text`); none is `Json(Null)`.
+fn body(key: &str, toml: Option<toml::Value>, json: Option<String>, text: Option<String>) -> Result<Payload, String> {
+    match (toml, json, text) {
+        (Some(t), None, None) => serde_json::to_value(t).map(Payload::Json).map_err(|e| format!("{key}.body: {e}")),
+        (None, Some(j), None) => {
+            serde_json::from_str(&j).map(Payload::Json).map_err(|e| format!("{key}.json: not JSON: {e}"))
+        }
+        (None, None, Some(text)) => Ok(Payload::Text(text)),
+        (None, None, None) => Ok(Payload::Json(Value::Null)),
+        _ => Err(format!("{key}: give one of `body`, `json` and `body_text`")),
+    }
+}
+
+/// Where a pinned body goes in the compared answers: a JSON one as JSON, bytes as text.
+fn compared(body: Payload) -> (&'static str, Value) {
+    match body {
+        Payload::Json(v) => ("body", v),
+        Payload::Text(t) => ("body_text", Value::String(t)),
     }
 }
 
@@ -213,12 +235,16 @@ async fn run_case(config: &Config, file: &Path) -> Result<Ran, GoldenError> {
     let problem = |problem: String| GoldenError::Case { path: file.to_owned(), problem };
     let text = std::fs::read_to_string(file).map_err(|e| problem(e.to_string()))?;
     let case: CaseFile = toml::from_str(&text).map_err(|e| problem(e.to_string()))?;
-    let request_body = body("request", case.request.body, case.request.json).map_err(problem)?;
+    let request_body = body("request", case.request.body, case.request.json, case.request.body_text);
     let request = ClientRequest {
         method: case.request.method,
         target: case.request.path,
         headers: case.request.headers.into_iter().collect(),
-        body: if request_body.is_null() { Vec::new() } else { request_body.to_string().into_bytes() },
+        body: match request_body.map_err(problem)? {
+            Payload::Json(Value::Null) => Vec::new(),
+            Payload::Json(v) => v.to_string().into_bytes(),
+            Payload::Text(t) => t.into_bytes(),
+        },
     };
     let pinned = case.glance.iter().filter(|a| a.call.is_some()).count();
     if pinned != 0 && pinned != case.glance.len() {
@@ -229,18 +255,19 @@ async fn run_case(config: &Config, file: &Path) -> Result<Ran, GoldenError> {
     for (i, a) in case.glance.into_iter().enumerate() {
         let key = format!("glance[{i}]");
         let status = http::StatusCode::from_u16(a.status).map_err(|e| problem(format!("{key}.status: {e}")))?;
-        answers.push(Answer { status, body: body(&key, a.body, a.json).map_err(problem)? });
+        let headers = a.headers.into_iter().collect();
+        answers.push(Answer { status, headers, body: body(&key, a.body, a.json, a.body_text).map_err(problem)? });
         if let Some(c) = a.call {
             let mut call = json!({"method": c.method, "path": c.path, "query": c.query});
-            let sent = body(&format!("{key}.call"), c.body, c.json).map_err(problem)?;
-            if !sent.is_null() {
-                call["body"] = sent;
+            match compared(body(&format!("{key}.call"), c.body, c.json, c.body_text).map_err(problem)?) {
+                (_, Value::Null) => {}
+                (key, sent) => call[key] = sent,
             }
             expected_calls.push(call);
         }
     }
     let given = answers.len();
-    let expected_body = body("expect", case.expect.body, case.expect.json).map_err(problem)?;
+    let expected_body = body("expect", case.expect.body, case.expect.json, case.expect.body_text).map_err(problem)?;
     let outcome = match explain::run(config, &request, answers).await {
         Ok(outcome) => outcome,
         Err(ExplainError::Request(e)) => return Err(problem(e)),
@@ -283,17 +310,30 @@ async fn run_case(config: &Config, file: &Path) -> Result<Ran, GoldenError> {
         let made = calls.iter().enumerate().map(|(i, c)| {
             let query: Map<String, Value> = c.query.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
             let mut call = json!({"method": c.method, "path": c.path, "query": query});
-            // The body only where the case pins one.
-            if expected_calls.get(i).is_some_and(|e| e.get("body").is_some()) {
+            // The body only where the case pins one, as it pins it.
+            let pins = |key: &str| expected_calls.get(i).is_some_and(|e| e.get(key).is_some());
+            if pins("body") {
                 call["body"] = c.body.clone().unwrap_or(Value::Null);
+            } else if pins("body_text") {
+                call["body_text"] = match &c.body {
+                    Some(Value::String(text)) => text.clone(),
+                    Some(json) => json.to_string(),
+                    None => String::new(),
+                }
+                .into();
             }
             call
         });
         got.insert("glance_calls".into(), made.collect());
         expected.insert("glance_calls".into(), expected_calls.into());
     }
-    expected.insert("body".into(), expected_body);
-    got.insert("body".into(), outcome.answer.body.clone());
+    let (key, expected_body) = compared(expected_body);
+    expected.insert(key.into(), expected_body);
+    let got_body = match key {
+        "body" => outcome.answer.body.clone(),
+        _ => String::from_utf8_lossy(&outcome.raw_body).into_owned().into(),
+    };
+    got.insert(key.into(), got_body);
     let (expected, got) = (Value::Object(expected), Value::Object(got));
     if expected != got {
         let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
@@ -366,8 +406,17 @@ mod tests {
         assert_eq!(unified_diff(a, a), "--- expected\n+++ got\n");
     }
 
-    /// The shipped cases pass against the shipped files, and every route of the Nova and
-    /// Alliance mappings has one (another dialect's routes may still lack cases).
+    #[test]
+    fn a_body_is_json_or_text_never_both() {
+        assert_eq!(body("k", None, None, Some("{x".into())), Ok(Payload::Text("{x".into())));
+        assert_eq!(body("k", None, Some("null".into()), None), Ok(Payload::Json(Value::Null)));
+        assert_eq!(body("k", None, None, None), Ok(Payload::Json(Value::Null)));
+        assert!(body("k", None, Some("{}".into()), Some("x".into())).is_err());
+        assert_eq!(compared(Payload::Text("x".into())), ("body_text", Value::String("x".into())));
+    }
+
+    /// The shipped cases pass against the shipped files, and every route and view of each
+    /// shipped mapping (Nova, Alliance, Glance v1) has one.
     #[tokio::test]
     async fn every_shipped_route_has_a_passing_case() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -380,11 +429,12 @@ mod tests {
         if let Some(case) = summary.failures().next() {
             panic!("{}: {}", case.name, case.failure.as_deref().unwrap_or(""));
         }
-        assert!(summary.cases.len() >= 16, "{:?}", summary.cases);
-        let shipped = |line: &&String| line.starts_with("nova:") || line.starts_with("alliance:");
-        let uncovered: Vec<&String> = summary.uncovered_routes.iter().filter(shipped).collect();
-        assert!(uncovered.is_empty(), "routes without a case: {uncovered:?}");
-        let views: Vec<&String> = summary.uncovered_views.iter().filter(shipped).collect();
-        assert!(views.is_empty(), "views without a case: {views:?}");
+        assert!(summary.cases.len() >= 36, "{:?}", summary.cases);
+        assert!(summary.skipped.is_empty(), "cases not run: {:?}", summary.skipped);
+        for dialect in ["nova", "alliance", "glance_v1"] {
+            assert!(summary.cases.iter().any(|c| c.name.starts_with(dialect)), "no {dialect} case ran");
+        }
+        assert!(summary.uncovered_routes.is_empty(), "routes without a case: {:?}", summary.uncovered_routes);
+        assert!(summary.uncovered_views.is_empty(), "views without a case: {:?}", summary.uncovered_views);
     }
 }

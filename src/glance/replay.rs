@@ -11,38 +11,95 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 use tower::ServiceExt;
 
 use super::embedded;
 
-/// Largest request body recorded: what the gateway sends Glance is small JSON.
+/// Largest request body recorded: what the gateway sends Glance is small JSON, or a case's
+/// small upload; a larger body is recorded as none.
 const MAX_RECORDED_BODY: usize = 1 << 20;
+
+/// The keys of an answer given with its status: the rest of a file's object is a bare body.
+const ANSWER_KEYS: &[&str] = &["status", "headers", "body", "body_text"];
 
 /// One answer Glance gives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
     pub status: StatusCode,
+    /// Sent as given, after (so over) the body's own `Content-Type`.
+    pub headers: Vec<(String, String)>,
+    pub body: Payload,
+}
+
+/// A body as a case or a file gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
     /// Sent as JSON; `Null` sends no body.
-    pub body: Value,
+    Json(Value),
+    /// Sent as these bytes (image data, say), `text/plain` unless the headers say otherwise.
+    Text(String),
 }
 
 impl Answer {
-    /// An answer as a file gives it: `{"status": 404, "body": {...}}` (both keys, nothing else),
-    /// or a bare JSON body answered with 200.
+    /// A JSON answer with no headers of its own.
+    pub fn json(status: StatusCode, body: Value) -> Answer {
+        Answer { status, headers: Vec::new(), body: Payload::Json(body) }
+    }
+
+    /// An answer as a file gives it: `{"status": 404, "body": {...}}`, or with `body_text`
+    /// (a body that is not JSON) for `body`, and optionally `"headers": {"name": "value"}`;
+    /// or a bare JSON body answered with 200 (an object with a numeric `status`, a body, and
+    /// none but these keys is the former).
     pub fn from_json(value: Value) -> Result<Answer, String> {
-        if let Some(object) = value.as_object().filter(|o| o.len() == 2 && o.contains_key("body")) {
-            if let Some(status) = object.get("status").and_then(Value::as_u64) {
-                let status = u16::try_from(status)
-                    .ok()
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .ok_or_else(|| format!("`status` {status} is not an HTTP status"))?;
-                return Ok(Answer { status, body: object["body"].clone() });
+        let wrapped = value.as_object().filter(|o| {
+            o.get("status").is_some_and(Value::is_u64)
+                && (o.contains_key("body") || o.contains_key("body_text"))
+                && o.keys().all(|k| ANSWER_KEYS.contains(&k.as_str()))
+        });
+        let Some(object) = wrapped else { return Ok(Answer::json(StatusCode::OK, value)) };
+        let status = object["status"].as_u64().unwrap_or_default();
+        let status = u16::try_from(status)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| format!("`status` {status} is not an HTTP status"))?;
+        let body = match (object.get("body"), object.get("body_text")) {
+            (Some(_), Some(_)) => return Err("give `body` or `body_text`, not both".into()),
+            (_, Some(Value::String(text))) => Payload::Text(text.clone()),
+            (_, Some(_)) => return Err("`body_text` must be a string".into()),
+            (body, None) => Payload::Json(body.cloned().unwrap_or_default()),
+        };
+        let headers = match object.get("headers") {
+            None => Vec::new(),
+            Some(Value::Object(h)) => h
+                .iter()
+                .map(|(name, v)| match v {
+                    Value::String(v) => Ok((name.clone(), v.clone())),
+                    _ => Err(format!("header `{name}` must be a string")),
+                })
+                .collect::<Result<_, String>>()?,
+            Some(_) => return Err("`headers` must be an object of strings".into()),
+        };
+        Ok(Answer { status, headers, body })
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = match self.body {
+            Payload::Json(Value::Null) => self.status.into_response(),
+            Payload::Json(body) => (self.status, axum::Json(body)).into_response(),
+            Payload::Text(text) => (self.status, text).into_response(),
+        };
+        for (name, value) in self.headers {
+            match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                (Ok(name), Ok(value)) => {
+                    response.headers_mut().insert(name, value);
+                }
+                _ => return super::error_response(StatusCode::BAD_GATEWAY, "a given header is not valid HTTP"),
             }
         }
-        Ok(Answer { status: StatusCode::OK, body: value })
+        response
     }
 }
 
@@ -151,10 +208,7 @@ impl Replay {
             Some(answer) => {
                 call.answered_by = AnsweredBy::Given { index: state.given, status: answer.status.as_u16() };
                 state.given += 1;
-                match answer.body {
-                    Value::Null => answer.status.into_response(),
-                    body => (answer.status, axum::Json(body)).into_response(),
-                }
+                answer.into_response()
             }
             None => super::error_response(StatusCode::SERVICE_UNAVAILABLE, "no answer was given for this call"),
         };
@@ -171,10 +225,31 @@ mod tests {
     #[test]
     fn answer_files_are_wrapped_or_bare() {
         let wrapped = Answer::from_json(json!({"status": 404, "body": {"message": "gone"}})).unwrap();
-        assert_eq!(wrapped, Answer { status: StatusCode::NOT_FOUND, body: json!({"message": "gone"}) });
+        assert_eq!(wrapped, Answer::json(StatusCode::NOT_FOUND, json!({"message": "gone"})));
         // An image has a `status` too: it is a body.
         let image = json!({"id": "x", "status": "active"});
-        assert_eq!(Answer::from_json(image.clone()).unwrap(), Answer { status: StatusCode::OK, body: image });
+        assert_eq!(Answer::from_json(image.clone()).unwrap(), Answer::json(StatusCode::OK, image));
         assert!(Answer::from_json(json!({"status": 1000, "body": null})).is_err());
+    }
+
+    /// Image data is not JSON: a file gives it as text, with the headers Glance sends with it.
+    #[tokio::test]
+    async fn raw_answers_keep_their_bytes_and_headers() {
+        let given = json!({"status": 200, "headers": {"content-type": "application/octet-stream"}, "body_text": "{x"});
+        let answer = Answer::from_json(given).unwrap();
+        let expected = Answer {
+            status: StatusCode::OK,
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body: Payload::Text("{x".into()),
+        };
+        assert_eq!(answer, expected);
+        let response = answer.into_response();
+        assert_eq!(response.headers()["content-type"], "application/octet-stream");
+        let bytes = axum::body::to_bytes(response.into_body(), 100).await.unwrap();
+        assert_eq!(&bytes[..], b"{x");
+        // Another key makes it a bare body (which this is not: it has no body key).
+        let bare = json!({"status": 200, "headers": {}});
+        assert_eq!(Answer::from_json(bare.clone()).unwrap(), Answer::json(StatusCode::OK, bare));
+        assert!(Answer::from_json(json!({"status": 200, "body_text": 5})).is_err());
     }
 }
