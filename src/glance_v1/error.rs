@@ -19,6 +19,11 @@ pub enum V1Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// What Queens raised as `HTTPNotFound(msg)` (or another status) rather than
+    /// `HTTPNotFound(explanation=msg)`: WebOb then pages `msg` as the detail, under the
+    /// status's own explanation ("The resource could not be found.").
+    #[error("{1}")]
+    Detail(StatusCode, String),
     /// A method the path does not take; `Allow` lists the ones it does.
     #[error("The method is not allowed for this resource.")]
     MethodNotAllowed(String),
@@ -43,6 +48,7 @@ impl V1Error {
             V1Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             V1Error::Forbidden(_) => StatusCode::FORBIDDEN,
             V1Error::NotFound(_) => StatusCode::NOT_FOUND,
+            V1Error::Detail(status, _) => *status,
             V1Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             V1Error::Conflict(_) => StatusCode::CONFLICT,
             V1Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,11 +82,12 @@ impl V1Error {
             V1Error::MethodNotAllowed(allow) => Some(allow.clone()),
             _ => None,
         };
-        let explanation = match &self {
-            V1Error::Upstream(UpstreamError::Status { message, .. }) => message.clone(),
-            other => other.to_string(),
+        let (explanation, detail) = match &self {
+            V1Error::Upstream(UpstreamError::Status { message, .. }) => (message.clone(), String::new()),
+            V1Error::Detail(status, detail) => (webob_explanation(*status).to_owned(), detail.clone()),
+            other => (other.to_string(), String::new()),
         };
-        let mut response = webob_page(status, &explanation, PageFormat::negotiate(request));
+        let mut response = webob_page(status, &explanation, &detail, PageFormat::negotiate(request));
         if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             response.headers_mut().insert(header::ALLOW, allow);
         }
@@ -114,28 +121,41 @@ impl PageFormat {
     }
 }
 
-/// A WebOb error page: `explanation` under the status line.
-fn webob_page(status: StatusCode, explanation: &str, format: PageFormat) -> Response {
+/// WebOb's own explanation of a status, shown above a detail.
+fn webob_explanation(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "The server could not comply with the request since it is either malformed or otherwise incorrect.",
+        403 => "Access was denied to this resource.",
+        404 => "The resource could not be found.",
+        _ => "",
+    }
+}
+
+/// A WebOb error page: `explanation` and `detail` under the status line, as WebOb's body
+/// template (`${explanation}<br /><br />\n${detail}\n${html_comment}\n`) lays them out.
+fn webob_page(status: StatusCode, explanation: &str, detail: &str, format: PageFormat) -> Response {
     let line = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
     let (content_type, body) = match format {
         PageFormat::Html => (
             "text/html; charset=UTF-8",
             format!(
                 "<html>\n <head>\n  <title>{line}</title>\n </head>\n <body>\n  <h1>{line}</h1>\n  \
-                 {}<br /><br />\n\n\n\n </body>\n</html>",
-                html_escape(explanation)
+                 {}<br /><br />\n{}\n\n\n </body>\n</html>",
+                html_escape(explanation),
+                html_escape(detail)
             ),
         ),
         PageFormat::Json => (
             "application/json",
             serde_json::json!({
-                "message": format!("{explanation}<br /><br />\n\n\n"),
+                "message": format!("{explanation}<br /><br />\n{detail}\n\n"),
                 "code": line,
                 "title": status.canonical_reason().unwrap_or(""),
             })
             .to_string(),
         ),
-        PageFormat::Text => ("text/plain; charset=UTF-8", format!("{line}\n\n{explanation}\n\n   ")),
+        // WebOb strips the tags: each `<br />` is a line break, every other one a space.
+        PageFormat::Text => ("text/plain; charset=UTF-8", format!("{line}\n\n{explanation}\n\n {detail}  ")),
     };
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }
@@ -174,6 +194,27 @@ mod tests {
         assert_eq!(json["message"], "<in use><br /><br />\n\n\n");
         let (_, _, body) = page(V1Error::Conflict("<in use>".into()), "text/html").await;
         assert!(body.contains("&lt;in use&gt;"), "{body}");
+    }
+
+    /// Queens' `HTTPNotFound(msg)`: the message is WebOb's detail, under the standard
+    /// explanation, in each of WebOb's formats.
+    #[tokio::test]
+    async fn details_follow_the_standard_explanation() {
+        let gone = || V1Error::Detail(StatusCode::NOT_FOUND, "Image with identifier x not found".into());
+        let (s, _, body) = page(gone(), "application/json").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            json["message"],
+            "The resource could not be found.<br /><br />\nImage with identifier x not found\n\n"
+        );
+        let (_, _, body) = page(gone(), "").await;
+        assert_eq!(body, "404 Not Found\n\nThe resource could not be found.\n\n Image with identifier x not found  ");
+        let (_, _, body) = page(gone(), "*/*").await;
+        assert!(
+            body.contains("<h1>404 Not Found</h1>\n  The resource could not be found.<br /><br />\nImage with identifier x not found\n\n\n </body>"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

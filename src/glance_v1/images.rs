@@ -137,8 +137,10 @@ pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, id: &st
     let image = fetch(api, call, id).await?;
     match image["status"].as_str() {
         Some("active") => {}
-        Some("deactivated") => return Err(V1Error::Forbidden(format!("Image {id} is deactivated"))),
-        _ => return Err(V1Error::NotFound(format!("Image {id} is not active"))),
+        Some("deactivated") => {
+            return Err(V1Error::Detail(StatusCode::FORBIDDEN, format!("Image {id} is deactivated")))
+        }
+        _ => return Err(V1Error::Detail(StatusCode::NOT_FOUND, format!("Image {id} is not active"))),
     }
     let data = api.glance.download(&call.glance, id).await.map_err(|e| not_found_as_v1(e, id))?;
     let (length, body) = match data {
@@ -177,8 +179,9 @@ async fn fetch(api: &GlanceV1Api, call: &V1Call<'_>, id: &str) -> Result<Value, 
 
 fn not_found_as_v1(e: UpstreamError, id: &str) -> V1Error {
     match e.status().map(|s| s.as_u16()) {
-        Some(404) => V1Error::NotFound(format!("Image with identifier {id} not found")),
-        Some(403) => V1Error::Forbidden("Forbidden image access".into()),
+        // Queens' get_image_meta_or_404 (glance/api/v1/controller.py) raised these as details.
+        Some(404) => V1Error::Detail(StatusCode::NOT_FOUND, format!("Image with identifier {id} not found")),
+        Some(403) => V1Error::Detail(StatusCode::FORBIDDEN, "Forbidden image access".into()),
         _ => V1Error::Upstream(e),
     }
 }
@@ -467,7 +470,7 @@ fn import_error(url: &str, e: UpstreamError) -> V1Error {
 /// `DELETE /v1/images/{id}`: 200 with an empty body, as Queens' code answered.
 pub async fn delete(api: &GlanceV1Api, call: &V1Call<'_>, id: &str) -> Result<Response, V1Error> {
     api.glance.delete_image(&call.glance, id).await.map_err(|e| match e.status().map(|s| s.as_u16()) {
-        Some(404) => V1Error::NotFound(format!("Image with identifier {id} not found")),
+        Some(404) => V1Error::Detail(StatusCode::NOT_FOUND, format!("Image with identifier {id} not found")),
         _ => V1Error::Upstream(e),
     })?;
     Ok(StatusCode::OK.into_response())
