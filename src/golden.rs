@@ -99,11 +99,20 @@ struct Expect {
     status: u16,
     /// Only the headers named are compared.
     #[serde(default)]
-    headers: IndexMap<String, String>,
+    headers: IndexMap<String, ExpectedHeader>,
     body: Option<toml::Value>,
     json: Option<String>,
     /// The body's bytes, when they are not JSON (an image's data).
     body_text: Option<String>,
+}
+
+/// A header an answer must have (its value), or `false`: one it must not have (v1 writes no
+/// `x-image-meta-*` header for a null field).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ExpectedHeader {
+    Value(String),
+    Present(bool),
 }
 
 /// A body given as TOML (`body`), as JSON text (`json`, which can say `null`) or as bytes
@@ -303,7 +312,12 @@ async fn run_case(config: &Config, file: &Path) -> Result<Ran, GoldenError> {
     if !case.expect.headers.is_empty() {
         let names = case.expect.headers.keys().map(|n| n.to_ascii_lowercase());
         got.insert("headers".into(), names.clone().map(|n| (n.clone(), header(&n))).collect());
-        let values = case.expect.headers.values().map(|v| Value::String(v.clone()));
+        let values = case.expect.headers.values().map(|v| match v {
+            ExpectedHeader::Value(v) => Ok(Value::String(v.clone())),
+            ExpectedHeader::Present(false) => Ok(Value::Null),
+            ExpectedHeader::Present(true) => Err(problem("expect.headers: give a header's value, or false".into())),
+        });
+        let values = values.collect::<Result<Vec<_>, _>>()?;
         expected.insert("headers".into(), names.zip(values).collect());
     }
     if pinned != 0 {
