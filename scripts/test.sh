@@ -128,11 +128,17 @@ stop_gateway() {
 # A no-op after `cargo test` (which built it); a fresh build when a step runs alone.
 build_gateway() { cargo build --locked --bin image-gateway 2>&1 | tee -a "$log"; }
 
+# The services started so far, in order; stopped in reverse.
 running=()
+# Every service, whether or not this run started it: what an earlier run may have left behind.
 stop_all() {
   stop_gateway
   stop_keystone
   stop_openstack
+}
+stop_running() {
+  local k
+  for ((k = ${#running[@]} - 1; k >= 0; k--)); do "stop_${running[$k]}"; done
   running=()
 }
 
@@ -207,7 +213,7 @@ current=
 
 finish() {
   local rc=$?
-  stop_all
+  stop_running
   [ -n "$current" ] && printf '\n==> %s stopped the run (status %s)\n' "$current" "$rc"
   python3 scripts/test_results.py "$results" || rc=1
   exit "$rc"
@@ -234,8 +240,8 @@ for i in "${!selected[@]}"; do
       mkdir -p "$state"
     fi
     printf '\n==> starting %s\n' "$service"
+    running+=("$service") # first, so that a half-started service is stopped too
     "start_$service"
-    running+=("$service")
   done
   printf '\n==> %s: %s\n' "$current" "$(step_field "$current" 3)"
   "step_$current"
