@@ -112,11 +112,14 @@ start_gateway() { # the gateway binary in front of the real Glance
     IMAGE_GATEWAY_LOG__FORMAT=text "$gateway_bin" serve --config config/gateway.toml \
     >"$state/gateway.log" 2>&1 &
   gateway_pid=$!
+  gateway_url="http://127.0.0.1:$gateway_port"
   for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$gateway_port/readyz" >/dev/null 2>&1 && break
+    curl -fsS "$gateway_url/readyz" >/dev/null 2>&1 && return
     sleep 0.1
   done
-  gateway_url="http://127.0.0.1:$gateway_port"
+  echo "the gateway is not ready after 10 s; its log ($state/gateway.log) ends:" >&2
+  tail -n 20 "$state/gateway.log" >&2
+  exit 1
 }
 stop_gateway() {
   if [ -n "${gateway_pid:-}" ]; then
