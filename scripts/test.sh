@@ -44,7 +44,7 @@ step_field() { # NAME FIELD(1 name, 2 needs, 3 description): the STEPS row's fie
   done
   return 1
 }
-list_steps() { local row; for row in "${STEPS[@]}"; do IFS='|' read -r n _ d <<<"$row"; printf '%-14s %s\n' "$n" "$d"; done; }
+list_steps() { local row n d; for row in "${STEPS[@]}"; do IFS='|' read -r n _ d <<<"$row"; printf '%-14s %s\n' "$n" "$d"; done; }
 
 # --- result records ---------------------------------------------------------------------------
 
