@@ -50,7 +50,7 @@ skip() {
     printf 'skip  %s\n' "$*"
 }
 finish() {
-    echo "container: $OPS_PASSED passed, $OPS_FAILED failed, $SKIPPED skipped"
+    ops_summary container "$SKIPPED"
     ((OPS_FAILED == 0))
 }
 # For ops_check, which runs one command: not COMMAND...; both COMMAND... -- COMMAND...

@@ -57,8 +57,12 @@ for target in "${targets[@]}"; do
   rm -f "$log"
 done
 
-# The count line test.sh adds to its total: one test per target.
+# The count line, one test per target; the same counts as JSON to the file IG_TEST_RESULT names,
+# when set (scripts/test.sh adds those up).
 echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+if [ -n "${IG_TEST_RESULT:-}" ]; then
+  printf '{"passed": %d, "failed": %d, "skipped": 0}\n' "$((${#targets[@]} - ${#failed[@]}))" "${#failed[@]}" >"$IG_TEST_RESULT"
+fi
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "FAILED: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
   exit 1

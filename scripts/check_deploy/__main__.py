@@ -24,6 +24,7 @@ when that file changes.
 
 One line per check, then `deploy: N passed, M failed` (`, K skipped` when some could not run);
 exits non-zero when any check failed. Environment:
+  IG_TEST_RESULT      a file to write the counts to as JSON (scripts/test.sh adds those up)
   CHECK_DEPLOY_ROOT   the tree to check (default: this repository); for trying broken copies
   IMAGE_GATEWAY_BIN   the binary for the configuration and metrics checks (default:
                       target/release or target/debug image-gateway of this repository, when built)
@@ -67,6 +68,8 @@ def main():
     consistency.run(report, tree, gateway, nginx, nginx_note)
     monitoring.run(report, tree, gateway, promtool, promtool_note)
     print(report.summary())
+    if os.environ.get("IG_TEST_RESULT"):
+        report.write_json(os.environ["IG_TEST_RESULT"])
     return 1 if report.failed else 0
 
 

@@ -1,8 +1,11 @@
 """The one place a check's outcome is counted and printed."""
 
+import json
+
 
 class Report:
-    """Counts and prints one line per check; `summary()` is the closing line scripts/test.sh adds up."""
+    """Counts and prints one line per check; `summary()` is the closing line, `write_json()` the
+    record scripts/test.sh adds up."""
 
     def __init__(self):
         self.passed = self.failed = self.skipped = 0
@@ -37,3 +40,8 @@ class Report:
     def summary(self):
         line = f"deploy: {self.passed} passed, {self.failed} failed"
         return line + (f", {self.skipped} skipped" if self.skipped else "")
+
+    def write_json(self, path):
+        """The counts as a scripts/test.sh result record."""
+        with open(path, "w") as f:
+            json.dump({"passed": self.passed, "failed": self.failed, "skipped": self.skipped}, f)

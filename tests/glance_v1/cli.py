@@ -8,7 +8,9 @@ GLANCE_URL, a Glance that maps `gw:<project>:<user>:<roles>` tokens to identitie
 outcome is checked against Glance's own v2 state, read from GLANCE_URL with the same token.
 A few requests other v1 clients make and the CLI does not are sent as they are. Every check is
 a counted case; a failed one prints what was expected and what came. The script
-prints `glance-v1: N passed, M failed` and exits non-zero on any failure.
+prints `glance-v1: N passed, M failed`, writes the same counts as JSON to the file
+IG_TEST_RESULT names (when set; scripts/test.sh adds those records up) and exits non-zero on
+any failure.
 """
 
 import hashlib
@@ -648,4 +650,7 @@ if __name__ == "__main__":
     if "path" in STATE:
         os.unlink(STATE["path"])
     print("glance-v1: %d passed, %d failed" % (passed, failed))
+    if os.environ.get("IG_TEST_RESULT"):
+        with open(os.environ["IG_TEST_RESULT"], "w") as f:
+            json.dump({"passed": passed, "failed": failed, "skipped": 0}, f)
     sys.exit(1 if failed or not passed else 0)

@@ -57,12 +57,12 @@ if ((${#need_apt[@]})); then
         ops_log "apt-get install ${need_apt[*]} failed (see $W/apt.log)"
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[[ -x $NGINX ]] || { ops_fail "nginx is installed"; echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"; exit 1; }
+[[ -x $NGINX ]] || { ops_fail "nginx is installed"; ops_summary drain; exit 1; }
 LOADER=python
 if [[ ${DRAIN_LOADER:-wrk} == wrk ]] && command -v wrk >/dev/null; then LOADER=wrk; fi
 
 ops_log "building the gateway"
-ops_build || { ops_fail "the gateway builds"; echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"; exit 1; }
+ops_build || { ops_fail "the gateway builds"; ops_summary drain; exit 1; }
 
 # --- processes ---------------------------------------------------------------------------
 mapfile -t PORTS < <(ops_ports 5)
@@ -103,7 +103,7 @@ done
 
 cd "$W"
 ops_spawn GLANCE_PID "$W/glance.log" env -u RUST_LOG "$OPS_BIN" serve --config "$W/glance.toml"
-ops_wait_http "$GLANCE/readyz" 200 20 || { ops_fail "the Glance gateway starts (see $W/glance.log)"; echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"; exit 1; }
+ops_wait_http "$GLANCE/readyz" 200 20 || { ops_fail "the Glance gateway starts (see $W/glance.log)"; ops_summary drain; exit 1; }
 GW_PIDS=()
 for i in 0 1 2; do
     ops_spawn pid "$W/gw$i.log" env -u RUST_LOG "$OPS_BIN" serve --config "$W/gw$i.toml"
@@ -111,7 +111,7 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do
     ops_wait_http "http://127.0.0.1:${GW_PORTS[i]}/readyz" 200 20 ||
-        { ops_fail "gateway $i starts and is ready (see $W/gw$i.log)"; echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"; exit 1; }
+        { ops_fail "gateway $i starts and is ready (see $W/gw$i.log)"; ops_summary drain; exit 1; }
 done
 
 # Seed the shared store.
@@ -168,9 +168,9 @@ $upstreams
 }
 EOF
 "$NGINX" -t -q -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf" >"$W/nginx/test.log" 2>&1 ||
-    { ops_fail "nginx configuration is valid: $(cat "$W/nginx/test.log")"; echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"; exit 1; }
+    { ops_fail "nginx configuration is valid: $(cat "$W/nginx/test.log")"; ops_summary drain; exit 1; }
 ops_spawn NGINX_PID "$W/nginx/stderr.log" "$NGINX" -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf"
-ops_wait_http "$LB/" 200 10 || { ops_fail "nginx starts (see $W/nginx)"; echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"; exit 1; }
+ops_wait_http "$LB/" 200 10 || { ops_fail "nginx starts (see $W/nginx)"; ops_summary drain; exit 1; }
 
 # Each gateway, and nginx, sees the whole shared store in both dialects.
 count_images() {
@@ -342,5 +342,5 @@ fi
 echo "figures: loader=$LOADER requests=${REQS:-0} failed=${FAILED:-?} p99_ms=${P99:-?} $(sed -n 's/.*\(p50_ms=[0-9.]*\).*\(max_ms=[0-9.]*\).*/\1 \2/p' <<<"$line")" \
     "readyz_503_after_s=${ready_after:-never} exit_after_s=$exit_after to_draining_after_sigterm=$to_victim" \
     "nginx_retries=$retried nginx_upstream_errors=$upstream_errors runtime_s=$(ops_elapsed "$T_START")"
-echo "drain: $OPS_PASSED passed, $OPS_FAILED failed"
+ops_summary drain
 ((OPS_FAILED == 0))

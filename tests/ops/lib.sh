@@ -22,6 +22,15 @@ ops_fail() {
     printf 'FAIL  %s\n' "$*"
 }
 
+# ops_summary NAME [SKIPPED]: the closing `NAME: N passed, M failed[, K skipped]` line; the same
+# counts go as JSON to the file IG_TEST_RESULT names, when set (scripts/test.sh adds those up).
+ops_summary() {
+    echo "$1: $OPS_PASSED passed, $OPS_FAILED failed${2:+, $2 skipped}"
+    if [[ -n ${IG_TEST_RESULT:-} ]]; then
+        printf '{"passed": %d, "failed": %d, "skipped": %d}\n' "$OPS_PASSED" "$OPS_FAILED" "${2:-0}" >"$IG_TEST_RESULT"
+    fi
+}
+
 # ops_check DESCRIPTION COMMAND...: a pass when the command succeeds.
 ops_check() {
     local what=$1

@@ -34,7 +34,7 @@ T_START=$(ops_now)
 
 ops_init soak
 W=$OPS_WORK
-summary() { echo "soak: $OPS_PASSED passed, $OPS_FAILED failed"; }
+summary() { ops_summary soak; }
 
 ops_log "building the gateway"
 ops_build || { ops_fail "the gateway builds"; summary; exit 1; }

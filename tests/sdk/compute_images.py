@@ -4,10 +4,12 @@ Run by scripts/test.sh with the OpenStack venv's Python:
     python tests/sdk/compute_images.py GATEWAY_URL GLANCE_URL
 The gateway must be in front of GLANCE_URL, a Glance that trusts identity headers. The script
 creates its images in Glance directly, then checks what the SDK's objects hold. It prints
-`sdk: N passed, M failed` and exits non-zero on any failure.
+`sdk: N passed, M failed, K skipped`, writes the same counts as JSON to the file IG_TEST_RESULT
+names (when set; scripts/test.sh adds those records up) and exits non-zero on any failure.
 """
 
 import json
+import os
 import sys
 import unittest
 import urllib.request
@@ -111,5 +113,10 @@ class ComputeImages(unittest.TestCase):
 if __name__ == "__main__":
     result = unittest.main(argv=[sys.argv[0], "-v"], exit=False, warnings="ignore").result
     failed = len(result.failures) + len(result.errors)
-    print("sdk: %d passed, %d failed" % (result.testsRun - failed, failed))
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    print("sdk: %d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    if os.environ.get("IG_TEST_RESULT"):
+        with open(os.environ["IG_TEST_RESULT"], "w") as f:
+            json.dump({"passed": passed, "failed": failed, "skipped": skipped}, f)
     sys.exit(1 if failed or not result.wasSuccessful() else 0)
