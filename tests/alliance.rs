@@ -57,7 +57,9 @@ impl World {
     async fn glance_ids(&self, env: &str) -> Vec<String> {
         let mut headers = self.h.member();
         headers.insert("x-project-id", env.parse().unwrap());
-        let a = send(client().get(format!("{}/v2/images?limit=1000", self.h.glance_url)).headers(headers)).await;
+        // Owned by `env`: a shared Glance also lists other projects' public images to it.
+        let url = format!("{}/v2/images?limit=1000&owner={env}", self.h.glance_url);
+        let a = send(client().get(url).headers(headers)).await;
         a.json()["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
     }
 }
