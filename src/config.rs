@@ -62,6 +62,7 @@ pub struct Config {
     pub keystone: KeystoneConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
 }
 
 /// One dialect served by the gateway.
@@ -431,6 +432,22 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// W3C trace context (`traceparent`, `tracestate`): see [`crate::layers::trace`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Join the trace a client's valid `traceparent` names (its `tracestate` passed on); when
+    /// false, every request starts a trace of its own, for a gateway whose clients' trace
+    /// ids should not reach the upstreams' logs.
+    pub accept_client_context: bool,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { accept_client_context: true }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -530,6 +547,7 @@ impl Default for Config {
             keystone: KeystoneConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -943,6 +961,8 @@ mod tests {
         Jail::expect_with(|jail| {
             let e = load_in(jail, "[glance]\nurll = \"http://x\"\n").unwrap_err();
             assert!(e.contains("urll"), "{e}");
+            let e = load_in(jail, "[tracing]\naccept_client_contexts = false\n").unwrap_err();
+            assert!(e.contains("accept_client_contexts"), "{e}");
             jail.set_env("IMAGE_GATEWAY_NOVA__MOUNTT", "/x");
             let e = load_in(jail, "").unwrap_err();
             assert!(e.contains("mountt"), "{e}");
