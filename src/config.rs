@@ -440,11 +440,15 @@ pub struct TracingConfig {
     /// false, every request starts a trace of its own, for a gateway whose clients' trace
     /// ids should not reach the upstreams' logs.
     pub accept_client_context: bool,
+    /// An OpenTelemetry collector's OTLP/HTTP base (`http://collector:4318`): the spans of
+    /// sampled traces are sent to its `/v1/traces`. Unset: nothing is exported (ids are still
+    /// made and sent upstream).
+    pub otlp_endpoint: Option<Url>,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        TracingConfig { accept_client_context: true }
+        TracingConfig { accept_client_context: true, otlp_endpoint: None }
     }
 }
 
@@ -700,6 +704,7 @@ impl Config {
             ("glance.url", &self.glance.url),
             ("glance.public_url", &self.glance.public_url),
             ("nova.upstream_url", &self.nova.upstream_url),
+            ("tracing.otlp_endpoint", &self.tracing.otlp_endpoint),
         ] {
             if let Some(url) = url {
                 // Said without the URL, which would put the password in a log line.
@@ -981,6 +986,8 @@ mod tests {
                     "glance_url",
                 ),
                 ("[glance]\ntimeout_secs = 0\n", "glance.timeout_secs"),
+                ("[tracing]\notlp_endpoint = \"grpc://collector:4317\"\n", "tracing.otlp_endpoint"),
+                ("[tracing]\notlp_endpoint = \"http://collector:4318?x=1\"\n", "tracing.otlp_endpoint"),
                 ("[dialects.nova]\nmounts = [\"v2.1\"]\n", "dialects.*.mounts"),
                 ("[dialects.nova]\nlegacy_mounts = [\"/v2.1\"]\n", "dialects.*.legacy_mounts"),
                 ("[dialects.nova]\nmounts = [\"\"]\n", "dialects.*.mounts"),

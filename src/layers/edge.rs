@@ -118,14 +118,24 @@ where
         }
         mark_sensitive(req.headers_mut());
         let id = request_id::ensure(req.headers_mut());
-        let traced = trace::ensure(req.headers_mut(), self.shared.tracing.accept_client_context, false);
-        // Filtered out (a log filter above `info`), the span is inert and its fields never made.
+        let tracing = &self.shared.tracing;
+        // A new trace is sampled when its spans are exported.
+        let (traced, parent) =
+            trace::ensure(req.headers_mut(), tracing.accept_client_context, tracing.otlp_endpoint.is_some());
+        // Filtered out (a log filter above `info`, no export), the span is inert and its fields never made.
         let span = tracing::info_span!(
             "request",
+            // A request's path names images: the span's name is its method, as OpenTelemetry's
+            // HTTP conventions have it when the route is not known yet.
+            otel.name = %req.method(),
+            otel.kind = "server",
             method = %req.method(),
             path = req.uri().path(),
             request_id = id.to_str().unwrap_or(""),
             trace_id = %traced.trace_id(),
+            span_id = %traced.span_id(),
+            parent_id = parent.map(tracing::field::display),
+            sampled = traced.sampled(),
         );
         let exchange = self.shared.metrics.start(&req);
         let called = {

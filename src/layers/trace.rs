@@ -80,6 +80,11 @@ impl TraceParent {
         SpanId(self.span_id)
     }
 
+    /// Whether the trace's spans are recorded (and exported, when export is on).
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
     /// This span as a `traceparent` value, version 00.
     pub fn header(&self) -> HeaderValue {
         let mut out = [0u8; 55];
@@ -98,11 +103,12 @@ impl TraceParent {
     }
 }
 
-/// The request's own span, written into its headers: a child of the client's span when the
-/// client sent exactly one valid `traceparent` and `accept_client` allows it (its `tracestate`
-/// then stays, as W3C asks of a participant that changes nothing in it); else the root of a
-/// new trace, and a `tracestate` sent goes with the `traceparent` it belonged to.
-pub fn ensure(headers: &mut HeaderMap, accept_client: bool, sampled: bool) -> TraceParent {
+/// The request's own span, written into its headers, and its parent: a child of the client's
+/// span when the client sent exactly one valid `traceparent` and `accept_client` allows it
+/// (its `tracestate` then stays, as W3C asks of a participant that changes nothing in it);
+/// else the root of a new trace, `sampled` as said, and a `tracestate` sent goes with the
+/// `traceparent` it belonged to.
+pub fn ensure(headers: &mut HeaderMap, accept_client: bool, sampled: bool) -> (TraceParent, Option<SpanId>) {
     let mut sent = headers.get_all(TRACEPARENT).iter();
     let client = match (sent.next(), sent.next()) {
         (Some(value), None) if accept_client => TraceParent::parse(value),
@@ -116,7 +122,7 @@ pub fn ensure(headers: &mut HeaderMap, accept_client: bool, sampled: bool) -> Tr
         }
     };
     headers.insert(TRACEPARENT, own.header());
-    own
+    (own, client.map(|c| c.span_id()))
 }
 
 /// Copies what correlates a request across services (its request id and trace context) from
@@ -137,16 +143,20 @@ pub fn correlate(incoming: &HeaderMap, out: &mut HeaderMap) {
 /// Without a request span (a call made outside any request), the call starts a trace of its own.
 /// `path` is the URL's path alone: a query may hold what a log must not.
 pub fn upstream_span(upstream: &str, method: &Method, path: &str, headers: &mut HeaderMap) -> tracing::Span {
-    let span = TraceParent::of(headers).map_or_else(|| TraceParent::fresh(false), |parent| parent.child());
+    let parent = TraceParent::of(headers);
+    let span = parent.map_or_else(|| TraceParent::fresh(false), |parent| parent.child());
     headers.insert(TRACEPARENT, span.header());
     tracing::info_span!(
         "upstream",
         otel.name = %format_args!("{upstream} {method} {path}"),
+        otel.kind = "client",
         upstream,
         method = %method,
         path,
         trace_id = %span.trace_id(),
         span_id = %span.span_id(),
+        parent_id = parent.map(|p| tracing::field::display(p.span_id())),
+        sampled = span.sampled(),
         status = tracing::field::Empty,
     )
 }
@@ -245,9 +255,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(TRACEPARENT, HeaderValue::from_static(CLIENT));
         headers.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
-        let own = ensure(&mut headers, true, false);
+        let (own, parent) = ensure(&mut headers, true, false);
         assert_eq!(own.trace_id(), client.trace_id());
         assert_ne!(own.span_id(), client.span_id());
+        assert_eq!(parent, Some(client.span_id()));
+        assert!(own.sampled(), "the client's flag stands");
         assert_eq!(TraceParent::of(&headers), Some(own));
         assert_eq!(headers[TRACESTATE], "vendor=x");
 
@@ -257,8 +269,9 @@ mod tests {
                 headers.append(TRACEPARENT, HeaderValue::from_str(value).unwrap());
             }
             headers.insert(TRACESTATE, HeaderValue::from_static("vendor=x"));
-            let own = ensure(&mut headers, accept, true);
+            let (own, parent) = ensure(&mut headers, accept, true);
             assert_ne!(own.trace_id(), client.trace_id(), "{sent:?}");
+            assert_eq!(parent, None, "{sent:?}");
             assert_eq!(headers.get_all(TRACEPARENT).iter().collect::<Vec<_>>(), [&own.header()], "{sent:?}");
             assert!(own.header().to_str().unwrap().ends_with("-01"));
             assert_eq!(headers.get(TRACESTATE), None, "{sent:?}");
@@ -268,7 +281,8 @@ mod tests {
     #[test]
     fn an_upstream_call_is_a_child_of_the_request_span() {
         let mut headers = HeaderMap::new();
-        let own = ensure(&mut headers, true, false);
+        let (own, _) = ensure(&mut headers, true, false);
+        assert!(!own.sampled());
         let _span = upstream_span("glance", &Method::GET, "/v2/images", &mut headers);
         let call = TraceParent::of(&headers).unwrap();
         assert_eq!(call.trace_id(), own.trace_id());
