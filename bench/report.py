@@ -193,7 +193,7 @@ def table(results, meta_path):
         w("")
     streams = [r for r in order if r.get("kind") == "stream"]
     if streams:
-        w("## Streaming 1 GiB through the image mount")
+        w("## Streaming 1 GiB through the image mount and the Glance v1 mount")
         w("")
         w("| transfer | upstream | bytes | seconds | MiB/s | gateway VmRSS before | peak | growth | target < 32 MiB | CPU s |")
         w("|---|---|---|---|---|---|---|---|---|---|")

@@ -12,7 +12,8 @@
 #       (g) the gateway translating from that same real Glance;
 #   (f) the same Nova in front of the static upstream, next to (d);
 # and a 1 GiB upload + download through the gateway's image mount (real Glance, and a
-# download from the static upstream), watching the gateway's resident memory; a burst of
+# download from the static upstream) and through its Glance v1 mount (real Glance), watching
+# the gateway's resident memory; a burst of
 # BENCH_BURST_CLIENTS clients each asking for the 1000-image detail list again as soon as
 # answered (after Retry-After for a 503), with the shipped admission limit and without one,
 # watching resident memory idle, at its peak and 10 s after; and the mapping engine's CPU
@@ -79,13 +80,14 @@ BUDGET="${BENCH_CONTENTION_BUDGET:-150}"
 LOADPIDS=""
 export OPENSTACK_VENV="${OPENSTACK_VENV:-$repo/target/openstack-venv}"
 
-export CARGO_TARGET_DIR="$repo/target"
+# A CARGO_TARGET_DIR set by the caller (a target directory shared by worktrees) is kept.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 run="$repo/target/bench/run"            # per-run scratch (configs, logs, raw outputs)
 state="$repo/target/bench/state"        # kept between runs: the seeded Glance
 bodies="$here/bodies"                   # recorded Glance bodies served by the static upstream
 results="$run/results.jsonl"
 meta="$run/meta.json"
-gw="$repo/target/release/image-gateway"
+gw="$CARGO_TARGET_DIR/release/image-gateway"
 HZ=$(getconf CLK_TCK)
 
 P25=bbbb0000000000000000000000000025     # project owning the 25 images
@@ -577,7 +579,7 @@ PY
 fi
 
 # ---------------------------------------------------------------------------------------
-# 4. Streaming through the image mount: RSS before, peak during.
+# 4. Streaming through the image mount and the Glance v1 mount: RSS before, peak during.
 # stream KEY LABEL UPSTREAM_NAME GATEWAY_PID CURL_ARGS... : sample VmRSS while curl runs.
 stream() {
   local key="$1" label="$2" upname="$3" gpid="$4"; shift 4
@@ -602,7 +604,7 @@ stream() {
 }
 
 if [ "$STREAM_MIB" -gt 0 ]; then
-  log "streaming ${STREAM_MIB} MiB through the gateway's image mount"
+  log "streaming ${STREAM_MIB} MiB through the gateway's image mount and Glance v1 mount"
   mapfile -t H < <(ident "$P25")
   if [ "$REAL" = 1 ]; then
     start_gateway gw-stream $((PORT + 17)) "$G"; GWS=$LAST
@@ -617,6 +619,23 @@ if [ "$STREAM_MIB" -gt 0 ]; then
       -o /dev/null "$GS/image/v2/images/$id/file"
     curl -sS -o /dev/null "${H[@]}" -X DELETE "$GS/image/v2/images/$id" || true
     stop_pid "$GWS"
+
+    # Glance v1, as python-glanceclient calls it: POST /v1/images with x-image-meta-* headers
+    # and a chunked body (streamed into Glance v2's upload), then GET /v1/images/<id> (streamed
+    # from v2's /file). A fresh gateway, so that its figures are its own.
+    start_gateway gw-stream-v1 $((PORT + 21)) "$G"; GWV1=$LAST
+    V1="http://127.0.0.1:$((PORT + 21))/image-v1/v1/images"
+    curl -sS -o /dev/null "${H[@]}" "$V1/detail?limit=1"
+    stream s-v1-up "v1 upload POST /image-v1/v1/images (chunked)" "real Glance" "$GWV1" "${H[@]}" \
+      -H 'x-image-meta-name: bench-stream-v1' -H 'x-image-meta-disk_format: raw' \
+      -H 'x-image-meta-container_format: bare' -H 'Content-Type: application/octet-stream' \
+      -H 'Transfer-Encoding: chunked' -X POST -T "$run/blob-1g.bin" -o "$run/s-v1-up.json" "$V1"
+    id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["image"]["id"])' "$run/s-v1-up.json") \
+      || die "POST /v1/images answered no image: $(head -c 300 "$run/s-v1-up.json")"
+    stream s-v1-down "v1 download GET /image-v1/v1/images/<id>" "real Glance" "$GWV1" "${H[@]}" \
+      -o /dev/null "$V1/$id"
+    curl -sS -o /dev/null "${H[@]}" -X DELETE "$V1/$id" || true
+    stop_pid "$GWV1"
   fi
   start_gateway gw-stream-static $((PORT + 18)) "$S25"; GWS2=$LAST
   GS2="http://127.0.0.1:$((PORT + 18))"

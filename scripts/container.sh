@@ -184,7 +184,7 @@ if ! "${RUN[@]}" --rm --network none --user 65532 --entrypoint "$loader" "$BASE"
     exit
 fi
 
-mount_config() { printf -- '--volume=%s:/etc/image-gateway/gateway.toml:ro' "$1"; }
+mount_config() { printf -- '--volume=%s:/etc/image-gateway/config/gateway.toml:ro' "$1"; }
 cat >"$W/gateway.toml" <<EOF
 [shutdown]
 drain_delay_secs = $DRAIN_DELAY
@@ -194,9 +194,9 @@ printf '[shutdown]\ndrain_delay_sec = 2\n' >"$W/misspelt.toml"
 # Without --user: the image's USER nonroot has to resolve through its /etc/passwd.
 ops_check "check with a mounted config exits 0 (as the image's user, read-only root)" \
     logged "$W/check.log" "${RUN[@]}" --rm --network none --read-only "$(mount_config "$W/gateway.toml")" "$IMAGE" \
-    check --config /etc/image-gateway/gateway.toml
+    check --config /etc/image-gateway/config/gateway.toml
 if "${RUN[@]}" --rm --network none --read-only "$(mount_config "$W/misspelt.toml")" "$IMAGE" \
-    check --config /etc/image-gateway/gateway.toml >"$W/check-misspelt.log" 2>&1; then
+    check --config /etc/image-gateway/config/gateway.toml >"$W/check-misspelt.log" 2>&1; then
     ops_fail "check refuses a mounted config with a misspelt key (it exited 0)"
 else
     ops_check "check refuses a mounted config with a misspelt key, naming it" grep -q drain_delay_sec "$W/check-misspelt.log"

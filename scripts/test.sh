@@ -90,6 +90,11 @@ for _ in $(seq 100); do
 done
 target/openstack-venv/bin/python tests/sdk/compute_images.py "http://127.0.0.1:$gateway_port" "$IG_TEST_GLANCE_URL" 2>&1 | tee -a "$log"
 
+step "python-glanceclient's Glance v1 CLI through the same gateway binary"
+# glance --os-image-api-version 1 --os-image-url <the v1 mount> --os-auth-token gw:<project>:...:
+# each call checked against Glance's own v2 state (tests/glance_v1/cli.py).
+target/openstack-venv/bin/python tests/glance_v1/cli.py "http://127.0.0.1:$gateway_port/image-v1" "$IG_TEST_GLANCE_URL" 2>&1 | tee -a "$log"
+
 stop_all
 trap - EXIT
 
@@ -106,5 +111,5 @@ scripts/container.sh 2>&1 | tee -a "$log"
 step "fuzzing: every cargo-fuzz target for ${FUZZ_SECS:-20} s (the first build instruments the gateway: ~9 min)"
 scripts/fuzz.sh "${FUZZ_SECS:-20}" 2>&1 | tee -a "$log"
 
-awk '/^test result:/ { p += $4; f += $6 } /^(sdk|deploy|drain|soak|fuzz|container): / { p += $2; f += $4 }
+awk '/^test result:/ { p += $4; f += $6 } /^(sdk|glance-v1|deploy|drain|soak|fuzz|container): / { p += $2; f += $4 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

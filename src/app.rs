@@ -253,16 +253,28 @@ struct Shared<'a> {
 }
 
 /// Reads and compiles one mapping file from `dir`, or the built-in copy when there is no dir.
-fn load_mapping<A: Action>((dir, name, built_in): (Option<&Path>, &str, &str)) -> Result<Mapping<A>, LoadError> {
+fn load_mapping<A: Action>(file: (Option<&Path>, &str, &str)) -> Result<Mapping<A>, LoadError> {
+    let (name, text) = read_mapping(file)?;
+    Ok(Mapping::compile(&name, &text)?)
+}
+
+/// The name (for messages) and text of one mapping file from `dir`, or of the built-in copy.
+fn read_mapping((dir, name, built_in): (Option<&Path>, &str, &str)) -> Result<(String, String), LoadError> {
     match dir {
         Some(dir) => {
             let path = dir.join(name);
             let text =
                 std::fs::read_to_string(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
-            Ok(Mapping::compile(&path.display().to_string(), &text)?)
+            Ok((path.display().to_string(), text))
         }
-        None => Ok(Mapping::compile(&format!("(built-in) {name}"), built_in)?),
+        None => Ok((format!("(built-in) {name}"), built_in.to_owned())),
     }
+}
+
+/// The name and text of the mapping file `dialect` uses, as [`App::load`] reads it: for tools
+/// that show what a file says (`explain`, `test`).
+pub fn mapping_source(config: &Config, dialect: &DialectConfig) -> Result<(String, String), LoadError> {
+    read_mapping((config.mappings_dir.as_deref(), dialect.mapping.as_str(), built_in_mapping(dialect.kind)))
 }
 
 /// Nova's rule for the image endpoint in links: drop a trailing `/vN[.M]` and trailing slashes.

@@ -61,6 +61,7 @@ pub struct Config {
     pub alliance: AllianceConfig,
     pub keystone: KeystoneConfig,
     pub shutdown: ShutdownConfig,
+    pub reload: ReloadConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -309,6 +310,19 @@ pub struct ShutdownConfig {
     pub grace_period_secs: f64,
 }
 
+/// Reloading on change (docs/operations.md, "Reload"). Fixed at start: a reload does not
+/// change it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the configuration file's directory and `mappings_dir`, and reload when what they
+    /// hold changes (as SIGHUP does): a Kubernetes ConfigMap update needs no restart.
+    pub watch: bool,
+    /// A change is acted on once the files have been quiet this long (at most 2 s after the
+    /// first change of a burst, or this if longer), so that a burst of writes makes one reload.
+    pub debounce_ms: u64,
+}
+
 /// What the gateway's HTTP server tolerates from a client connection (docs/operations.md,
 /// "Server limits"). Fixed at start: a reload does not change them.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -550,6 +564,7 @@ impl Default for Config {
             alliance: AllianceConfig::default(),
             keystone: KeystoneConfig::default(),
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
+            reload: ReloadConfig { watch: true, debounce_ms: 300 },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
             tracing: TracingConfig::default(),
         }
@@ -609,13 +624,21 @@ impl Config {
     /// Loads defaults, then the file, then the environment. `explicit` says whether the path
     /// came from the command line: a missing default file is fine, a missing named one is not.
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        Config::load_with(path, explicit, None)
+    }
+
+    /// As [`Config::load`], with `overlay` (a TOML file) read as if appended to the file: the
+    /// settings a directory of golden cases assumes (`image-gateway test`).
+    pub fn load_with(path: &Path, explicit: bool, overlay: Option<&Path>) -> Result<Config, ConfigError> {
         if explicit && !path.is_file() {
             return Err(ConfigError::Missing(path.to_owned()));
         }
         let env = Env::prefixed(ENV_PREFIX).split("__");
-        let mut figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(path))
-            .merge(env.clone().filter(|key| !is_secret_key(key.as_str())));
+        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(path));
+        if let Some(overlay) = overlay {
+            figment = figment.merge(Toml::file(overlay));
+        }
+        let mut figment = figment.merge(env.clone().filter(|key| !is_secret_key(key.as_str())));
         // Secrets from the environment are text exactly as given: figment would read `007` as
         // the number 7, and `true` as a boolean.
         for (key, value) in env.iter().filter(|(key, _)| is_secret_key(key.as_str())) {
@@ -671,6 +694,8 @@ impl Config {
                 256..=self.server.max_header_bytes,
             ),
             ("server.max_connections", self.server.max_connections, 1..=1_000_000),
+            // Under 10 ms a kubelet's swap would make several reloads; over 10 s a change waits long.
+            ("reload.debounce_ms", usize::try_from(self.reload.debounce_ms).unwrap_or(usize::MAX), 10..=10_000),
         ] {
             if !range.contains(&value) {
                 return invalid(key, format!("{value} is not between {} and {}", range.start(), range.end()));
@@ -1006,6 +1031,8 @@ mod tests {
                 ("[server]\nkeepalive_timeout_secs = -1\n", "server.keepalive_timeout_secs"),
                 ("[server]\nbody_idle_timeout_secs = inf\n", "server.body_idle_timeout_secs"),
                 ("[server]\nlingering_close_secs = 61\n", "server.lingering_close_secs"),
+                ("[reload]\ndebounce_ms = 0\n", "reload.debounce_ms"),
+                ("[reload]\nwatch = true\nevery = 1\n", "every"),
                 (
                     "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nrequire_client_certificate = true\n",
                     "server.tls.require_client_certificate",

@@ -7,7 +7,7 @@
 //! - [`list`]: translated list answers, page by page; [`admission`]: the limit on them;
 //! - [`layers`]: the gateway's own middleware; [`trust`]: whom it believes, about what;
 //! - [`telemetry`]: spans exported to an OpenTelemetry collector;
-//! - [`app`] and [`server`]: assembly.
+//! - [`app`] and [`server`]: assembly; [`watch`]: files read again when they change.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -15,8 +15,10 @@ pub mod alliance;
 pub mod app;
 pub mod body;
 pub mod config;
+pub mod explain;
 pub mod glance;
 pub mod glance_v1;
+pub mod golden;
 pub mod idle;
 pub mod keystone;
 pub mod layers;
@@ -29,6 +31,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod trust;
+pub mod watch;
 
 /// Makes ring rustls's crypto provider for this process. reqwest is built without one (see
 /// Cargo.toml: aws-lc would cost minutes of C build), so every HTTP client needs this first.

@@ -1,12 +1,16 @@
-//! The `image-gateway` command: `serve` and `check`.
+//! The `image-gateway` command: `serve`, `check`, `explain` and `test`.
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use image_gateway::app::App;
 use image_gateway::config::{self, Config, EmbeddedIdentity, LogFormat};
+use image_gateway::explain::ClientRequest;
+use image_gateway::glance::replay::Answer;
+use image_gateway::golden;
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
 use image_gateway::telemetry::{self, Export};
@@ -78,8 +82,41 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validate the configuration and every mapping file, then exit.
+    /// Validate the configuration and every mapping file, and run the mapping files' golden
+    /// cases when their directory exists, then exit.
     Check {
+        /// Configuration file [default: config/gateway.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show what a legacy call becomes: its route, the Glance calls it makes and, given Glance's
+    /// answers, the dialect's answer with the mapping rule behind each field. No network.
+    Explain {
+        /// The client's method, e.g. GET.
+        method: String,
+        /// The client's path and query, e.g. '/v2.1/images/detail?status=ACTIVE'.
+        path: String,
+        /// A request header, 'Name: value' (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// A file holding the request body.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A file holding Glance's answer to the next call: a JSON body (status 200), or
+        /// {"status": N, "body": ...}. Repeat for each call, in order.
+        #[arg(long = "upstream-answer", value_name = "FILE")]
+        answers: Vec<PathBuf>,
+        /// Configuration file [default: config/gateway.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON rather than text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the golden cases of the mapping files and print a diff for each failure.
+    Test {
+        /// The cases' directory [default: <mappings_dir>/tests, or mappings/tests]
+        dir: Option<PathBuf>,
         /// Configuration file [default: config/gateway.toml]
         #[arg(long)]
         config: Option<PathBuf>,
@@ -89,38 +126,213 @@ enum Command {
 fn main() -> ExitCode {
     memory::tune();
     let cli = Cli::parse();
-    let (Command::Serve { config } | Command::Check { config }) = &cli.command;
+    match cli.command {
+        Command::Serve { config } => {
+            let source = source(config);
+            match load(&source, true) {
+                Ok((app, export)) => {
+                    let served = serve(app, source);
+                    // What is still buffered goes to the collector before the process exits.
+                    if let Some(export) = export {
+                        export.shutdown();
+                    }
+                    served
+                }
+                Err(code) => code,
+            }
+        }
+        Command::Check { config } => {
+            let source = source(config);
+            let app = match load(&source, false) {
+                Ok((app, _)) => app,
+                Err(code) => return code,
+            };
+            let dir = golden::default_dir(&app.config);
+            if dir.is_dir() && run_cases(&source, &dir, false) != ExitCode::SUCCESS {
+                eprintln!("image-gateway: {}: golden cases fail (see above)", dir.display());
+                return ExitCode::FAILURE;
+            }
+            println!("{}: configuration and mapping files are valid", source.path.display());
+            ExitCode::SUCCESS
+        }
+        Command::Explain { method, path, headers, body, answers, config, json } => {
+            let source = source(config);
+            let request = match explain_request(method, path, &headers, body.as_deref(), &answers) {
+                Ok(request) => request,
+                Err(e) => {
+                    eprintln!("image-gateway: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            explain(&source, request, json)
+        }
+        Command::Test { dir, config } => {
+            let source = source(config);
+            let dir = match dir {
+                Some(dir) => dir,
+                None => match Config::load(&source.path, source.explicit) {
+                    Ok(config) => golden::default_dir(&config),
+                    Err(e) => {
+                        eprintln!("image-gateway: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            run_cases(&source, &dir, true)
+        }
+    }
+}
+
+fn source(config: Option<PathBuf>) -> ConfigSource {
     let explicit = config.is_some();
-    let path = config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    ConfigSource { path: config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH)), explicit }
+}
+
+/// The gateway the configuration describes; the error is printed.
+fn load(source: &ConfigSource, serving: bool) -> Result<(App, Option<Export>), ExitCode> {
     let metrics = Arc::new(Metrics::new());
-    let serving = matches!(cli.command, Command::Serve { .. });
     let mut export = None;
-    let loaded = Config::load(&path, explicit).map_err(|e| e.to_string()).and_then(|c| {
+    let loaded = Config::load(&source.path, source.explicit).map_err(|e| e.to_string()).and_then(|c| {
         // Before the app is built, so that what building it warns of (`insecure` upstreams) is logged.
         if serving {
             export = init_logging(&c)?;
         }
         App::load(c, metrics, None).map_err(|e| e.to_string())
     });
-    let app = match loaded {
-        Ok(app) => app,
+    match loaded {
+        Ok(app) => Ok((app, export)),
+        Err(e) => {
+            eprintln!("image-gateway: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A runtime for the commands that run the handlers once and stop.
+fn local_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("image-gateway: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The request and Glance answers `explain` was given on its command line.
+fn explain_request(
+    method: String,
+    target: String,
+    headers: &[String],
+    body: Option<&Path>,
+    answers: &[PathBuf],
+) -> Result<(ClientRequest, Vec<Answer>), String> {
+    let headers = headers
+        .iter()
+        .map(|h| {
+            let (name, value) = h.split_once(':').ok_or_else(|| format!("header `{h}` is not 'Name: value'"))?;
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect::<Result<_, String>>()?;
+    let body = match body {
+        Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    let answers = answers
+        .iter()
+        .map(|path| {
+            let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let value = serde_json::from_slice(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+            Answer::from_json(value).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((ClientRequest { method: method.to_ascii_uppercase(), target, headers, body }, answers))
+}
+
+fn explain(source: &ConfigSource, (request, answers): (ClientRequest, Vec<Answer>), json: bool) -> ExitCode {
+    let config = match Config::load(&source.path, source.explicit) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("image-gateway: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Check { .. } => {
-            println!("{}: configuration and mapping files are valid", path.display());
+    let runtime = match local_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(image_gateway::explain::explain(&config, &request, answers)) {
+        Ok(report) if json => {
+            emit(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()));
             ExitCode::SUCCESS
         }
-        Command::Serve { .. } => {
-            let served = serve(app, ConfigSource { path, explicit });
-            if let Some(export) = export {
-                export.shutdown();
-            }
-            served
+        Ok(report) => {
+            emit(&report.to_string());
+            ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("image-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes to standard output, ignoring a reader that went away (`| head`).
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Runs the golden cases in `dir` and prints each failure (`all`: each outcome, and what no
+/// case covers): failure if any case fails.
+fn run_cases(source: &ConfigSource, dir: &Path, all: bool) -> ExitCode {
+    let runtime = match local_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let summary = match runtime.block_on(golden::run_dir(&source.path, source.explicit, dir)) {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("image-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = String::new();
+    for case in &summary.cases {
+        let route = case.route.as_deref().unwrap_or("no route");
+        match &case.failure {
+            None if all => {
+                let _ = writeln!(out, "ok     {} ({route})", case.name);
+            }
+            None => {}
+            Some(failure) => {
+                let about = case.description.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+                let _ = writeln!(out, "FAILED {} ({route}){about}", case.name);
+                for line in failure.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+    }
+    for dialect in &summary.skipped {
+        let _ = writeln!(
+            out,
+            "skipped {}: the configuration serves dialect `{dialect}` nowhere",
+            dir.join(dialect).display()
+        );
+    }
+    if all {
+        for route in &summary.uncovered_routes {
+            let _ = writeln!(out, "no case for route {route}");
+        }
+        for view in &summary.uncovered_views {
+            let _ = writeln!(out, "no case for view {view}");
+        }
+    }
+    let failed = summary.failures().count();
+    let _ = writeln!(out, "{} passed, {failed} failed ({})", summary.cases.len() - failed, dir.display());
+    emit(&out);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -133,6 +345,8 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The certificate's watch reloads it on the runtime.
+    let _entered = runtime.enter();
     let tls = match app.config.server.tls.as_ref().map(|tls| ServerTls::load(tls, app.metrics.clone())).transpose() {
         Ok(tls) => tls,
         Err(e) => {

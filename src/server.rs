@@ -10,12 +10,14 @@
 
 mod conn;
 pub mod listener;
+pub mod reload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -25,7 +27,6 @@ use tokio::net::TcpListener;
 use tower::Service as _;
 
 use crate::app::{App, ImageApi};
-use crate::config::Config;
 use crate::layers::edge::EdgeLayer;
 use crate::layers::metrics::{Metrics, RouteLabel};
 use crate::passthrough::Upstream;
@@ -187,9 +188,9 @@ pub struct ConfigSource {
 
 /// Serves until SIGTERM or Ctrl-C, then drains: `/readyz` fails at once, requests are still
 /// served for `drain_delay_secs` (so Kubernetes or a load balancer stops routing here), then
-/// the listener closes and requests in flight get `grace_period_secs` to finish. SIGHUP
-/// reloads the configuration and mapping files (see [`reload_on_sighup`]). Over TLS with `tls`
-/// (made from `server.tls`).
+/// the listener closes and requests in flight get `grace_period_secs` to finish. SIGHUP, and a
+/// change of the files with `reload.watch`, reload the configuration and mapping files (see
+/// [`reload`]). Over TLS with `tls` (made from `server.tls`).
 pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<ServerTls>, source: ConfigSource) {
     let metrics = app.metrics.clone();
     let lifecycle = Arc::new(Lifecycle::default());
@@ -210,20 +211,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<ServerTls>,
             let _ = closing_tx.send(());
         }
     };
-    let current = Arc::new(RwLock::new(router(app.clone(), lifecycle.clone())));
-    let reload = Reload {
-        source,
-        listen: app.config.listen,
-        server: app.config.server.clone(),
-        app: app.clone(),
-        current: current.clone(),
-    };
-    tokio::spawn(reload_on_sighup(reload, metrics.clone(), lifecycle.clone()));
+    let current = Arc::new(ArcSwap::from_pointee(router(app.clone(), lifecycle.clone())));
+    reload::start(source, app.clone(), lifecycle.clone(), current.clone());
     // Each request runs on the router current when it arrived, even if a reload swaps it meanwhile.
-    let dispatch = tower::service_fn(move |req: axum::extract::Request| {
-        let mut router = current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        router.call(req)
-    });
+    let dispatch = tower::service_fn(move |req: axum::extract::Request| Router::clone(&current.load()).call(req));
     let server = listener::serve(listener, tls, dispatch, &app.config.server, metrics, lifecycle, drained);
     let deadline = async {
         // Starts counting only once the listener is closing.
@@ -236,52 +227,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<ServerTls>,
     tokio::select! {
         () = server => {},
         () = deadline => tracing::warn!("grace period over: dropping requests still in flight"),
-    }
-}
-
-/// What a reload needs from the running gateway.
-struct Reload {
-    source: ConfigSource,
-    listen: std::net::SocketAddr,
-    server: crate::config::ServerConfig,
-    /// The gateway serving now, which the next one replaces ([`App::reload`]).
-    app: Arc<App>,
-    current: Arc<RwLock<Router>>,
-}
-
-/// On each SIGHUP: read the configuration and every mapping file again, build a new gateway,
-/// and swap it in; a set that does not load is logged with its reason, counted, and the
-/// running set keeps serving. (The listen address and the server limits cannot change without
-/// a restart.)
-async fn reload_on_sighup(reload: Reload, metrics: Arc<Metrics>, lifecycle: Arc<Lifecycle>) {
-    let Reload { source, listen, server, mut app, current } = reload;
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: reloading is off");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        let loaded = Config::load(&source.path, source.explicit)
-            .map_err(|e| e.to_string())
-            .and_then(|config| app.reload(config).map_err(|e| e.to_string()));
-        match loaded {
-            Ok(next) => {
-                if next.config.listen != listen {
-                    tracing::warn!(listen = %next.config.listen, "a new listen address takes a restart; still on {listen}");
-                }
-                if next.config.server != server {
-                    tracing::warn!("new [server] limits take a restart; the running ones stay");
-                }
-                app = Arc::new(next);
-                let next = router(app.clone(), lifecycle.clone());
-                *current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-                metrics.record_reload(true);
-                tracing::info!(config = %source.path.display(), "configuration reloaded");
-            }
-            Err(reason) => {
-                metrics.record_reload(false);
-                tracing::error!(config = %source.path.display(), %reason, "reload rejected: still serving the previous configuration");
-            }
-        }
     }
 }
 

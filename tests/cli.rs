@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::process::Process;
+use common::process::{as_member, Process};
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -30,8 +30,13 @@ fn scratch() -> tempfile::TempDir {
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
     std::fs::copy(root.join("config/gateway.toml"), dir.path().join("config/gateway.toml")).unwrap();
+    // The mapping files alone: the golden cases (mappings/tests/) have tests of their own.
     for mapping in std::fs::read_dir(root.join("mappings")).unwrap() {
-        let mapping = mapping.unwrap().file_name();
+        let mapping = mapping.unwrap();
+        if !mapping.path().is_file() {
+            continue;
+        }
+        let mapping = mapping.file_name();
         std::fs::copy(root.join("mappings").join(&mapping), dir.path().join("mappings").join(&mapping)).unwrap();
     }
     dir
@@ -112,25 +117,17 @@ fn environment_overrides_and_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 }
 
-const PROJECT: &str = "0123456789abcdef";
-
 async fn create_and_list(base: &str) -> (u16, serde_json::Value) {
     image_gateway::install_crypto_provider();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let created = client
-        .post(format!("{base}/image/v2/images"))
-        .header("x-project-id", PROJECT)
-        .header("x-roles", "member,reader")
+    let created = as_member(client.post(format!("{base}/image/v2/images")))
         .header("x-auth-token", "secret-token-6f1c1bd8")
         .json(&serde_json::json!({"name": "demo", "min_ram": 64}))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let r = client
-        .get(format!("{base}/v2.1/images/detail"))
-        .header("x-project-id", PROJECT)
-        .header("x-roles", "member,reader")
+    let r = as_member(client.get(format!("{base}/v2.1/images/detail")))
         .header("x-auth-token", "secret-token-6f1c1bd8")
         .send()
         .await
@@ -228,7 +225,9 @@ fn sighup_reloads_and_rejects_a_broken_mapping() {
     let dir = scratch();
     let mapping = dir.path().join("mappings/nova.toml");
     let original = std::fs::read_to_string(&mapping).unwrap();
-    let served = Process::start(dir.path(), &["--config", "config/gateway.toml"], &[]);
+    // SIGHUP alone: the watch of the files would reload them too (tests/reload.rs).
+    let served =
+        Process::start(dir.path(), &["--config", "config/gateway.toml"], &[("IMAGE_GATEWAY_RELOAD__WATCH", "false")]);
     let hup =
         || assert!(Command::new("kill").arg("-HUP").arg(served.child.id().to_string()).status().unwrap().success());
     let get = |path: &str| {
@@ -236,22 +235,13 @@ fn sighup_reloads_and_rejects_a_broken_mapping() {
         served.block_on(async move {
             image_gateway::install_crypto_provider();
             let client = reqwest::Client::builder().no_proxy().build().unwrap();
-            let created = client
-                .post(url.replace("/v2.1/images/detail", "/image/v2/images"))
-                .header("x-project-id", PROJECT)
-                .header("x-roles", "member,reader")
+            let created = as_member(client.post(url.replace("/v2.1/images/detail", "/image/v2/images")))
                 .json(&serde_json::json!({"name": "r"}))
                 .send()
                 .await
                 .unwrap();
             assert_eq!(created.status(), 201);
-            let r = client
-                .get(&url)
-                .header("x-project-id", PROJECT)
-                .header("x-roles", "member,reader")
-                .send()
-                .await
-                .unwrap();
+            let r = as_member(client.get(&url)).send().await.unwrap();
             r.text().await.unwrap()
         })
     };
@@ -364,10 +354,7 @@ fn spans_are_exported_to_an_otlp_collector() {
     let status = served.block_on(async {
         image_gateway::install_crypto_provider();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let r = client
-            .get(format!("{}/v2.1/images/detail", served.base))
-            .header("x-project-id", PROJECT)
-            .header("x-roles", "member,reader")
+        let r = as_member(client.get(format!("{}/v2.1/images/detail", served.base)))
             .header("traceparent", format!("00-{}-{client_span}-01", trace.simple()))
             .send()
             .await

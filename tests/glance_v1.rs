@@ -328,6 +328,9 @@ async fn errors_are_webob_pages_and_route_misses_are_404_or_405() {
     let post = send(client().patch(w.url("/v1/images")).headers(w.h.member())).await;
     assert_eq!(post.status, 405);
     assert!(post.header("allow").is_some_and(|a| a.starts_with("GET")), "{:?}", post.headers);
+    // HEAD of the detail list is not HEAD of an image called `detail`.
+    let head = w.head("/v1/images/detail").await;
+    assert_eq!((head.status, head.header("allow")), (405, Some("GET")), "{:?}", head.headers);
 }
 
 #[tokio::test]
@@ -459,7 +462,7 @@ async fn client_mistakes_are_400s_and_make_no_image() {
     let _glance = GLANCE.lock().await;
     let w = world();
     let name = unique("mistake");
-    let cases: [Mistake; 8] = [
+    let cases: [Mistake; 9] = [
         (&[("x-image-meta-colour", "red")], None, "Bad header: x-image-meta-colour"),
         (&[("x-image-meta-size", "ten")], None, "Cannot convert image size 'ten' to an integer."),
         (&[("x-image-meta-min_ram", "-5")], None, "Cannot be a negative value."),
@@ -484,6 +487,15 @@ async fn client_mistakes_are_400s_and_make_no_image() {
             "does not match the 9 bytes",
         ),
         (&[("x-image-meta-container_format", "bare")], Some(vec![0; 9]), "Disk format is not specified."),
+        (
+            &[
+                ("x-image-meta-disk_format", "raw"),
+                ("x-image-meta-container_format", "bare"),
+                ("content-type", "text/plain"),
+            ],
+            Some(vec![0; 9]),
+            "Content-Type must be application/octet-stream",
+        ),
     ];
     for (headers, body, text) in cases {
         let mut all = headers.to_vec();

@@ -98,9 +98,9 @@ def c_config_path(t):
     assert "--config" in argv, f"no --config in the container's command line {argv}"
     config = argv[argv.index("--config") + 1]
     mount, sub = t.mount_of_configmap(CONFIG_CM)
-    mounted = mount if sub else os.path.join(mount, CONFIG_KEY)
-    if sub:
-        assert sub == CONFIG_KEY, f"subPath {sub!r} is not the ConfigMap key {CONFIG_KEY}"
+    # A subPath mount is never updated: the gateway would not see a ConfigMap change to reload.
+    assert not sub, f"the config ConfigMap must be mounted as a directory (not subPath {sub!r})"
+    mounted = os.path.join(mount, CONFIG_KEY)
     assert mounted == config, f"--config {config} but ConfigMap {CONFIG_CM} is mounted at {mounted}"
     baked = t.df_copy_dest("config/gateway.toml")
     assert baked == config, f"the image puts config/gateway.toml at {baked}, --config says {config}"

@@ -10,7 +10,10 @@ is turned into the headers Glance's ContextMiddleware reads (X-Identity-Status:
 Confirmed, X-Project-Id, X-User-Id, X-Roles). Requests that already carry
 X-Identity-Status, or whose token has another form, pass unchanged (so the plain
 header contract of GLANCE_AUTH=headers still works, and anything else gets 401).
+python-glanceclient percent-encodes the token it sends (`gw%3A...`): it is decoded first.
 """
+
+from urllib.parse import unquote
 
 PREFIX = "gw:"
 
@@ -20,7 +23,7 @@ class TokenIdentity(object):
         self.app = app
 
     def __call__(self, environ, start_response):
-        token = environ.get("HTTP_X_AUTH_TOKEN", "")
+        token = unquote(environ.get("HTTP_X_AUTH_TOKEN", ""))
         if "HTTP_X_IDENTITY_STATUS" not in environ and token.startswith(PREFIX):
             parts = token[len(PREFIX):].split(":")
             if len(parts) == 3 and parts[0] and parts[1]:

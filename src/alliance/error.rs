@@ -85,23 +85,11 @@ impl AllianceError {
                 BodyError::Malformed | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
                 BodyError::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             },
-            AllianceError::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => {
-                    StatusCode::BAD_GATEWAY
-                }
-                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
-                UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
-                // Glance's refusals of the client's request keep their meaning.
-                UpstreamError::Status { status, .. }
-                    if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 413 | 415 | 503) =>
-                {
-                    *status
-                }
-                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
-            },
+            // Glance's refusals of the client's request keep their meaning.
+            AllianceError::Upstream(e) => e.status_or(|status| match status.as_u16() {
+                400 | 401 | 403 | 404 | 409 | 413 | 415 | 503 => status,
+                _ => StatusCode::BAD_GATEWAY,
+            }),
             AllianceError::Keystone(KeystoneError::Unreachable(_) | KeystoneError::Unavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -8,6 +8,7 @@
 mod breaker;
 mod data;
 pub mod embedded;
+pub mod replay;
 
 pub use data::{BoxError, ImageData};
 
@@ -84,6 +85,22 @@ impl UpstreamError {
         match self {
             UpstreamError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// The status a client gets for this failure. A failure that is not an answer of Glance's
+    /// (unreachable, too slow, not Glance's, the client's own body) means the same in every
+    /// dialect; what Glance's own answer becomes is the dialect's call, `answer(status)`.
+    pub fn status_or(&self, answer: impl FnOnce(StatusCode) -> StatusCode) -> StatusCode {
+        match self {
+            UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // A certificate problem is not a passing outage: retrying soon will not help.
+            UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
+            UpstreamError::Status { status, .. } => answer(*status),
         }
     }
 
@@ -548,18 +565,8 @@ async fn send_http(
 /// How Glance's own API, passed through at `glance.mount`, answers a failure to reach Glance
 /// (its one error table: each dialect has its own, in its module): in Glance's error shape.
 pub fn passthrough_error(e: &UpstreamError) -> axum::response::Response {
-    let status = match e {
-        UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        // A certificate problem is not a passing outage: retrying soon will not help.
-        UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => StatusCode::BAD_GATEWAY,
-        UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-        UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
-        UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
-        // Glance's own answers pass through as they are; one that did not is Glance's status.
-        UpstreamError::Status { status, .. } => *status,
-    };
-    error_response(status, &e.to_string())
+    // Glance's own answers pass through as they are; one that did not is Glance's status.
+    error_response(e.status_or(|status| status), &e.to_string())
 }
 
 /// An error in Glance's own shape, for answers the gateway gives on Glance's mount.

@@ -46,24 +46,11 @@ impl V1Error {
             V1Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             V1Error::Conflict(_) => StatusCode::CONFLICT,
             V1Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            V1Error::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                // A certificate problem is not a passing outage: retrying soon will not help.
-                UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => {
-                    StatusCode::BAD_GATEWAY
-                }
-                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
-                UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
-                // Glance's refusals of the client's request keep their status and reason.
-                UpstreamError::Status { status, .. }
-                    if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 409 | 410 | 413 | 415 | 416 | 503) =>
-                {
-                    *status
-                }
-                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
-            },
+            // Glance's refusals of the client's request keep their status and reason.
+            V1Error::Upstream(e) => e.status_or(|status| match status.as_u16() {
+                400 | 401 | 403 | 404 | 409 | 410 | 413 | 415 | 416 | 503 => status,
+                _ => StatusCode::BAD_GATEWAY,
+            }),
             V1Error::Render(_) => StatusCode::BAD_GATEWAY,
             V1Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             V1Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -18,6 +18,8 @@ use super::meta::{self, Requested};
 use super::{GlanceV1Action, GlanceV1Api, V1Call, V1Error};
 
 /// v1's `limit_param_default` and `api_limit_max`.
+/// The only media type v1 takes and gives image bytes as.
+const OCTETS: &str = "application/octet-stream";
 const DEFAULT_LIMIT: i64 = 25;
 const MAX_LIMIT: i64 = 1000;
 /// The sort keys v1 took (registry `SUPPORTED_SORT_KEYS`).
@@ -146,7 +148,7 @@ pub async fn download(api: &GlanceV1Api, call: &V1Call<'_>, view: &View, id: &st
     let mut response = body.into_response();
     write_image_headers(api, call, view, &image, response.headers_mut()).await?;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCTETS));
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
@@ -238,6 +240,11 @@ fn source(api: &GlanceV1Api, call: &V1Call<'_>, asked: &Requested) -> Result<Sou
     }
     if !body {
         return Ok(Source::Nothing);
+    }
+    // As v1: image bytes are octet-streams; anything else is a client mistake.
+    let content_type = call.headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or_default());
+    if content_type.is_some_and(|t| !t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(OCTETS)) {
+        return Err(V1Error::BadRequest("Content-Type must be application/octet-stream".into()));
     }
     let length = crate::body::declared_length(call.headers);
     if let (Some(length), Some(size)) = (length, asked.size) {

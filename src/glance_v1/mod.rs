@@ -147,6 +147,7 @@ pub struct GlanceV1Api {
 /// One v1 call being served.
 pub struct V1Call<'a> {
     route: &'a Route<GlanceV1Action>,
+    method: &'a Method,
     params: Vec<(String, String)>,
     query: Vec<(String, String)>,
     /// The request's headers: v1 says an image's metadata in them.
@@ -195,6 +196,7 @@ async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Reques
     let origin = api.origin.origin(&parts.headers, &parts.extensions);
     let call = V1Call {
         route,
+        method: &parts.method,
         params,
         query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
         headers: &parts.headers,
@@ -219,6 +221,10 @@ async fn handle(State(Mount { api, path: mount }): State<Mount>, request: Reques
 async fn run(api: &GlanceV1Api, call: &V1Call<'_>, body: Body) -> Result<Response, V1Error> {
     let p = |param: &Param| param.of(&call.params);
     match &call.route.action {
+        // v1 routed HEAD of a list to the list, which refused it.
+        GlanceV1Action::ListImages { .. } if call.method == Method::HEAD => {
+            Err(V1Error::MethodNotAllowed("GET".into()))
+        }
         GlanceV1Action::ListImages { view, query } => images::list(api, call, view, query).await,
         GlanceV1Action::ImageMeta { view, image } => images::meta(api, call, view, p(image)).await,
         GlanceV1Action::DownloadImage { view, image } => images::download(api, call, view, p(image)).await,

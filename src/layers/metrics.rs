@@ -49,6 +49,15 @@ pub struct RouteLabel {
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamTime(pub Duration);
 
+/// What asked for a reload of the configuration and mapping files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// SIGHUP.
+    Signal,
+    /// The watch of their directories saw them change (`reload.watch`).
+    Change,
+}
+
 /// Why the gateway closed a client connection, when one of its server limits did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionClose {
@@ -101,7 +110,10 @@ pub struct Metrics {
     upstream: HistogramVec,
     own: HistogramVec,
     in_flight: IntGauge,
-    reloads: IntCounterVec,
+    /// `success` then `failure`, made at start so that a first failure is an increase.
+    reloads: [IntCounter; 2],
+    /// One series per [`ReloadTrigger`], in its order, made at start.
+    reload_triggers: [IntCounter; 2],
     upstream_up: IntGaugeVec,
     breaker_state: IntGaugeVec,
     breaker_opened: IntCounterVec,
@@ -178,8 +190,18 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
-        let reloads =
-            counters("image_gateway_config_reloads_total", "Configuration reloads (SIGHUP), by result.", &["result"]);
+        let reloads = counters(
+            "image_gateway_config_reloads_total",
+            "Reloads of the configuration and mapping files (SIGHUP or a change of the files), by result.",
+            &["result"],
+        );
+        let reloads = ["success", "failure"].map(|result| reloads.with_label_values(&[result]));
+        let reload_triggers = counters(
+            "image_gateway_config_reload_triggers_total",
+            "Reloads of the configuration attempted, by what asked: SIGHUP (signal) or a change of the files (change).",
+            &["trigger"],
+        );
+        let reload_triggers = ["signal", "change"].map(|trigger| reload_triggers.with_label_values(&[trigger]));
         let upstream_up = gauges(
             "image_gateway_upstream_up",
             "1 when the upstream's last call succeeded and its circuit is closed, else 0.",
@@ -268,6 +290,7 @@ impl Metrics {
             own,
             in_flight,
             reloads,
+            reload_triggers,
             upstream_up,
             breaker_state,
             breaker_opened,
@@ -332,8 +355,9 @@ impl Metrics {
         self.identity_headers_dropped.inc_by(count as u64);
     }
 
-    pub fn record_reload(&self, ok: bool) {
-        self.reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
+    pub fn record_reload(&self, trigger: ReloadTrigger, ok: bool) {
+        self.reload_triggers[trigger as usize].inc();
+        self.reloads[usize::from(!ok)].inc();
     }
 
     pub fn tls_handshake_failed(&self) {

@@ -171,24 +171,13 @@ impl NovaError {
             NovaError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NovaError::NotFound(_) | NovaError::NoRoute(_) => StatusCode::NOT_FOUND,
             NovaError::Version(VersionError::Unsupported(..)) => StatusCode::NOT_ACCEPTABLE,
-            NovaError::Upstream(e) => match e {
-                UpstreamError::Unreachable(_) | UpstreamError::CircuitOpen(_) => StatusCode::SERVICE_UNAVAILABLE,
-                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                // A certificate problem is not a passing outage: retrying soon will not help.
-                UpstreamError::BadAnswer(_) | UpstreamError::TooLarge(_) | UpstreamError::Tls(_) => {
-                    StatusCode::BAD_GATEWAY
-                }
-                UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
-                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
-                UpstreamError::RequestTooLong { .. } => StatusCode::URI_TOO_LONG,
-                UpstreamError::Status { status: StatusCode::SERVICE_UNAVAILABLE, .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+            NovaError::Upstream(e) => e.status_or(|status| match status {
+                StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
                 // A Glance 4xx the call's table does not translate: Nova answers these 500 too.
-                UpstreamError::Status { status, .. } if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
+                status if status.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,
                 // 5xx, or a 1xx/3xx that no Glance sends (glance.url pointing elsewhere).
-                UpstreamError::Status { .. } => StatusCode::BAD_GATEWAY,
-            },
+                _ => StatusCode::BAD_GATEWAY,
+            }),
             NovaError::Render(_) => StatusCode::BAD_GATEWAY,
             NovaError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             NovaError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -372,7 +372,7 @@ async fn run(api: &NovaApi, call: &NovaCall<'_>) -> Reply {
 }
 
 /// Nova registers every route both bare and below `/{project_id}` with `[0-9a-f-]+`.
-fn split_project(segments: &[String]) -> (Option<&str>, &[String]) {
+pub(crate) fn split_project(segments: &[String]) -> (Option<&str>, &[String]) {
     match segments {
         [first, rest @ ..]
             if !rest.is_empty()

@@ -5,18 +5,16 @@
 //! cert-manager renews a certificate by rewriting a Kubernetes Secret, and the kubelet updates
 //! the mounted copy by writing the new files into a new directory and swapping the `..data`
 //! symlink the file names point through. So the directories holding `cert_file` and
-//! `key_file` are watched (not the files: their own inode never changes), and once a change
-//! there has settled the pair is read again: a pair that loads and matches replaces the served
-//! one for new handshakes (open connections keep theirs); one that does not is logged and
-//! counted, and the previous pair keeps serving. The client CA is read once, at start.
+//! `key_file` are watched ([`crate::watch`]), and once a change there has settled the pair is
+//! read again: a pair that loads and matches replaces the served one for new handshakes (open
+//! connections keep theirs); one that does not is logged and counted, and the previous pair
+//! keeps serving. The client CA is read once, at start.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection, WebPkiClientVerifier};
@@ -28,6 +26,7 @@ use super::{load_certs, load_key, TlsError};
 use crate::config::ListenerTls;
 use crate::layers::metrics::Metrics;
 use crate::trust::ClientCertificate;
+use crate::watch::{self, DirWatch};
 
 /// How often the files are read for changes where the kernel cannot report them (no inotify
 /// instance or watch left): the fallback watcher polls.
@@ -35,10 +34,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A change is acted on once the directories have been quiet this long, so that a renewal's
 /// several events (three for the kubelet's swap, one per file written in place) make one
-/// reload, and files written one after the other are read together...
+/// reload, and a certificate and key written one after the other are read together.
 const SETTLE: Duration = Duration::from_millis(200);
-/// ...but no later than this after the first, however busy the directories are.
-const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// A problem with one key of `server.tls`, for the configuration's validation.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +50,7 @@ pub struct Invalid {
 /// certificate current (it stops when this is dropped).
 pub struct ServerTls {
     acceptor: TlsAcceptor,
-    _watch: Box<dyn notify::Watcher + Send>,
+    _watch: DirWatch,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -63,7 +60,8 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// Reads the files of `config` and starts watching the certificate's and key's directories.
+    /// Reads the files of `config` and starts watching the certificate's and key's directories;
+    /// within a tokio runtime, which runs the reloads.
     pub fn load(config: &ListenerTls, metrics: Arc<Metrics>) -> Result<ServerTls, Invalid> {
         let provider = provider();
         let verifier = client_verifier(config, &provider)?;
@@ -201,65 +199,25 @@ impl Reloading {
     }
 }
 
-/// Watches the directories of the certificate and key, reloading on every change there; with
-/// the kernel's notifications, or by polling if they cannot be had.
-fn watch(resolver: Arc<Reloading>) -> Result<Box<dyn notify::Watcher + Send>, TlsError> {
-    let mut dirs: Vec<PathBuf> =
-        [&resolver.files.cert_file, &resolver.files.key_file].into_iter().map(|file| directory_of(file)).collect();
-    dirs.dedup();
-    let (changed, changes) = std::sync::mpsc::channel::<()>();
-    let handler = move |event: notify::Result<notify::Event>| match event {
-        // Opening and reading the files (this reload's own included) change nothing.
-        Ok(event) if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)) => {}
-        Ok(_) => {
-            let _ = changed.send(());
+/// Watches the directories of the certificate and key, reloading once each burst of changes
+/// there has settled; with the kernel's notifications, or by polling if they cannot be had.
+fn watch(resolver: Arc<Reloading>) -> Result<DirWatch, TlsError> {
+    let dirs: Vec<PathBuf> = [&resolver.files.cert_file, &resolver.files.key_file]
+        .into_iter()
+        .map(|file| watch::directory_of(file))
+        .collect();
+    let (watch, mut changes) =
+        DirWatch::start("the listener certificate's files", &dirs, POLL_INTERVAL).map_err(|e| TlsError::File {
+            path: dirs[0].clone(),
+            problem: format!("cannot be watched for renewed certificates: {e}"),
+        })?;
+    // Ends when the watch is dropped.
+    tokio::spawn(async move {
+        while watch::settled(&mut changes, SETTLE).await {
+            resolver.reload();
         }
-        Err(e) => tracing::warn!("watching the listener certificate's files: {e}"),
-    };
-    // Ends when the watcher, and with it the handler's sender, is dropped.
-    std::thread::Builder::new()
-        .name("tls-reload".into())
-        .spawn(move || reload_on_changes(&resolver, &changes))
-        .map_err(|e| TlsError::File { path: dirs[0].clone(), problem: format!("cannot start its watch: {e}") })?;
-    match notify::recommended_watcher(handler.clone()).and_then(|w| watching(w, &dirs)) {
-        Ok(watcher) => Ok(watcher),
-        Err(e) => {
-            tracing::warn!("cannot watch the listener certificate's files ({e}): reading them every {POLL_INTERVAL:?}");
-            let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
-            notify::PollWatcher::new(handler, config).and_then(|w| watching(w, &dirs)).map_err(|e| TlsError::File {
-                path: dirs[0].clone(),
-                problem: format!("cannot be watched for renewed certificates: {e}"),
-            })
-        }
-    }
-}
-
-/// Reloads after each burst of changes, once it has settled.
-fn reload_on_changes(resolver: &Reloading, changes: &std::sync::mpsc::Receiver<()>) {
-    while changes.recv().is_ok() {
-        let first = std::time::Instant::now();
-        while first.elapsed() < SETTLE_MAX && changes.recv_timeout(SETTLE).is_ok() {}
-        resolver.reload();
-    }
-}
-
-/// `watcher`, watching `dirs`.
-fn watching(
-    mut watcher: impl notify::Watcher + Send + 'static,
-    dirs: &[PathBuf],
-) -> notify::Result<Box<dyn notify::Watcher + Send>> {
-    for dir in dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
-    Ok(Box::new(watcher))
-}
-
-/// The directory a file name is in (`.` for a bare name).
-fn directory_of(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    }
+    });
+    Ok(watch)
 }
 
 /// What a connection's verified client certificate says, if its client presented one (a

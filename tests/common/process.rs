@@ -7,6 +7,14 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_image-gateway");
 
+/// The project whose member the tests of the binary call its embedded store as.
+pub const PROJECT: &str = "0123456789abcdef";
+
+/// `request` with the identity headers of a member of [`PROJECT`].
+pub fn as_member(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header("x-project-id", PROJECT).header("x-roles", "member,reader")
+}
+
 /// A running `image-gateway serve`, killed when dropped.
 pub struct Process {
     pub child: std::process::Child,
