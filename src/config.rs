@@ -63,6 +63,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub reload: ReloadConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
 }
 
 /// One dialect served by the gateway.
@@ -445,6 +446,26 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// W3C trace context (`traceparent`, `tracestate`): see [`crate::layers::trace`].
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Join the trace a client's valid `traceparent` names (its `tracestate` passed on); when
+    /// false, every request starts a trace of its own, for a gateway whose clients' trace
+    /// ids should not reach the upstreams' logs.
+    pub accept_client_context: bool,
+    /// An OpenTelemetry collector's OTLP/HTTP base (`http://collector:4318`): the spans of
+    /// sampled traces are sent to its `/v1/traces`. Unset: nothing is exported (ids are still
+    /// made and sent upstream).
+    pub otlp_endpoint: Option<Url>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { accept_client_context: true, otlp_endpoint: None }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -545,6 +566,7 @@ impl Default for Config {
             shutdown: ShutdownConfig { drain_delay_secs: 5.0, grace_period_secs: 25.0 },
             reload: ReloadConfig { watch: true, debounce_ms: 300 },
             log: LogConfig { format: LogFormat::Json, filter: "info".into() },
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -707,6 +729,7 @@ impl Config {
             ("glance.url", &self.glance.url),
             ("glance.public_url", &self.glance.public_url),
             ("nova.upstream_url", &self.nova.upstream_url),
+            ("tracing.otlp_endpoint", &self.tracing.otlp_endpoint),
         ] {
             if let Some(url) = url {
                 // Said without the URL, which would put the password in a log line.
@@ -968,6 +991,8 @@ mod tests {
         Jail::expect_with(|jail| {
             let e = load_in(jail, "[glance]\nurll = \"http://x\"\n").unwrap_err();
             assert!(e.contains("urll"), "{e}");
+            let e = load_in(jail, "[tracing]\naccept_client_contexts = false\n").unwrap_err();
+            assert!(e.contains("accept_client_contexts"), "{e}");
             jail.set_env("IMAGE_GATEWAY_NOVA__MOUNTT", "/x");
             let e = load_in(jail, "").unwrap_err();
             assert!(e.contains("mountt"), "{e}");
@@ -986,6 +1011,8 @@ mod tests {
                     "glance_url",
                 ),
                 ("[glance]\ntimeout_secs = 0\n", "glance.timeout_secs"),
+                ("[tracing]\notlp_endpoint = \"grpc://collector:4317\"\n", "tracing.otlp_endpoint"),
+                ("[tracing]\notlp_endpoint = \"http://collector:4318?x=1\"\n", "tracing.otlp_endpoint"),
                 ("[dialects.nova]\nmounts = [\"v2.1\"]\n", "dialects.*.mounts"),
                 ("[dialects.nova]\nlegacy_mounts = [\"/v2.1\"]\n", "dialects.*.legacy_mounts"),
                 ("[dialects.nova]\nmounts = [\"\"]\n", "dialects.*.mounts"),

@@ -9,12 +9,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::config::{Credentials, KeystoneConfig};
+use crate::layers::trace;
 use crate::tls::client::ClientTls;
 
 const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(300);
@@ -106,7 +109,8 @@ impl Keystone {
     }
 
     /// A valid token for `environment`, or `None` if the gateway holds no credentials for it.
-    pub async fn token(&self, environment: &str) -> Result<Option<String>, KeystoneError> {
+    /// `incoming`: the headers of the client request it is for, whose trace a fetch joins.
+    pub async fn token(&self, environment: &str, incoming: &HeaderMap) -> Result<Option<String>, KeystoneError> {
         let Some(credentials) = self.credentials.get(environment) else { return Ok(None) };
         let slot = self.slot(environment);
         let mut cached = slot.lock().await;
@@ -114,7 +118,7 @@ impl Keystone {
         if let Some(c) = cached.as_ref().filter(|c| fresh(c)) {
             return Ok(Some(c.token.clone()));
         }
-        let got = self.fetch(environment, credentials).await?;
+        let got = self.fetch(environment, credentials, incoming).await?;
         let token = got.token.clone();
         *cached = Some(got);
         Ok(Some(token))
@@ -122,8 +126,8 @@ impl Keystone {
 
     /// The project of a client's token, or `None` if Keystone says it is not valid. A token is
     /// validated with itself (a user may always look at its own token), then trusted for a
-    /// minute at most; a refused one stays refused for a few seconds.
-    pub async fn validate(&self, token: &str) -> Result<Option<String>, KeystoneError> {
+    /// minute at most; a refused one stays refused for a few seconds. `incoming` as for [`Keystone::token`].
+    pub async fn validate(&self, token: &str, incoming: &HeaderMap) -> Result<Option<String>, KeystoneError> {
         let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
             .as_ref()
             .try_into()
@@ -136,14 +140,18 @@ impl Keystone {
         if let Some(known) = self.known(&key) {
             return Ok(known);
         }
+        let (span, headers) = self.span(&Method::GET, incoming);
         let response = self
             .client
             .get(self.tokens_url.clone())
+            .headers(headers)
             .header("x-auth-token", token)
             .header("x-subject-token", token)
             .send()
+            .instrument(span.clone())
             .await
             .map_err(unreachable)?;
+        span.record("status", response.status().as_u16());
         let now = std::time::Instant::now();
         let validation = match response.status().as_u16() {
             200 => {
@@ -195,7 +203,15 @@ impl Keystone {
         cache.entry(environment.to_owned()).or_default().clone()
     }
 
-    async fn fetch(&self, environment: &str, c: &Credentials) -> Result<Cached, KeystoneError> {
+    /// The span of one call to Keystone, and the headers that carry it there.
+    fn span(&self, method: &Method, incoming: &HeaderMap) -> (tracing::Span, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        trace::correlate(incoming, &mut headers);
+        let span = trace::upstream_span("keystone", method, self.tokens_url.path(), &mut headers);
+        (span, headers)
+    }
+
+    async fn fetch(&self, environment: &str, c: &Credentials, incoming: &HeaderMap) -> Result<Cached, KeystoneError> {
         let identity = match (&c.application_credential_id, &c.application_credential_secret, &c.username, &c.password)
         {
             // An application credential is scoped to its own project; asking for a scope is an error.
@@ -214,15 +230,19 @@ impl Keystone {
             // Config validation guarantees one complete kind.
             _ => return Err(KeystoneError::BadAnswer(format!("no usable credentials for {environment}"))),
         };
+        let (span, headers) = self.span(&Method::POST, incoming);
         let response = self
             .client
             .post(self.tokens_url.clone())
+            .headers(headers)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(identity.to_string())
             .send()
+            .instrument(span.clone())
             .await
             .map_err(unreachable)?;
         let status = response.status();
+        span.record("status", status.as_u16());
         if !status.is_success() {
             return Err(KeystoneError::Refused { environment: environment.to_owned(), status: status.as_u16() });
         }

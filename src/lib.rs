@@ -6,6 +6,7 @@
 //! - [`nova`]: the Nova image proxy dialect; [`glance_v1`]: the Glance v1 dialect;
 //! - [`list`]: translated list answers, page by page; [`admission`]: the limit on them;
 //! - [`layers`]: the gateway's own middleware; [`trust`]: whom it believes, about what;
+//! - [`telemetry`]: spans exported to an OpenTelemetry collector;
 //! - [`app`] and [`server`]: assembly; [`watch`]: files read again when they change.
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod nova;
 pub mod passthrough;
 pub mod public_url;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod trust;
 pub mod watch;

@@ -13,8 +13,12 @@ use image_gateway::glance::replay::Answer;
 use image_gateway::golden;
 use image_gateway::layers::metrics::Metrics;
 use image_gateway::server::ConfigSource;
+use image_gateway::telemetry::{self, Export};
 use image_gateway::tls::server::ServerTls;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Memory freed after a burst goes back to the system: glibc keeps what a burst freed for later
 /// allocations (10 s after 256 clients asked for a 1000-image list at once, 52 MiB stayed
@@ -126,14 +130,21 @@ fn main() -> ExitCode {
         Command::Serve { config } => {
             let source = source(config);
             match load(&source, true) {
-                Ok(app) => serve(app, source),
+                Ok((app, export)) => {
+                    let served = serve(app, source);
+                    // What is still buffered goes to the collector before the process exits.
+                    if let Some(export) = export {
+                        export.shutdown();
+                    }
+                    served
+                }
                 Err(code) => code,
             }
         }
         Command::Check { config } => {
             let source = source(config);
             let app = match load(&source, false) {
-                Ok(app) => app,
+                Ok((app, _)) => app,
                 Err(code) => return code,
             };
             let dir = golden::default_dir(&app.config);
@@ -178,19 +189,23 @@ fn source(config: Option<PathBuf>) -> ConfigSource {
 }
 
 /// The gateway the configuration describes; the error is printed.
-fn load(source: &ConfigSource, serving: bool) -> Result<App, ExitCode> {
+fn load(source: &ConfigSource, serving: bool) -> Result<(App, Option<Export>), ExitCode> {
     let metrics = Arc::new(Metrics::new());
+    let mut export = None;
     let loaded = Config::load(&source.path, source.explicit).map_err(|e| e.to_string()).and_then(|c| {
         // Before the app is built, so that what building it warns of (`insecure` upstreams) is logged.
         if serving {
-            init_logging(&c);
+            export = init_logging(&c)?;
         }
         App::load(c, metrics, None).map_err(|e| e.to_string())
     });
-    loaded.map_err(|e| {
-        eprintln!("image-gateway: {e}");
-        ExitCode::FAILURE
-    })
+    match loaded {
+        Ok(app) => Ok((app, export)),
+        Err(e) => {
+            eprintln!("image-gateway: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// A runtime for the commands that run the handlers once and stop.
@@ -373,11 +388,35 @@ fn serve(app: App, source: ConfigSource) -> ExitCode {
     })
 }
 
-fn init_logging(config: &Config) {
+/// Logs to stderr, filtered by `log.filter` (or `RUST_LOG`); with `tracing.otlp_endpoint`,
+/// the request and upstream spans go to the collector too, whatever the log filter.
+fn init_logging(config: &Config) -> Result<Option<Export>, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
-        LogFormat::Text => builder.init(),
+    match &config.tracing.otlp_endpoint {
+        Some(endpoint) => {
+            let (spans, export) = telemetry::otlp(endpoint).map_err(|e| e.to_string())?;
+            // The log's filter is the log's alone: the spans are exported whatever it lets through.
+            tracing_subscriber::registry()
+                .with(log_layer(config.log.format).with_filter(filter))
+                .with(spans.with_filter(filter_fn(telemetry::is_exported)))
+                .init();
+            Ok(Some(export))
+        }
+        None => {
+            // A global filter costs less per event than a per-layer one.
+            tracing_subscriber::registry().with(filter).with(log_layer(config.log.format)).init();
+            Ok(None)
+        }
+    }
+}
+
+fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => log.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Text => log.boxed(),
     }
 }

@@ -30,10 +30,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::glance::UpstreamError;
 use crate::idle::{IdleError, IdleTimeout};
+use crate::layers::trace;
 use crate::tls::client::ClientTls;
 
 /// Probes for a dead peer on a pooled connection, as reqwest's default did.
@@ -124,6 +126,7 @@ impl Upstream {
         let mut headers = parts.headers;
         to_upstream(&mut headers, crate::public_url::peer(&parts.extensions), public_base);
         headers.insert(header::HOST, up.host.clone());
+        let span = trace::upstream_span(&up.name, &parts.method, target.path(), &mut headers);
         let moved = Arc::new(AtomicBool::new(false));
         let mut request = http::Request::new(Upload { body, moved: Arc::clone(&moved) });
         *request.method_mut() = parts.method;
@@ -135,18 +138,23 @@ impl Upstream {
         // far longer to send than `idle_timeout`, and a stalled one is given up within twice it.
         let mut timer = Box::pin(tokio::time::sleep(up.idle_timeout));
         let mut pending = up.client.request(request);
-        let answer = loop {
-            tokio::select! {
-                biased;
-                answer = &mut pending => break answer.map_err(|e| up.error(&e))?,
-                () = timer.as_mut() => {
-                    if !moved.swap(false, Ordering::Relaxed) {
-                        return Err(UpstreamError::Timeout(up.idle_timeout));
+        let answer = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    answer = &mut pending => break answer.map_err(|e| up.error(&e)),
+                    () = timer.as_mut() => {
+                        if !moved.swap(false, Ordering::Relaxed) {
+                            break Err(UpstreamError::Timeout(up.idle_timeout));
+                        }
+                        timer.as_mut().reset(Instant::now() + up.idle_timeout);
                     }
-                    timer.as_mut().reset(Instant::now() + up.idle_timeout);
                 }
             }
-        };
+        }
+        .instrument(span.clone())
+        .await?;
+        span.record("status", answer.status().as_u16());
         let (parts, body) = answer.into_parts();
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);

@@ -127,6 +127,7 @@ pub fn router(app: Arc<App>, lifecycle: Arc<Lifecycle>) -> Router {
         image_mount.clone(),
         max_target,
         app.config.identity_proxies(),
+        app.config.tracing.clone(),
     ))
 }
 

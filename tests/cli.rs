@@ -315,3 +315,72 @@ fn server_limits_act_in_the_binary() {
     });
     assert!(metrics.contains(r#"image_gateway_connections_closed_total{reason="header_timeout"} 1"#), "{metrics}");
 }
+
+/// With `tracing.otlp_endpoint`, the request's span and its Glance call's span reach the
+/// collector (OTLP/HTTP, protobuf, at `/v1/traces`) in the client's trace, below the client's
+/// span; what is still buffered is sent at SIGTERM.
+#[test]
+fn spans_are_exported_to_an_otlp_collector() {
+    use std::sync::{Arc, Mutex};
+    type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+    let received = Received::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let collector = runtime.block_on(async {
+        let sink = received.clone();
+        let router = axum::Router::new().fallback(move |request: axum::extract::Request| async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let kind = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            sink.lock().unwrap().push((format!("{} {}", parts.method, parts.uri.path()), kind, body.to_vec()));
+            "{}"
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Process::start(
+        dir.path(),
+        &[],
+        &[
+            ("IMAGE_GATEWAY_TRACING__OTLP_ENDPOINT", &collector),
+            ("IMAGE_GATEWAY_SHUTDOWN__DRAIN_DELAY_SECS", "0.1"),
+            ("IMAGE_GATEWAY_SHUTDOWN__GRACE_PERIOD_SECS", "1"),
+        ],
+    );
+    let trace = uuid::Uuid::new_v4();
+    let client_span = "00f067aa0ba902b7";
+    let status = served.block_on(async {
+        image_gateway::install_crypto_provider();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = as_member(client.get(format!("{}/v2.1/images/detail", served.base)))
+            .header("traceparent", format!("00-{}-{client_span}-01", trace.simple()))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    });
+    assert_eq!(status, 200);
+    assert!(Command::new("kill").arg("-TERM").arg(served.child.id().to_string()).status().unwrap().success());
+    let started = std::time::Instant::now();
+    while served.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(!received.is_empty(), "nothing reached the collector: {}", served.log());
+    let mut bytes = Vec::new();
+    for (call, kind, body) in &received {
+        assert_eq!(call, "POST /v1/traces");
+        assert_eq!(kind, "application/x-protobuf");
+        bytes.extend_from_slice(body);
+    }
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // Ids are raw bytes in OTLP's protobuf.
+    assert!(has(trace.as_bytes()), "the client's trace id was not exported");
+    let parent: Vec<u8> = (0..8).map(|i| u8::from_str_radix(&client_span[2 * i..2 * i + 2], 16).unwrap()).collect();
+    assert!(has(&parent), "the request span's parent is not the client's span");
+    assert!(has(b"glance GET /v2/images"), "no span for the call to Glance");
+    assert!(has(b"image-gateway"), "no service name");
+}

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{AllianceApi, AllianceError, Namespace, AUTH_TOKEN};
 use crate::config::{IdentityMode, TrustedCaller};
-use crate::layers::request_id;
+use crate::layers::trace;
 use crate::public_url::Cidr;
 use crate::trust::{self, ClientCertificate};
 
@@ -75,11 +75,9 @@ pub async fn upstream_identity(
     incoming: &HeaderMap,
 ) -> Result<(HeaderMap, Option<String>), AllianceError> {
     let mut out = HeaderMap::new();
-    if let Some(id) = incoming.get(request_id::HEADER) {
-        out.insert(request_id::HEADER, id.clone());
-    }
+    trace::correlate(incoming, &mut out);
     if let Some(token) = caller.token {
-        check_token(api, token, environment).await?;
+        check_token(api, token, environment, incoming).await?;
         out.insert(AUTH_TOKEN, token.clone());
         return Ok((out, None));
     }
@@ -108,7 +106,7 @@ pub async fn upstream_identity(
         }
         IdentityMode::GatewayCredentials | IdentityMode::Token => {
             let token = match &api.keystone {
-                Some(keystone) => keystone.token(environment).await?,
+                Some(keystone) => keystone.token(environment, incoming).await?,
                 None => None,
             };
             let token = token.ok_or_else(|| {
@@ -123,12 +121,17 @@ pub async fn upstream_identity(
 }
 
 /// A client's token proves the environment when Keystone says it is valid and scoped to it.
-async fn check_token(api: &AllianceApi, token: &HeaderValue, environment: &str) -> Result<(), AllianceError> {
+async fn check_token(
+    api: &AllianceApi,
+    token: &HeaderValue,
+    environment: &str,
+    incoming: &HeaderMap,
+) -> Result<(), AllianceError> {
     let keystone = api.keystone.as_ref().ok_or_else(|| {
         AllianceError::Unauthorized("This gateway cannot verify tokens (no keystone.url configured)".into())
     })?;
     let token = token.to_str().map_err(|_| AllianceError::Unauthorized("X-Auth-Token is not valid".into()))?;
-    match keystone.validate(token).await? {
+    match keystone.validate(token, incoming).await? {
         None => Err(AllianceError::Unauthorized("X-Auth-Token is not valid".into())),
         Some(project) if project == environment => Ok(()),
         Some(_) => Err(AllianceError::Forbidden(format!(

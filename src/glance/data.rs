@@ -18,6 +18,7 @@ use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 use super::{checked, error_message, settle, Call, GlanceClient, Outgoing, Transport, UpstreamError};
 use crate::glance::breaker::Outcome;
@@ -150,6 +151,7 @@ impl GlanceClient {
             return Err(UpstreamError::RequestTooLong { target, limit: self.max_target });
         }
         let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
+        let (span, headers) = self.span(call, out);
         let started = Instant::now();
         let (body, progress) = match upload {
             Some((stream, progress)) => (Some(stream), Some(progress)),
@@ -161,7 +163,7 @@ impl GlanceClient {
                     let client = if body.is_some() { uploads } else { client };
                     let mut url = base.clone();
                     url.set_path(&format!("{}{}", base.path().trim_end_matches('/'), out.path));
-                    let mut request = client.request(out.method.clone(), url).headers(call.0.headers.clone()).header(
+                    let mut request = client.request(out.method.clone(), url).headers(headers).header(
                         http::header::ACCEPT,
                         if body.is_some() { "application/json" } else { "application/octet-stream" },
                     );
@@ -191,7 +193,7 @@ impl GlanceClient {
                         .uri(&out.path)
                         .body(body)
                         .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-                    *request.headers_mut() = call.0.headers.clone();
+                    *request.headers_mut() = headers;
                     if progress.is_some() {
                         request
                             .headers_mut()
@@ -208,12 +210,13 @@ impl GlanceClient {
             Some(progress) => {
                 progress.touch();
                 tokio::select! {
-                    sent = exchange => sent,
+                    sent = exchange.instrument(span.clone()) => sent,
                     () = progress.stalled(self.timeout) => Err(UpstreamError::Timeout(self.timeout)),
                 }
             }
             None => {
-                tokio::time::timeout(self.timeout, exchange).await.unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
+                let exchange = tokio::time::timeout(self.timeout, exchange).instrument(span.clone());
+                exchange.await.unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
             }
         };
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -227,6 +230,7 @@ impl GlanceClient {
         };
         match sent {
             Ok((status, headers, body)) => {
+                span.record("status", status.as_u16());
                 let outcome = if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
                     Outcome::Failed
                 } else {

@@ -25,10 +25,12 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tower::ServiceExt;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::config::Config;
 use crate::layers::metrics::Metrics;
+use crate::layers::trace;
 use crate::mapping::{for_each_object, PageError, PageSummary, PropertyNames, RawObject};
 use crate::tls::client::ClientTls;
 use breaker::{Breaker, Outcome, Permit};
@@ -342,12 +344,10 @@ impl GlanceClient {
     }
 
     /// The headers of a client request that this client passes on to Glance: the configured
-    /// ones, and the request id so one id follows the call into Glance's logs.
+    /// ones, and the request id and trace context so that the call can be followed into Glance.
     pub fn forwarded(&self, incoming: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
-        if let Some(id) = incoming.get(crate::layers::request_id::HEADER) {
-            out.insert(crate::layers::request_id::HEADER, id.clone());
-        }
+        trace::correlate(incoming, &mut out);
         for name in self.forward.iter() {
             for value in incoming.get_all(name) {
                 out.append(name.clone(), value.clone());
@@ -475,19 +475,33 @@ impl GlanceClient {
             return Err(UpstreamError::RequestTooLong { target, limit: self.max_target });
         }
         let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
+        let (span, headers) = self.span(call, out);
         let started = Instant::now();
         let sent = match &self.transport {
             Transport::Http { client, base, .. } => {
-                tokio::time::timeout(self.timeout, send_http(self.breaker.name(), client, base, call, out)).await
+                let sending = send_http(self.breaker.name(), client, base, headers, out);
+                tokio::time::timeout(self.timeout, sending).instrument(span.clone()).await
             }
-            Transport::Embedded(router) => tokio::time::timeout(self.timeout, send_embedded(router, call, out)).await,
+            Transport::Embedded(router) => {
+                tokio::time::timeout(self.timeout, send_embedded(router, headers, out)).instrument(span.clone()).await
+            }
         };
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         call.0.upstream_nanos.fetch_add(elapsed, Ordering::Relaxed);
         match sent.unwrap_or(Err(UpstreamError::Timeout(self.timeout))) {
-            Ok((status, body)) => Ok((status, body, permit)),
+            Ok((status, body)) => {
+                span.record("status", status.as_u16());
+                Ok((status, body, permit))
+            }
             Err(e) => settle(permit, Err(e)),
         }
+    }
+
+    /// The span of one call to Glance, and the headers that carry it there.
+    fn span(&self, call: &Call, out: &Outgoing) -> (tracing::Span, HeaderMap) {
+        let mut headers = call.0.headers.clone();
+        let span = trace::upstream_span(self.breaker.name(), &out.method, &out.path, &mut headers);
+        (span, headers)
     }
 }
 
@@ -504,7 +518,7 @@ async fn send_http(
     upstream: &str,
     client: &reqwest::Client,
     base: &Url,
-    call: &Call,
+    headers: HeaderMap,
     out: &Outgoing,
 ) -> Result<(StatusCode, Bytes), UpstreamError> {
     let mut url = base.clone();
@@ -520,7 +534,7 @@ async fn send_http(
         attempt += 1;
         let mut request = client
             .request(out.method.clone(), url.clone())
-            .headers(call.0.headers.clone())
+            .headers(headers.clone())
             .header(http::header::ACCEPT, "application/json");
         if let Some((content_type, body)) = &out.body {
             request = request.header(http::header::CONTENT_TYPE, *content_type).body(body.clone());
@@ -588,7 +602,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<O
 
 async fn send_embedded(
     router: &axum::Router,
-    call: &Call,
+    headers: HeaderMap,
     out: &Outgoing,
 ) -> Result<(StatusCode, Bytes), UpstreamError> {
     let mut uri = out.path.clone();
@@ -602,7 +616,7 @@ async fn send_embedded(
         .uri(uri)
         .body(body)
         .map_err(|e| UpstreamError::BadAnswer(e.to_string()))?;
-    *request.headers_mut() = call.0.headers.clone();
+    *request.headers_mut() = headers;
     request.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("application/json"));
     if let Some((content_type, _)) = &out.body {
         request.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));

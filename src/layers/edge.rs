@@ -30,7 +30,8 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use super::metrics::Metrics;
-use super::request_id;
+use super::{request_id, trace};
+use crate::config::TracingConfig;
 use crate::public_url::Cidr;
 use crate::trust;
 
@@ -59,6 +60,8 @@ struct Shared {
     max_target: usize,
     /// Peers whose identity headers are passed on.
     identity_proxies: Vec<Cidr>,
+    /// `[tracing]`: whether a client's trace is joined.
+    tracing: TracingConfig,
 }
 
 impl EdgeLayer {
@@ -68,8 +71,10 @@ impl EdgeLayer {
         glance_mount: String,
         max_target: usize,
         identity_proxies: Vec<Cidr>,
+        tracing: TracingConfig,
     ) -> Self {
-        EdgeLayer { shared: Arc::new(Shared { metrics, nova_mounts, glance_mount, max_target, identity_proxies }) }
+        let shared = Shared { metrics, nova_mounts, glance_mount, max_target, identity_proxies, tracing };
+        EdgeLayer { shared: Arc::new(shared) }
     }
 }
 
@@ -113,12 +118,24 @@ where
         }
         mark_sensitive(req.headers_mut());
         let id = request_id::ensure(req.headers_mut());
-        // Filtered out (a log filter above `info`), the span is inert and its fields never made.
+        let tracing = &self.shared.tracing;
+        // A new trace is sampled when its spans are exported.
+        let (traced, parent) =
+            trace::ensure(req.headers_mut(), tracing.accept_client_context, tracing.otlp_endpoint.is_some());
+        // Filtered out (a log filter above `info`, no export), the span is inert and its fields never made.
         let span = tracing::info_span!(
             "request",
+            // A request's path names images: the span's name is its method, as OpenTelemetry's
+            // HTTP conventions have it when the route is not known yet.
+            otel.name = %req.method(),
+            otel.kind = "server",
             method = %req.method(),
             path = req.uri().path(),
-            request_id = id.to_str().unwrap_or("")
+            request_id = id.to_str().unwrap_or(""),
+            trace_id = %traced.trace_id(),
+            span_id = %traced.span_id(),
+            parent_id = parent.map(tracing::field::display),
+            sampled = traced.sampled(),
         );
         let exchange = self.shared.metrics.start(&req);
         let called = {
@@ -136,7 +153,7 @@ where
                 Ok(Ok(response)) => response,
                 Err(panic) => panic_response(panic),
             };
-            let latency = exchange.finish(&response, &id);
+            let latency = exchange.finish(&response, &id, traced.trace_id());
             // An id the handler set (Glance's own, through the passthrough) stands.
             if let header::Entry::Vacant(entry) = response.headers_mut().entry(request_id::HEADER) {
                 entry.insert(id);
@@ -237,7 +254,8 @@ mod tests {
         identity_proxies: Vec<Cidr>,
     ) -> impl Service<Request, Response = Response, Error = Infallible> + Clone {
         let mounts = vec!["/v2.1".to_owned(), "/v2".to_owned()];
-        let layer = EdgeLayer::new(metrics.clone(), mounts, "/image".into(), 8192, identity_proxies);
+        let layer =
+            EdgeLayer::new(metrics.clone(), mounts, "/image".into(), 8192, identity_proxies, TracingConfig::default());
         layer.layer(service_fn(|req: Request| async move {
             match req.uri().path() {
                 "/panic" => panic!("a bug"),
@@ -345,11 +363,14 @@ mod tests {
         };
         let proxies = vec!["10.0.0.0/8".parse().unwrap()];
         let untrusted = text(send(edge_trusting(&metrics, proxies.clone()), request("192.0.2.7")).await).await;
-        assert_eq!(untrusted, "x-auth-token,x-openstack-request-id");
+        assert_eq!(untrusted, "traceparent,x-auth-token,x-openstack-request-id");
         assert!(metrics.render().contains("image_gateway_identity_headers_dropped_total 3"));
         for peer in ["10.1.2.3", "::ffff:10.1.2.3"] {
             let trusted = text(send(edge_trusting(&metrics, proxies.clone()), request(peer)).await).await;
-            assert_eq!(trusted, "x-auth-token,x-openstack-request-id,x-project-id,x-roles,x-service-roles", "{peer}");
+            assert_eq!(
+                trusted, "traceparent,x-auth-token,x-openstack-request-id,x-project-id,x-roles,x-service-roles",
+                "{peer}"
+            );
         }
     }
 }

@@ -14,6 +14,8 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response};
+
+use super::trace::TraceId;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -448,7 +450,12 @@ pub struct Exchange {
 impl Exchange {
     /// Records the response, if it carries a [`RouteLabel`], in the metrics and as a line at
     /// target `access_log`. Returns the time since the request arrived.
-    pub fn finish<B: http_body::Body>(mut self, response: &Response<B>, request_id: &HeaderValue) -> Duration {
+    pub fn finish<B: http_body::Body>(
+        mut self,
+        response: &Response<B>,
+        request_id: &HeaderValue,
+        trace_id: TraceId,
+    ) -> Duration {
         self.leave();
         let total = self.started.elapsed();
         let Some(label) = response.extensions().get::<RouteLabel>() else { return total };
@@ -468,6 +475,7 @@ impl Exchange {
             bytes_in = self.bytes_in,
             bytes_out,
             request_id = request_id.to_str().unwrap_or(""),
+            trace_id = %trace_id,
         );
         total
     }
@@ -502,23 +510,25 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::trace::TraceParent;
 
     #[test]
     fn labelled_responses_are_counted_by_route_and_status() {
         let metrics = Arc::new(Metrics::new());
         let id = HeaderValue::from_static("req-6f1c1bd8-4f0e-4b8a-9d7e-1d2b3c4d5e6f");
+        let trace = TraceParent::fresh(false).trace_id();
         let exchange = metrics.start(&Request::get("/labelled").body(()).unwrap());
         assert_eq!(metrics.in_flight.get(), 1);
         let mut res = Response::new(String::from("{}"));
         res.extensions_mut().insert(RouteLabel { dialect: "nova", route: "nova.images.show".into() });
         res.extensions_mut().insert(UpstreamTime(Duration::from_millis(3)));
         *res.status_mut() = http::StatusCode::NOT_FOUND;
-        exchange.finish(&res, &id);
+        exchange.finish(&res, &id, trace);
         // The second time through, the series are the ones resolved the first time.
-        metrics.start(&Request::get("/labelled").body(()).unwrap()).finish(&res, &id);
+        metrics.start(&Request::get("/labelled").body(()).unwrap()).finish(&res, &id, trace);
         let probe = metrics.start(&Request::get("/healthz").body(()).unwrap());
         assert_eq!(metrics.in_flight.get(), 0, "probes are not in flight");
-        probe.finish(&Response::new(String::new()), &id);
+        probe.finish(&Response::new(String::new()), &id, trace);
         let text = metrics.render();
         assert!(
             text.contains(r#"image_gateway_requests_total{dialect="nova",route="nova.images.show",status="404"} 2"#),
@@ -539,7 +549,9 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut res = Response::new(String::new());
         res.extensions_mut().insert(RouteLabel { dialect: "glance", route: "glance.passthrough".into() });
-        metrics.start(&Request::get("/image/v2/images").body(()).unwrap()).finish(&res, &HeaderValue::from_static(""));
+        let trace = TraceParent::fresh(false).trace_id();
+        let exchange = metrics.start(&Request::get("/image/v2/images").body(()).unwrap());
+        exchange.finish(&res, &HeaderValue::from_static(""), trace);
         let text = metrics.render();
         assert!(
             text.contains(r#"image_gateway_own_duration_seconds_count{dialect="glance",route="glance.passthrough"} 1"#)

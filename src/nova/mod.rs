@@ -393,7 +393,7 @@ async fn identity_project(api: &NovaApi, headers: &HeaderMap) -> Result<Option<S
         return Ok(header.map(str::to_owned));
     };
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok()).ok_or(NovaError::Unauthorized)?;
-    match keystone.validate(token).await {
+    match keystone.validate(token, headers).await {
         Ok(Some(project)) => Ok(Some(project).filter(|p| !p.is_empty())),
         Ok(None) => Err(NovaError::Unauthorized),
         Err(e) => Err(NovaError::Upstream(UpstreamError::Unreachable(e.to_string()))),

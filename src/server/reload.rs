@@ -187,6 +187,9 @@ impl Reload {
                 if next.config.reload != self.reload {
                     tracing::warn!("a new [reload] takes a restart; the running one stays");
                 }
+                if next.config.tracing.otlp_endpoint != self.app.config.tracing.otlp_endpoint {
+                    tracing::warn!("a new tracing.otlp_endpoint takes a restart; spans go where they went");
+                }
                 self.app = Arc::new(next);
                 self.current.store(Arc::new(router(self.app.clone(), self.lifecycle.clone())));
                 metrics.record_reload(trigger, true);
