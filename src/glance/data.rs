@@ -146,12 +146,7 @@ impl GlanceClient {
         out: &Outgoing,
         upload: Option<Upload>,
     ) -> Result<(StatusCode, HeaderMap, Body), UpstreamError> {
-        let target = out.target_len();
-        if target > self.max_target {
-            return Err(UpstreamError::RequestTooLong { target, limit: self.max_target });
-        }
-        let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
-        let (span, headers) = self.span(call, out);
+        let (permit, span, headers) = self.admit(call, out)?;
         let started = Instant::now();
         let (body, progress) = match upload {
             Some((stream, progress)) => (Some(stream), Some(progress)),

@@ -468,14 +468,7 @@ impl GlanceClient {
     /// is decided here; an answer comes with its permit, for the caller to decide once it
     /// knows whether the answer is usable.
     async fn send(&self, call: &Call, out: &Outgoing) -> Result<(StatusCode, Bytes, Permit), UpstreamError> {
-        // Escaping can make a filter three times longer than the client sent it; a Glance
-        // front that drops an over-long request line must not count that against Glance.
-        let target = out.target_len();
-        if target > self.max_target {
-            return Err(UpstreamError::RequestTooLong { target, limit: self.max_target });
-        }
-        let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
-        let (span, headers) = self.span(call, out);
+        let (permit, span, headers) = self.admit(call, out)?;
         let started = Instant::now();
         let sent = match &self.transport {
             Transport::Http { client, base, .. } => {
@@ -498,10 +491,19 @@ impl GlanceClient {
     }
 
     /// The span of one call to Glance, and the headers that carry it there.
-    fn span(&self, call: &Call, out: &Outgoing) -> (tracing::Span, HeaderMap) {
+    /// What every call takes before it is sent: a request line Glance can take, the breaker's
+    /// leave, and the call's span with the headers that carry it.
+    fn admit(&self, call: &Call, out: &Outgoing) -> Result<(Permit, tracing::Span, HeaderMap), UpstreamError> {
+        // Escaping can make a filter three times longer than the client sent it; a Glance
+        // front that drops an over-long request line must not count that against Glance.
+        let target = out.target_len();
+        if target > self.max_target {
+            return Err(UpstreamError::RequestTooLong { target, limit: self.max_target });
+        }
+        let permit = self.breaker.admit().map_err(UpstreamError::CircuitOpen)?;
         let mut headers = call.0.headers.clone();
         let span = trace::upstream_span(self.breaker.name(), &out.method, &out.path, &mut headers);
-        (span, headers)
+        Ok((permit, span, headers))
     }
 }
 
