@@ -52,16 +52,6 @@ impl World {
         assert_eq!(a.status, 201, "{}", a.text);
         a.json()
     }
-
-    /// Image ids the environment sees in Glance itself.
-    async fn glance_ids(&self, env: &str) -> Vec<String> {
-        let mut headers = self.h.member();
-        headers.insert("x-project-id", env.parse().unwrap());
-        // Owned by `env`: a shared Glance also lists other projects' public images to it.
-        let url = format!("{}/v2/images?limit=1000&owner={env}", self.h.glance_url);
-        let a = send(client().get(url).headers(headers)).await;
-        a.json()["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
-    }
 }
 
 #[tokio::test]
@@ -220,7 +210,7 @@ async fn bad_bodies_are_refused_before_glance_sees_them() {
     };
     assert_eq!(raw("application/json", "{bad").await.status, 400);
     assert_eq!(raw("application/xml", "<image/>").await.status, 415);
-    assert!(w.glance_ids(&e).await.is_empty(), "nothing was created");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "nothing was created");
     // copy_from cannot be set on an existing image.
     let image = w.create(&e, json!({"name": "y"})).await;
     let a = w
@@ -317,5 +307,5 @@ async fn a_copy_that_cannot_start_leaves_nothing_behind() {
         .await;
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("cannot be imported"), "{}", a.text);
-    assert!(w.glance_ids(&e).await.is_empty(), "the half-made image was deleted");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "the half-made image was deleted");
 }

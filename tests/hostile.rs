@@ -92,16 +92,6 @@ impl World {
         send(req).await
     }
 
-    /// Image ids the environment has in Glance itself.
-    async fn glance_ids(&self, env: &str) -> Vec<String> {
-        let mut headers = self.h.member();
-        headers.insert("x-project-id", env.parse().unwrap());
-        // Owned by `env`: a shared Glance also lists other projects' public images to it.
-        let url = format!("{}/v2/images?limit=1000&owner={env}", self.h.glance_url);
-        let a = send(client().get(url).headers(headers)).await;
-        a.json()["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
-    }
-
     /// A good call of each dialect through `gw`.
     async fn good_calls(&self, gw: &Gateway) -> Result<(), String> {
         let a = self.nova(gw, "GET", "/v2.1/images?limit=1", None).await;
@@ -332,7 +322,7 @@ async fn malformed_json_is_a_400_in_each_dialect() {
         failures.check(format!("{case}: alliance PATCH"), alliance_error(&a, &[400]));
     }
     failures.assert_none();
-    assert!(w.glance_ids(&e).await.is_empty(), "nothing was created");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "nothing was created");
     w.still_serving(&w.gw).await;
 }
 
@@ -367,7 +357,7 @@ async fn deep_nesting_is_a_400_and_others_are_served_meanwhile() {
     let (failures, good) = tokio::join!(hostile, w.good_calls(&w.gw));
     failures.assert_none();
     good.unwrap();
-    assert!(w.glance_ids(&e).await.is_empty(), "nothing was created");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "nothing was created");
     w.still_serving(&w.gw).await;
 }
 
@@ -448,7 +438,7 @@ async fn wrong_types_are_400s_before_glance_is_asked() {
         failures.check(format!("alliance POST {body}"), alliance_error(&a, &[400]));
     }
     failures.assert_none();
-    assert!(w.glance_ids(&e).await.is_empty(), "nothing was created");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "nothing was created");
     w.still_serving(&w.gw).await;
 }
 
@@ -501,7 +491,7 @@ async fn bodies_over_the_limit_are_413s_with_or_without_content_length() {
     let a = w.alliance(&w.small, &e, "PATCH", &format!("/images/{id}"), Some(chunked(at_limit))).await;
     failures.check("alliance at the limit", alliance_error(&a, &[404]));
     failures.assert_none();
-    assert!(w.glance_ids(&e).await.is_empty(), "nothing was created");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "nothing was created");
     w.still_serving(&w.small).await;
 }
 
@@ -707,6 +697,6 @@ async fn metadata_with_100k_keys_is_refused_without_stalling_others() {
     // The image is untouched.
     let image = w.glance().get(&id).await;
     assert!(image.get("k000000").is_none() && image["os_distro"] == "x", "{image}");
-    assert!(w.glance_ids(&e).await.is_empty(), "nothing was created");
+    assert!(w.h.owned_image_ids(&e).await.is_empty(), "nothing was created");
     w.still_serving(&big).await;
 }

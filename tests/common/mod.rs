@@ -108,6 +108,16 @@ impl Harness {
         self.identity("member,reader")
     }
 
+    /// Ids of the images project `env` owns in Glance itself (as its member). Owned, not
+    /// seen: a shared Glance also lists other projects' public images to it.
+    pub async fn owned_image_ids(&self, env: &str) -> Vec<String> {
+        let mut headers = self.member();
+        headers.insert("x-project-id", env.parse().unwrap());
+        let url = format!("{}/v2/images?limit=1000&owner={env}", self.glance_url);
+        let a = send(client().get(url).headers(headers)).await;
+        a.json()["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+    }
+
     pub fn admin(&self) -> HeaderMap {
         self.identity("admin,member,reader")
     }
